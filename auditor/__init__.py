@@ -1,0 +1,3 @@
+"""vecaudit core: contracts, scan engine, ledger, quarantine and CLI of the vector store auditor."""
+
+__version__ = "0.1.0"

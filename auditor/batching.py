@@ -1,0 +1,66 @@
+"""Turn a connector's raw page into a RecordBatch: vectors to float32 of the collection's dimension,
+payload fields resolved through the field map, content hashes computed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from auditor.hashing import payload_hash, text_hash, vector_hash
+from auditor.types import FieldMap, PointBatch, PointId, RecordBatch, resolve_field
+
+
+def _as_vector(raw: Any) -> np.ndarray | None:
+    if raw is None:
+        return None
+    try:
+        arr = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError):
+        return None
+    return arr.reshape(-1) if arr.ndim <= 1 else None
+
+
+def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int = 0) -> RecordBatch:
+    """Resolve one page. Rows with a missing/unparseable vector get ``stored_dims`` 0; rows of another
+    length keep their length in ``stored_dims`` and a zero row in ``vectors``."""
+    n = len(batch)
+    vectors = np.zeros((n, dim), dtype=np.float32)
+    stored_dims = np.zeros(n, dtype=np.int64)
+    vhashes = []
+    for i, raw in enumerate(batch.vectors):
+        vec = _as_vector(raw)
+        if vec is None:
+            vhashes.append(vector_hash(None))
+            continue
+        stored_dims[i] = vec.shape[0]
+        if vec.shape[0] == dim:
+            vectors[i] = vec
+        vhashes.append(vector_hash(vec))
+    payloads = [p if isinstance(p, dict) else {"_raw": p} for p in batch.payloads]
+    texts = [resolve_field(p, field_map.text) for p in payloads]
+    return RecordBatch(
+        offset=offset,
+        ids=list(batch.ids),
+        vectors=vectors,
+        stored_dims=stored_dims,
+        payloads=payloads,
+        text_values=texts,
+        tenant_values=[resolve_field(p, field_map.tenant) for p in payloads],
+        doc_ids=[resolve_field(p, field_map.doc_id) for p in payloads],
+        timestamps=[resolve_field(p, field_map.timestamp) for p in payloads],
+        vector_hashes=vhashes,
+        payload_hashes=[payload_hash(p) for p in payloads],
+        text_hashes=[text_hash(t) for t in texts],
+    )
+
+
+def make_batch(
+    ids: Sequence[PointId], vectors: Any, payloads: Sequence[dict[str, Any]], field_map: FieldMap,
+    dim: int | None = None,
+) -> RecordBatch:
+    """Convenience for tests and in-memory use: a RecordBatch straight from arrays and payloads."""
+    vec_list = list(vectors)
+    d = dim if dim is not None else (len(vec_list[0]) if vec_list else 0)
+    return resolve_batch(PointBatch(list(ids), vec_list, list(payloads)), field_map, d)

@@ -1,0 +1,148 @@
+"""The connector contract: read a collection in resumable batches, describe it, fetch and (optionally) write."""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import numpy as np
+
+from auditor.errors import ConfigError
+from auditor.types import CollectionInfo, PointBatch, PointId, StoredPoint
+
+# An opaque, JSON-serialisable position in a collection (stored in the ledger to resume a scan).
+Cursor = Any
+
+
+@dataclass(frozen=True)
+class SourceURI:
+    """A parsed store URI such as ``qdrant+local:///data/store`` or ``qdrant://host:6333``."""
+
+    raw: str
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, uri: str) -> SourceURI:
+        if uri == ":memory:":
+            return cls(raw=uri, scheme="qdrant+memory", host=None, port=None, path=":memory:")
+        parts = urlsplit(uri)
+        if not parts.scheme or "://" not in uri:
+            raise ConfigError(
+                f"not a store URI: {uri!r}",
+                hint="write it as SCHEME://..., e.g. qdrant+local:///path/to/store or qdrant://localhost:6333",
+            )
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise ConfigError(f"bad port in store URI {uri!r}") from e
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return cls(raw=uri, scheme=parts.scheme.lower(), host=parts.hostname, port=port,
+                   path=parts.path, query=query)
+
+    def redacted(self) -> str:
+        """The URI with any user info password and secret-looking query values removed (safe to store)."""
+        if self.raw == ":memory:":
+            return self.raw
+        parts = urlsplit(self.raw)
+        netloc = parts.hostname or ""
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        if parts.port:
+            netloc = f"{netloc}:{parts.port}"
+        query = "&".join(
+            f"{k}={'***' if any(s in k.lower() for s in ('key', 'token', 'password', 'secret')) else v}"
+            for k, v in self.query.items()
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@dataclass(frozen=True)
+class ProbeHit:
+    """One result of a filtered similarity search used by isolation probes."""
+
+    id: PointId
+    score: float
+    payload: dict[str, Any]
+
+
+class Connector(abc.ABC):
+    """Read access to one collection of one store.
+
+    Contract: the constructor does no I/O; ``describe`` and ``iter_batches`` never write; backend
+    exceptions are wrapped in :class:`~auditor.errors.ConnectorError` naming collection and operation.
+    Credentials come from environment variables only.
+    """
+
+    #: URI schemes this connector accepts (e.g. ``("qdrant", "qdrants", "qdrant+local")``).
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: What the store supports beyond reading: ``"probe"``, ``"quarantine:tag"``, ``"quarantine:move"``.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        uri: SourceURI,
+        *,
+        collection: str | None = None,
+        vector: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.collection = collection
+        self.vector = vector
+        self.options: dict[str, Any] = dict(options or {})
+
+    @property
+    def collection_key(self) -> str:
+        """Stable name of the audited collection for the ledger (credentials redacted)."""
+        key = f"{self.uri.redacted()}#{self.collection or ''}"
+        return f"{key}:{self.vector}" if self.vector else key
+
+    @abc.abstractmethod
+    def describe(self) -> CollectionInfo:
+        """Dimension, distance, point count, vector names and payload schema of the collection."""
+
+    @abc.abstractmethod
+    def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
+        """Yield ``(batch, cursor_after_batch)`` pages; ``start`` resumes from a cursor, ``None`` at the end."""
+
+    @abc.abstractmethod
+    def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
+        """Complete stored points (all vectors bit-exact, payload) for ``ids``; absent ids are skipped."""
+
+    def probe_search(
+        self, vector: np.ndarray, *, tenant_field: str, tenant: str, limit: int = 10,
+        filter_spec: Mapping[str, Any] | None = None,
+    ) -> list[ProbeHit]:
+        """Run the tenant-filtered similarity search a RAG app would run (stores with ``"probe"``)."""
+        from auditor.errors import ConnectorError
+
+        raise ConnectorError(f"{type(self).__name__} cannot run isolation probes")
+
+    def posture(self, *, tenant_field: str | None) -> dict[str, Any]:
+        """Store-level tenant-isolation facts (indexes, row-level security); empty when unknown."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and files."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cursor_to_json(cursor: Cursor) -> str | None:
+    return None if cursor is None else json.dumps(cursor)
+
+
+def cursor_from_json(text: str | None) -> Cursor:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,200 @@
+"""Per-scan state shared by detectors: settings, the collection's point table (vectors spilled to a memmap),
+the previous scan's fingerprints, and the lazily built neighbour graph and embedder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.types import MISSING, CollectionInfo, FieldMap, PointId, RecordBatch, tenant_label
+
+if TYPE_CHECKING:
+    from auditor.connector import Connector
+    from auditor.embedder import Embedder
+    from auditor.graph import NeighbourGraph
+
+
+@dataclass(frozen=True)
+class PointState:
+    """A point's fingerprint as the ledger last recorded it."""
+
+    vector_hash: str
+    payload_hash: str
+    text_hash: str | None
+    tenant: str | None
+    first_scan_id: int | None = None
+
+
+@dataclass
+class ScanSettings:
+    """Options of one scan that detectors may read (model, tenants, probes, ...)."""
+
+    model: str | None = None
+    device: str | None = None
+    embed_batch_size: int = 64
+    embed_sample: str | None = None
+    tenants: tuple[str, ...] | None = None
+    probe: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PointTable:
+    """Every scanned point's columns, appended batch by batch; vectors go to a float32 memmap on disk
+    so pass 2 sees the whole collection without holding it in RAM."""
+
+    def __init__(self, dim: int, spill_dir: str | os.PathLike[str] | None = None) -> None:
+        self.dim = dim
+        self._tmp = tempfile.TemporaryDirectory(prefix="vecaudit-", dir=spill_dir)
+        self._path = Path(self._tmp.name) / "vectors.f32"
+        self._fh: Any = open(self._path, "wb")  # noqa: SIM115 - kept open across batches
+        self._vectors: np.memmap[Any, np.dtype[np.float32]] | None = None
+        self.ids: list[PointId] = []
+        self.dim_ok_parts: list[npt.NDArray[np.bool_]] = []
+        self.texts: list[str | None] = []
+        self.tenants: list[str | None] = []
+        self.doc_ids: list[Any] = []
+        self.timestamps: list[Any] = []
+        self.vector_hashes: list[str] = []
+        self.payload_hashes: list[str] = []
+        self.text_hashes: list[str | None] = []
+        self._index: dict[PointId, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def append(self, batch: RecordBatch) -> None:
+        if self._fh is None:
+            raise RuntimeError("point table is sealed")
+        self._fh.write(np.ascontiguousarray(batch.vectors, dtype=np.float32).tobytes())
+        self.ids.extend(batch.ids)
+        self.dim_ok_parts.append(batch.dim_ok)
+        self.texts.extend(batch.texts)
+        self.tenants.extend(tenant_label(t) for t in batch.tenant_values)
+        self.doc_ids.extend(None if d is MISSING else d for d in batch.doc_ids)
+        self.timestamps.extend(None if t is MISSING else t for t in batch.timestamps)
+        self.vector_hashes.extend(batch.vector_hashes)
+        self.payload_hashes.extend(batch.payload_hashes)
+        self.text_hashes.extend(batch.text_hashes)
+
+    def seal(self) -> None:
+        """Finish pass 1: close the spill file and map it for reading."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        n = len(self.ids)
+        if n and self.dim:
+            self._vectors = np.memmap(self._path, dtype=np.float32, mode="r", shape=(n, self.dim))
+
+    @property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """float32 ``(n, dim)`` memmap; rows with ``dim_ok`` False are zero-filled."""
+        if self._vectors is None:
+            return np.zeros((len(self.ids), self.dim), dtype=np.float32)
+        return self._vectors
+
+    @property
+    def dim_ok(self) -> npt.NDArray[np.bool_]:
+        return np.concatenate(self.dim_ok_parts) if self.dim_ok_parts else np.zeros(0, dtype=bool)
+
+    def valid_mask(self) -> npt.NDArray[np.bool_]:
+        """Rows usable for geometry: right dimension, all finite, not all zero."""
+        ok = self.dim_ok.copy()
+        vec = self.vectors
+        step = 65536
+        for start in range(0, len(ok), step):
+            block = np.asarray(vec[start : start + step])
+            ok[start : start + step] &= np.isfinite(block).all(axis=1) & (np.abs(block).sum(axis=1) > 0)
+        return ok
+
+    def row_of(self, point_id: PointId) -> int | None:
+        if self._index is None:
+            self._index = {pid: i for i, pid in enumerate(self.ids)}
+        return self._index.get(point_id)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._vectors = None
+        self._tmp.cleanup()
+
+
+class ScanContext:
+    """What a detector may read during a scan. Expensive pieces (graph, embedder) are built on first use
+    and shared, so every detector sees the same neighbour graph."""
+
+    def __init__(
+        self,
+        *,
+        info: CollectionInfo,
+        field_map: FieldMap,
+        collection_key: str,
+        settings: ScanSettings | None = None,
+        previous: Mapping[str, PointState] | None = None,
+        connector: Connector | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
+        progress: Callable[..., Any] | None = None,
+    ) -> None:
+        self.info = info
+        self.field_map = field_map
+        self.collection_key = collection_key
+        self.settings = settings or ScanSettings()
+        self.previous = previous
+        self.connector = connector
+        self.table = PointTable(info.dim, spill_dir)
+        self.progress = progress
+        self.shared: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self._graph: NeighbourGraph | None = None
+        self._graph_k = 0
+        self._embedder: Embedder | None = None
+        self._valid: npt.NDArray[np.bool_] | None = None
+
+    def request_neighbours(self, k: int) -> None:
+        """Declare before pass 2 that some detector needs ``k`` neighbours (the graph is built once)."""
+        self._graph_k = max(self._graph_k, k)
+
+    def valid_mask(self) -> npt.NDArray[np.bool_]:
+        if self._valid is None:
+            self._valid = self.table.valid_mask()
+        return self._valid
+
+    def graph(self, k: int | None = None) -> NeighbourGraph:
+        """The shared k-nearest-neighbour graph over all valid vectors of the collection."""
+        from auditor.graph import build_graph
+
+        want = max(k or 0, self._graph_k, 1)
+        if self._graph is None or self._graph.k < want:
+            self._graph = build_graph(self.table.vectors, want, self.info.distance, self.valid_mask())
+        return self._graph
+
+    def embedder(self) -> Embedder:
+        """The sentence-transformers model of this scan (bundled all-MiniLM-L6-v2 unless ``--model``)."""
+        if self._embedder is None:
+            from auditor.embedder import Embedder
+
+            self._embedder = Embedder(
+                self.settings.model, device=self.settings.device, batch_size=self.settings.embed_batch_size
+            )
+        return self._embedder
+
+    def note(self, message: str) -> None:
+        """A line for the scan summary (e.g. "re-embedded a sample of 10,000 of 52,311 points")."""
+        self.notes.append(message)
+
+    def rows_by_tenant(self) -> dict[str | None, Sequence[int]]:
+        groups: dict[str | None, list[int]] = {}
+        for i, t in enumerate(self.table.tenants):
+            groups.setdefault(t, []).append(i)
+        return groups
+
+    def close(self) -> None:
+        self.table.close()

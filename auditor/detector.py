@@ -1,0 +1,96 @@
+"""The detector contract (a specification, as in scikit-learn's estimator guide).
+
+A detector is one class per rule family. Its ``name`` is its registry key; ``rules`` lists the stable
+rule ids it can emit. ``__init__`` only stores keyword parameters declared in ``defaults`` (an unknown
+name is an error that names it); validation happens in ``begin``. Scores are *higher = more suspicious*.
+
+Lifecycle in one scan (see DESIGN.md "Data flow"):
+
+1. ``skip_reason(ctx)`` — a reason not to run on this collection (e.g. no text field), else None;
+2. ``begin(ctx)`` — once, before the first batch;
+3. ``observe(batch, ctx)`` — pass 1, once per streamed :class:`~auditor.types.RecordBatch`;
+4. ``finish(ctx)`` — pass 2, with the whole collection in ``ctx.table`` and the shared neighbour graph
+   from ``ctx.graph()`` (built once for the largest ``neighbours_needed()`` of all detectors).
+
+Both ``observe`` and ``finish`` return findings; evidence must never contain a raw secret.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from auditor.errors import DetectorError
+from auditor.findings import Finding, Rule
+from auditor.types import RecordBatch
+
+if TYPE_CHECKING:
+    from auditor.context import ScanContext
+
+
+class Detector(abc.ABC):
+    """Base class of every detector; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    rules: ClassVar[tuple[Rule, ...]] = ()
+    #: Subset of {"vectors", "text", "tenant", "embedder", "graph"}.
+    requires: ClassVar[frozenset[str]] = frozenset({"vectors"})
+    #: Parameters and their defaults; ``__init__`` accepts exactly these names.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Whether ``vecaudit scan`` runs it when no ``--detector`` is given.
+    enabled_by_default: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise DetectorError(
+                f"unknown parameter {unknown[0]!r} for detector {self.name!r}", hint=f"known parameters: {known}"
+            )
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def skip_reason(self, ctx: ScanContext) -> str | None:
+        """Why this detector cannot run on this scan (missing field map entry, ...), or None."""
+        if "text" in self.requires and not ctx.field_map.text:
+            return "no text field configured (--text-field)"
+        if "tenant" in self.requires and not ctx.field_map.tenant:
+            return "no tenant field configured (--tenant-field)"
+        return None
+
+    def neighbours_needed(self) -> int:
+        """How many nearest neighbours per point ``finish`` wants from the shared graph (0 = none)."""
+        return 0
+
+    def begin(self, ctx: ScanContext) -> None:  # noqa: B027 - optional hook
+        """Called once before pass 1."""
+
+    def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
+        """Pass 1: findings about the points of one batch."""
+        return ()
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        """Pass 2: findings that need the whole collection."""
+        return ()
+
+    def config(self) -> dict[str, Any]:
+        """What is recorded in the ledger with each scan: name, version and parameters."""
+        return {"name": self.name, "version": self.version, "params": _jsonable(self.params)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,300 @@
+"""Ledger operations used by the engine and the CLI; rows in, plain values out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from auditor.context import PointState
+from auditor.errors import ConfigError
+from auditor.findings import Finding
+from auditor.ledger.models import (
+    REVIEW_STATUSES,
+    CollectionRow,
+    FindingOccurrenceRow,
+    FindingRow,
+    PointVersionRow,
+    QuarantineActionRow,
+    ReviewRow,
+    ScanRow,
+    utcnow,
+)
+from auditor.types import Severity
+
+# A human verdict stays in force across scans; these statuses are not reopened by a new occurrence.
+STICKY_STATUSES = ("false_positive", "accepted", "confirmed", "quarantined")
+# Statuses that silence a finding for exit codes and "open" listings.
+SILENCED_STATUSES = ("false_positive", "accepted", "resolved")
+
+
+def get_or_create_collection(
+    session: Session, *, key: str, source: str, name: str, vector_name: str | None
+) -> CollectionRow:
+    row = session.scalar(select(CollectionRow).where(CollectionRow.key == key))
+    if row is None:
+        row = CollectionRow(key=key, source=source, name=name, vector_name=vector_name)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def last_completed_scan(session: Session, collection_id: int) -> ScanRow | None:
+    return session.scalar(
+        select(ScanRow)
+        .where(ScanRow.collection_id == collection_id, ScanRow.status == "completed")
+        .order_by(ScanRow.id.desc())
+        .limit(1)
+    )
+
+
+def latest_point_states(session: Session, collection_id: int) -> dict[str, PointState]:
+    """Each live point's last recorded fingerprint in this collection (deleted points left out)."""
+    latest = (
+        select(func.max(PointVersionRow.id))
+        .where(PointVersionRow.collection_id == collection_id)
+        .group_by(PointVersionRow.point_key)
+        .scalar_subquery()
+    )
+    first = (
+        select(PointVersionRow.point_key, func.min(PointVersionRow.scan_id).label("first_scan"))
+        .where(PointVersionRow.collection_id == collection_id)
+        .group_by(PointVersionRow.point_key)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            PointVersionRow.point_key, PointVersionRow.change, PointVersionRow.vector_hash,
+            PointVersionRow.payload_hash, PointVersionRow.text_hash, PointVersionRow.tenant, first.c.first_scan,
+        )
+        .join(first, first.c.point_key == PointVersionRow.point_key)
+        .where(PointVersionRow.id.in_(latest))
+    )
+    return {
+        key: PointState(vh or "", ph or "", th, tenant, first_scan)
+        for key, change, vh, ph, th, tenant, first_scan in rows
+        if change != "deleted"
+    }
+
+
+@dataclass
+class PointChange:
+    point_key: str
+    change: str
+    vector_hash: str | None
+    payload_hash: str | None
+    text_hash: str | None
+    tenant: str | None
+
+
+def record_point_changes(session: Session, *, collection_id: int, scan_id: int, changes: Iterable[PointChange]) -> int:
+    now = utcnow()
+    rows = [
+        {
+            "collection_id": collection_id, "scan_id": scan_id, "point_key": c.point_key, "change": c.change,
+            "vector_hash": c.vector_hash, "payload_hash": c.payload_hash, "text_hash": c.text_hash,
+            "tenant": c.tenant, "recorded_at": now,
+        }
+        for c in changes
+    ]
+    for start in range(0, len(rows), 5000):
+        session.execute(PointVersionRow.__table__.insert(), rows[start : start + 5000])
+    return len(rows)
+
+
+@dataclass
+class RecordedFinding:
+    finding: Finding
+    row_id: int
+    fingerprint: str
+    status: str
+    is_new: bool
+
+
+def record_findings(
+    session: Session, *, collection_id: int, scan_id: int, items: Sequence[tuple[Finding, str]]
+) -> list[RecordedFinding]:
+    """Upsert findings by fingerprint and add one occurrence each for this scan."""
+    now = utcnow()
+    out: list[RecordedFinding] = []
+    fps = [fp for _, fp in items]
+    existing: dict[str, FindingRow] = {}
+    for start in range(0, len(fps), 500):
+        chunk = fps[start : start + 500]
+        for row in session.scalars(select(FindingRow).where(FindingRow.fingerprint.in_(chunk))):
+            existing[row.fingerprint] = row
+    for finding, fp in items:
+        from auditor.findings import point_key
+
+        row = existing.get(fp)
+        is_new = row is None
+        if row is None:
+            row = FindingRow(
+                fingerprint=fp, collection_id=collection_id, detector=finding.detector, rule_id=finding.rule_id,
+                point_key=None if finding.point_id is None else point_key(finding.point_id),
+                tenant=finding.tenant, severity=finding.effective_severity.value,
+                confidence=finding.effective_confidence.value, title=finding.rule.title,
+                message=finding.message, tags=list(finding.tags), status="open",
+                first_scan_id=scan_id, last_scan_id=scan_id, first_seen_at=now, last_seen_at=now,
+            )
+            session.add(row)
+            session.flush()
+            existing[fp] = row
+        else:
+            if row.last_scan_id == scan_id:
+                continue  # the same identity twice in one scan: keep the first
+            row.last_scan_id = scan_id
+            row.last_seen_at = now
+            row.message = finding.message
+            row.severity = finding.effective_severity.value
+            if row.status == "resolved":
+                row.status = "open"  # it came back
+        session.add(
+            FindingOccurrenceRow(
+                finding_id=row.id, scan_id=scan_id, score=float(finding.score),
+                threshold=None if finding.threshold is None else float(finding.threshold),
+                evidence=finding.evidence, message=finding.message,
+            )
+        )
+        out.append(RecordedFinding(finding, row.id, fp, row.status, is_new))
+    session.flush()
+    return out
+
+
+def resolve_absent_findings(session: Session, *, collection_id: int, scan_id: int, detectors: Sequence[str]) -> int:
+    """Open findings of the detectors that ran which did not recur in this complete scan become resolved."""
+    result = session.execute(
+        update(FindingRow)
+        .where(
+            FindingRow.collection_id == collection_id,
+            FindingRow.status == "open",
+            FindingRow.last_scan_id != scan_id,
+            FindingRow.detector.in_(list(detectors)),
+        )
+        .values(status="resolved")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def add_review(session: Session, *, finding_id: int, reviewer: str, verdict: str, note: str | None) -> FindingRow:
+    row = session.get(FindingRow, finding_id)
+    if row is None:
+        raise ConfigError(f"no finding with id {finding_id}", hint="see `vecaudit findings list`")
+    if verdict not in REVIEW_STATUSES:
+        raise ConfigError(f"unknown verdict {verdict!r}")
+    session.add(ReviewRow(finding_id=finding_id, reviewer=reviewer, verdict=verdict, note=note))
+    row.status = verdict
+    session.flush()
+    return row
+
+
+@dataclass
+class FindingFilter:
+    severity: Severity | None = None
+    status: Sequence[str] | None = None
+    detector: Sequence[str] | None = None
+    rule_id: Sequence[str] | None = None
+    scan_id: int | None = None
+    collection: str | None = None
+    tenant: str | None = None
+    point_key: str | None = None
+    limit: int | None = None
+
+
+def query_findings(session: Session, flt: FindingFilter) -> list[FindingRow]:
+    stmt = select(FindingRow).order_by(FindingRow.id)
+    if flt.severity is not None:
+        allowed = [s.value for s in Severity if s >= flt.severity]
+        stmt = stmt.where(FindingRow.severity.in_(allowed))
+    if flt.status:
+        stmt = stmt.where(FindingRow.status.in_(list(flt.status)))
+    if flt.detector:
+        stmt = stmt.where(FindingRow.detector.in_(list(flt.detector)))
+    if flt.rule_id:
+        stmt = stmt.where(FindingRow.rule_id.in_(list(flt.rule_id)))
+    if flt.tenant is not None:
+        stmt = stmt.where(FindingRow.tenant == flt.tenant)
+    if flt.point_key is not None:
+        stmt = stmt.where(FindingRow.point_key == flt.point_key)
+    if flt.collection:
+        stmt = stmt.join(CollectionRow).where(
+            (CollectionRow.name == flt.collection) | (CollectionRow.key == flt.collection)
+        )
+    if flt.scan_id is not None:
+        stmt = stmt.where(
+            FindingRow.id.in_(select(FindingOccurrenceRow.finding_id).where(FindingOccurrenceRow.scan_id == flt.scan_id))
+        )
+    if flt.limit:
+        stmt = stmt.limit(flt.limit)
+    return list(session.scalars(stmt))
+
+
+def latest_occurrence(session: Session, finding_id: int, scan_id: int | None = None) -> FindingOccurrenceRow | None:
+    stmt = select(FindingOccurrenceRow).where(FindingOccurrenceRow.finding_id == finding_id)
+    if scan_id is not None:
+        stmt = stmt.where(FindingOccurrenceRow.scan_id == scan_id)
+    return session.scalar(stmt.order_by(FindingOccurrenceRow.id.desc()).limit(1))
+
+
+def point_history(session: Session, point_keys: Sequence[str]) -> dict[str, list[Any]]:
+    """Everything the ledger knows about a point: versions, findings (with reviews), quarantine actions."""
+    versions = list(
+        session.scalars(
+            select(PointVersionRow).where(PointVersionRow.point_key.in_(point_keys)).order_by(PointVersionRow.id)
+        )
+    )
+    findings = list(
+        session.scalars(select(FindingRow).where(FindingRow.point_key.in_(point_keys)).order_by(FindingRow.id))
+    )
+    actions = list(
+        session.scalars(
+            select(QuarantineActionRow)
+            .where(QuarantineActionRow.point_key.in_(point_keys))
+            .order_by(QuarantineActionRow.id)
+        )
+    )
+    return {"versions": versions, "findings": findings, "quarantine": actions}
+
+
+def list_scans(session: Session, *, collection: str | None = None, limit: int | None = None) -> list[ScanRow]:
+    stmt = select(ScanRow).order_by(ScanRow.id.desc())
+    if collection:
+        stmt = stmt.where(ScanRow.collection_name == collection)
+    if limit:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def scan_finding_summary(session: Session, scan_id: int) -> dict[str, dict[str, int]]:
+    """Counts of this scan's findings by detector and by severity."""
+    rows = session.execute(
+        select(FindingRow.detector, FindingRow.severity, func.count())
+        .join(FindingOccurrenceRow, FindingOccurrenceRow.finding_id == FindingRow.id)
+        .where(FindingOccurrenceRow.scan_id == scan_id)
+        .group_by(FindingRow.detector, FindingRow.severity)
+    )
+    by_detector: dict[str, int] = {}
+    by_severity: dict[str, int] = {}
+    for detector, severity, count in rows:
+        by_detector[detector] = by_detector.get(detector, 0) + count
+        by_severity[severity] = by_severity.get(severity, 0) + count
+    return {"by_detector": by_detector, "by_severity": by_severity}
+
+
+def finish_scan(
+    session: Session, scan_id: int, *, status: str, counts: dict[str, Any], points_scanned: int,
+    notes: list[str], error: str | None = None, cursor: str | None = None, finished_at: datetime | None = None,
+) -> None:
+    scan = session.get(ScanRow, scan_id)
+    assert scan is not None
+    scan.status = status
+    scan.counts = counts
+    scan.points_scanned = points_scanned
+    scan.notes = notes
+    scan.error = error
+    scan.resume_cursor = cursor
+    scan.finished_at = finished_at or utcnow()

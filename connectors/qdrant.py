@@ -1,0 +1,248 @@
+"""Qdrant connector: server (``qdrant://``, ``qdrants://``, REST or gRPC) and local mode (``qdrant+local://``,
+``:memory:``) through one qdrant-client code path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
+from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
+
+_DISTANCES = {
+    "Cosine": Distance.COSINE,
+    "Dot": Distance.DOT,
+    "Euclid": Distance.EUCLID,
+    "Manhattan": Distance.MANHATTAN,
+}
+
+
+class QdrantConnector(Connector):
+    """Reads a Qdrant collection with ``scroll`` (vectors + payload), resumable from the page offset.
+
+    URI forms: ``qdrant+local:///abs/path`` (local mode on disk), ``:memory:`` or ``qdrant+memory://``
+    (in-process, tests), ``qdrant://host:6333`` and ``qdrants://host:6333`` (server over HTTP/HTTPS;
+    API key from ``QDRANT_API_KEY``; option ``grpc=True`` prefers gRPC on port 6334).
+    """
+
+    schemes = ("qdrant", "qdrants", "qdrant+local", "qdrant+memory")
+    capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
+
+    def __init__(
+        self,
+        uri: SourceURI,
+        *,
+        collection: str | None = None,
+        vector: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        client: Any = None,
+    ) -> None:
+        super().__init__(uri, collection=collection, vector=vector, options=options)
+        self._client = client
+        self._owns_client = client is None
+        self._info: CollectionInfo | None = None
+
+    # -- connection ---------------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"collection {self.collection!r} at {self.uri.redacted()}"
+
+    def client(self) -> Any:
+        """The qdrant-client instance, created on first use (the constructor does no I/O)."""
+        if self._client is None:
+            from qdrant_client import QdrantClient
+
+            scheme = self.uri.scheme
+            try:
+                if scheme == "qdrant+memory" or self.uri.path == ":memory:":
+                    self._client = QdrantClient(location=":memory:")
+                elif scheme == "qdrant+local":
+                    path = Path(self.uri.path)
+                    if not (path / "collection").is_dir() and not (path / "meta.json").is_file():
+                        raise StoreNotFoundError(
+                            f"no Qdrant local store at {path}",
+                            hint="give the folder a QdrantClient(path=...) wrote, e.g. qdrant+local:///data/store",
+                        )
+                    self._client = QdrantClient(path=str(path))
+                else:
+                    https = scheme == "qdrants"
+                    host = self.uri.host or "localhost"
+                    port = self.uri.port or 6333
+                    self._client = QdrantClient(
+                        host=host, port=port, https=https, api_key=os.environ.get("QDRANT_API_KEY") or None,
+                        prefer_grpc=bool(self.options.get("grpc")), grpc_port=int(self.options.get("grpc_port", 6334)),
+                        timeout=int(self.options.get("timeout", 30)),
+                    )
+            except (StoreNotFoundError, ConfigError):
+                raise
+            except Exception as e:
+                raise ConnectorError(f"cannot open Qdrant store {self.uri.redacted()}: {e}") from e
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    def _call(self, operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call, turning backend errors into one clear ConnectorError."""
+        try:
+            return fn(*args, **kwargs)
+        except (ConnectorError, ConfigError):
+            raise
+        except Exception as e:
+            text = str(e)
+            if "not found" in text.lower() or "doesn't exist" in text.lower():
+                raise StoreNotFoundError(
+                    f"{operation}: {self.where} does not exist", hint="check --collection (`vecaudit describe`)"
+                ) from e
+            if "forbidden" in text.lower() or "403" in text or "unauthorized" in text.lower():
+                raise ConnectorError(
+                    f"{operation} refused on {self.where}: {text.splitlines()[0][:200]}",
+                    hint="the API key in QDRANT_API_KEY lacks permission for this operation",
+                ) from e
+            raise ConnectorError(f"{operation} failed on {self.where}: {type(e).__name__}: {text[:300]}") from e
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _require_collection(self) -> str:
+        if not self.collection:
+            names = [c.name for c in self._call("list collections", self.client().get_collections).collections]
+            raise ConfigError(
+                "no collection given", hint=f"add --collection NAME; this store has: {', '.join(names) or 'none'}"
+            )
+        return self.collection
+
+    def describe(self) -> CollectionInfo:
+        if self._info is not None:
+            return self._info
+        name = self._require_collection()
+        client = self.client()
+        exists = self._call("check collection", client.collection_exists, name)
+        if not exists:
+            names = [c.name for c in self._call("list collections", client.get_collections).collections]
+            raise StoreNotFoundError(
+                f"collection {name!r} not found in {self.uri.redacted()}",
+                hint=f"collections here: {', '.join(names) or 'none'}",
+            )
+        raw = self._call("describe", client.get_collection, name)
+        vectors_cfg = raw.config.params.vectors
+        if isinstance(vectors_cfg, Mapping):
+            names = tuple(vectors_cfg)
+            if not names:
+                raise ConnectorError(f"{self.where} has no dense vectors to audit")
+            if self.vector is None:
+                if len(names) > 1:
+                    raise ConfigError(
+                        f"{self.where} has several named vectors", hint=f"choose one with --vector ({', '.join(names)})"
+                    )
+                self.vector = names[0]
+            if self.vector not in vectors_cfg:
+                raise ConfigError(f"no vector named {self.vector!r} in {self.where}", hint=f"names: {', '.join(names)}")
+            params = vectors_cfg[self.vector]
+        else:
+            names = ()
+            if self.vector not in (None, ""):
+                raise ConfigError(f"{self.where} has one unnamed vector; drop --vector {self.vector}")
+            params = vectors_cfg
+        distance = _DISTANCES.get(getattr(params.distance, "value", str(params.distance)), Distance.COSINE)
+        schema = {k: getattr(v.data_type, "value", str(v.data_type)) for k, v in (raw.payload_schema or {}).items()}
+        indexes: dict[str, dict[str, Any]] = {}
+        for k, v in (raw.payload_schema or {}).items():
+            fparams = getattr(v, "params", None)
+            indexes[k] = {
+                "type": getattr(v.data_type, "value", str(v.data_type)),
+                "is_tenant": bool(getattr(fparams, "is_tenant", False)) if fparams is not None else False,
+            }
+        count = raw.points_count
+        if count is None:
+            count = self._call("count", client.count, name, exact=True).count
+        self._info = CollectionInfo(
+            name=name, dim=int(params.size), distance=distance, count=int(count or 0),
+            vector_name=self.vector or None, vector_names=names, payload_schema=schema, payload_indexes=indexes,
+            extra={"mode": self.mode},
+        )
+        return self._info
+
+    @property
+    def mode(self) -> str:
+        return "server" if self.uri.scheme in ("qdrant", "qdrants") else "local"
+
+    def _vector_of(self, record: Any) -> Any:
+        vec = record.vector
+        if isinstance(vec, Mapping):
+            return vec.get(self.vector or "")
+        return vec
+
+    def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
+        info = self.describe()
+        with_vectors: Any = [self.vector] if info.vector_name else True
+        offset = start
+        while True:
+            records, next_offset = self._call(
+                "scroll", self.client().scroll, collection_name=info.name, limit=batch_size, offset=offset,
+                with_payload=True, with_vectors=with_vectors,
+            )
+            if records:
+                batch = PointBatch(
+                    ids=[r.id for r in records],
+                    vectors=[self._vector_of(r) for r in records],
+                    payloads=[dict(r.payload or {}) for r in records],
+                )
+                yield batch, next_offset
+            if next_offset is None:
+                return
+            offset = next_offset
+
+    def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
+        info = self.describe()
+        records = self._call(
+            "retrieve", self.client().retrieve, collection_name=info.name, ids=list(ids),
+            with_payload=True, with_vectors=True,
+        )
+        out = []
+        for r in records:
+            vec = r.vector
+            vectors = {k: list(v) for k, v in vec.items()} if isinstance(vec, Mapping) else {"": list(vec or [])}
+            out.append(StoredPoint(id=r.id, vectors=vectors, payload=dict(r.payload or {})))
+        return out
+
+    # -- isolation probes and posture ---------------------------------------------------------------
+    def probe_search(
+        self, vector: np.ndarray, *, tenant_field: str, tenant: str, limit: int = 10,
+        filter_spec: Mapping[str, Any] | None = None,
+    ) -> list[ProbeHit]:
+        from qdrant_client import models
+
+        info = self.describe()
+        query_filter = (
+            models.Filter.model_validate(dict(filter_spec))
+            if filter_spec is not None
+            else models.Filter(must=[models.FieldCondition(key=tenant_field, match=models.MatchValue(value=tenant))])
+        )
+        result = self._call(
+            "probe search", self.client().query_points, collection_name=info.name,
+            query=np.asarray(vector, dtype=np.float32).tolist(), using=info.vector_name, query_filter=query_filter,
+            limit=limit, with_payload=True,
+        )
+        return [ProbeHit(id=p.id, score=float(p.score), payload=dict(p.payload or {})) for p in result.points]
+
+    def posture(self, *, tenant_field: str | None) -> dict[str, Any]:
+        info = self.describe()
+        facts: dict[str, Any] = {"mode": self.mode}
+        if tenant_field:
+            index = info.payload_indexes.get(tenant_field)
+            facts["tenant_index"] = index is not None
+            facts["tenant_index_is_tenant"] = bool(index and index.get("is_tenant"))
+        if self.mode == "local":
+            facts["not_checkable_in_local_mode"] = [
+                "payload indexes and is_tenant (local mode keeps no indexes)",
+                "API-key scopes and JWT collection access",
+            ]
+        return facts

@@ -1,0 +1,1 @@
+"""Built-in detectors; each registered under the ``vecaudit.detectors`` entry point group."""
