@@ -57,7 +57,10 @@ def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int 
 
 
 def make_batch(
-    ids: Sequence[PointId], vectors: Any, payloads: Sequence[dict[str, Any]], field_map: FieldMap,
+    ids: Sequence[PointId],
+    vectors: Any,
+    payloads: Sequence[dict[str, Any]],
+    field_map: FieldMap,
     dim: int | None = None,
 ) -> RecordBatch:
     """Convenience for tests and in-memory use: a RecordBatch straight from arrays and payloads."""

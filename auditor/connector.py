@@ -44,8 +44,7 @@ class SourceURI:
         except ValueError as e:
             raise ConfigError(f"bad port in store URI {uri!r}") from e
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        return cls(raw=uri, scheme=parts.scheme.lower(), host=parts.hostname, port=port,
-                   path=parts.path, query=query)
+        return cls(raw=uri, scheme=parts.scheme.lower(), host=parts.hostname, port=port, path=parts.path, query=query)
 
     def redacted(self) -> str:
         """The URI with any user info password and secret-looking query values removed (safe to store)."""
@@ -118,7 +117,12 @@ class Connector(abc.ABC):
         """Complete stored points (all vectors bit-exact, payload) for ``ids``; absent ids are skipped."""
 
     def probe_search(
-        self, vector: np.ndarray, *, tenant_field: str, tenant: str, limit: int = 10,
+        self,
+        vector: np.ndarray,
+        *,
+        tenant_field: str,
+        tenant: str,
+        limit: int = 10,
         filter_spec: Mapping[str, Any] | None = None,
     ) -> list[ProbeHit]:
         """Run the tenant-filtered similarity search a RAG app would run (stores with ``"probe"``)."""

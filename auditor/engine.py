@@ -78,24 +78,39 @@ class Scanner:
         collection_key = self.connector.collection_key
         with self.ledger.session() as s:
             coll = repo.get_or_create_collection(
-                s, key=collection_key, source=self.connector.uri.redacted(), name=info.name,
+                s,
+                key=collection_key,
+                source=self.connector.uri.redacted(),
+                name=info.name,
                 vector_name=info.vector_name,
             )
             previous_scan = repo.last_completed_scan(s, coll.id)
             previous = repo.latest_point_states(s, coll.id) if previous_scan is not None else None
             scan = ScanRow(
-                collection_id=coll.id, source=self.connector.uri.redacted(), collection_name=info.name,
-                status="running", operator=opts.operator or _whoami(), tool_version=__version__,
-                field_map=opts.field_map.as_dict(), detector_configs=[d.config() for d in self.detectors],
-                collection_info=info.as_dict(), counts={}, notes=[],
+                collection_id=coll.id,
+                source=self.connector.uri.redacted(),
+                collection_name=info.name,
+                status="running",
+                operator=opts.operator or _whoami(),
+                tool_version=__version__,
+                field_map=opts.field_map.as_dict(),
+                detector_configs=[d.config() for d in self.detectors],
+                collection_info=info.as_dict(),
+                counts={},
+                notes=[],
             )
             s.add(scan)
             s.flush()
             scan_id, collection_id = scan.id, coll.id
 
         ctx = ScanContext(
-            info=info, field_map=opts.field_map, collection_key=collection_key, settings=opts.settings,
-            previous=previous, connector=self.connector, spill_dir=opts.spill_dir,
+            info=info,
+            field_map=opts.field_map,
+            collection_key=collection_key,
+            settings=opts.settings,
+            previous=previous,
+            connector=self.connector,
+            spill_dir=opts.spill_dir,
         )
         active: list[Detector] = []
         for det in self.detectors:
@@ -138,12 +153,13 @@ class Scanner:
         bar = progress_bar(total=ctx.info.count or None, desc="scan", unit="pt", enabled=opts.show_progress)
         cursor: Any = None
         try:
-            for page, cursor in self.connector.iter_batches(batch_size=opts.batch_size):
+            for page, page_cursor in self.connector.iter_batches(batch_size=opts.batch_size):
                 batch = resolve_batch(page, opts.field_map, ctx.info.dim, offset=len(ctx.table))
                 ctx.table.append(batch)
                 for det in active:
-                    findings.extend(self._guard(ctx, det, "observe", lambda d=det: list(d.observe(batch, ctx))))
+                    findings.extend(self._guard(ctx, det, "observe", lambda d=det, b=batch: list(d.observe(b, ctx))))
                 bar.update(len(batch))
+                cursor = page_cursor
         except ConnectorError:
             raise
         finally:
@@ -168,8 +184,16 @@ class Scanner:
 
     # -- ledger -----------------------------------------------------------------------------------------
     def _record(
-        self, ctx: ScanContext, scan_id: int, collection_id: int, findings: list[Finding], status: str,
-        error: str | None, error_exit: int | None, cursor: Any, active: list[Detector],
+        self,
+        ctx: ScanContext,
+        scan_id: int,
+        collection_id: int,
+        findings: list[Finding],
+        status: str,
+        error: str | None,
+        error_exit: int | None,
+        cursor: Any,
+        active: list[Detector],
     ) -> ScanResult:
         table = ctx.table
         counts: dict[str, Any] = {"points": len(table), "findings": 0}
@@ -182,7 +206,9 @@ class Scanner:
                 items = []
                 for f in findings:
                     row = table.row_of(f.point_id) if f.point_id is not None else None
-                    version = point_version(table.vector_hashes[row], table.text_hashes[row]) if row is not None else None
+                    version = (
+                        point_version(table.vector_hashes[row], table.text_hashes[row]) if row is not None else None
+                    )
                     items.append((f, f.fingerprint(ctx.collection_key, version)))
                 recorded = repo.record_findings(s, collection_id=collection_id, scan_id=scan_id, items=items)
                 repo.resolve_absent_findings(
@@ -191,12 +217,25 @@ class Scanner:
                 counts["findings"] = len(recorded)
                 counts.update(repo.scan_finding_summary(s, scan_id))
             repo.finish_scan(
-                s, scan_id, status=status, counts=counts, points_scanned=len(table), notes=ctx.notes, error=error,
+                s,
+                scan_id,
+                status=status,
+                counts=counts,
+                points_scanned=len(table),
+                notes=ctx.notes,
+                error=error,
                 cursor=cursor_to_json(cursor) if status != "completed" else None,
             )
         return ScanResult(
-            scan_id=scan_id, status=status, collection_key=ctx.collection_key, points_scanned=len(table),
-            counts=counts, findings=recorded, notes=list(ctx.notes), error=error, error_exit=error_exit,
+            scan_id=scan_id,
+            status=status,
+            collection_key=ctx.collection_key,
+            points_scanned=len(table),
+            counts=counts,
+            findings=recorded,
+            notes=list(ctx.notes),
+            error=error,
+            error_exit=error_exit,
         )
 
 

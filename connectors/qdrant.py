@@ -74,8 +74,12 @@ class QdrantConnector(Connector):
                     host = self.uri.host or "localhost"
                     port = self.uri.port or 6333
                     self._client = QdrantClient(
-                        host=host, port=port, https=https, api_key=os.environ.get("QDRANT_API_KEY") or None,
-                        prefer_grpc=bool(self.options.get("grpc")), grpc_port=int(self.options.get("grpc_port", 6334)),
+                        host=host,
+                        port=port,
+                        https=https,
+                        api_key=os.environ.get("QDRANT_API_KEY") or None,
+                        prefer_grpc=bool(self.options.get("grpc")),
+                        grpc_port=int(self.options.get("grpc_port", 6334)),
                         timeout=int(self.options.get("timeout", 30)),
                     )
             except (StoreNotFoundError, ConfigError):
@@ -164,8 +168,14 @@ class QdrantConnector(Connector):
         if count is None:
             count = self._call("count", client.count, name, exact=True).count
         self._info = CollectionInfo(
-            name=name, dim=int(params.size), distance=distance, count=int(count or 0),
-            vector_name=self.vector or None, vector_names=names, payload_schema=schema, payload_indexes=indexes,
+            name=name,
+            dim=int(params.size),
+            distance=distance,
+            count=int(count or 0),
+            vector_name=self.vector or None,
+            vector_names=names,
+            payload_schema=schema,
+            payload_indexes=indexes,
             extra={"mode": self.mode},
         )
         return self._info
@@ -186,8 +196,13 @@ class QdrantConnector(Connector):
         offset = start
         while True:
             records, next_offset = self._call(
-                "scroll", self.client().scroll, collection_name=info.name, limit=batch_size, offset=offset,
-                with_payload=True, with_vectors=with_vectors,
+                "scroll",
+                self.client().scroll,
+                collection_name=info.name,
+                limit=batch_size,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors,
             )
             if records:
                 batch = PointBatch(
@@ -203,8 +218,12 @@ class QdrantConnector(Connector):
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
         info = self.describe()
         records = self._call(
-            "retrieve", self.client().retrieve, collection_name=info.name, ids=list(ids),
-            with_payload=True, with_vectors=True,
+            "retrieve",
+            self.client().retrieve,
+            collection_name=info.name,
+            ids=list(ids),
+            with_payload=True,
+            with_vectors=True,
         )
         out = []
         for r in records:
@@ -215,7 +234,12 @@ class QdrantConnector(Connector):
 
     # -- isolation probes and posture ---------------------------------------------------------------
     def probe_search(
-        self, vector: np.ndarray, *, tenant_field: str, tenant: str, limit: int = 10,
+        self,
+        vector: np.ndarray,
+        *,
+        tenant_field: str,
+        tenant: str,
+        limit: int = 10,
         filter_spec: Mapping[str, Any] | None = None,
     ) -> list[ProbeHit]:
         from qdrant_client import models
@@ -227,22 +251,39 @@ class QdrantConnector(Connector):
             else models.Filter(must=[models.FieldCondition(key=tenant_field, match=models.MatchValue(value=tenant))])
         )
         result = self._call(
-            "probe search", self.client().query_points, collection_name=info.name,
-            query=np.asarray(vector, dtype=np.float32).tolist(), using=info.vector_name, query_filter=query_filter,
-            limit=limit, with_payload=True,
+            "probe search",
+            self.client().query_points,
+            collection_name=info.name,
+            query=np.asarray(vector, dtype=np.float32).tolist(),
+            using=info.vector_name,
+            query_filter=query_filter,
+            limit=limit,
+            with_payload=True,
         )
         return [ProbeHit(id=p.id, score=float(p.score), payload=dict(p.payload or {})) for p in result.points]
 
     def posture(self, *, tenant_field: str | None) -> dict[str, Any]:
+        """Tenant-isolation facts: ``tenant_index`` / ``tenant_index_is_tenant`` (None = cannot tell) and, on a
+        server, the HNSW ``m`` / ``payload_m`` (Qdrant's multitenancy guide: ``m=0``, ``payload_m>0``)."""
         info = self.describe()
         facts: dict[str, Any] = {"mode": self.mode}
+        if self.mode == "local":
+            # local mode accepts create_payload_index but keeps no index, so absence proves nothing
+            facts["tenant_index"] = None
+            facts["tenant_index_is_tenant"] = None
+            facts["not_checkable_in_local_mode"] = [
+                "payload indexes and is_tenant (local mode keeps no indexes)",
+                "HNSW payload_m per-tenant graphs",
+                "API-key scopes and JWT collection access",
+            ]
+            return facts
         if tenant_field:
             index = info.payload_indexes.get(tenant_field)
             facts["tenant_index"] = index is not None
             facts["tenant_index_is_tenant"] = bool(index and index.get("is_tenant"))
-        if self.mode == "local":
-            facts["not_checkable_in_local_mode"] = [
-                "payload indexes and is_tenant (local mode keeps no indexes)",
-                "API-key scopes and JWT collection access",
-            ]
+        raw = self._call("describe", self.client().get_collection, info.name)
+        hnsw = getattr(raw.config, "hnsw_config", None)
+        facts["hnsw_m"] = getattr(hnsw, "m", None)
+        facts["hnsw_payload_m"] = getattr(hnsw, "payload_m", None)
+        facts["not_checkable"] = ["API-key scopes and JWT collection access"]
         return facts

@@ -19,15 +19,24 @@ NON_FINITE = Rule("VA101", "Vector has NaN or infinite components", Severity.HIG
 ZERO = Rule("VA102", "Zero vector", Severity.HIGH, Confidence.HIGH, _TAGS)
 WRONG_DIM = Rule("VA103", "Vector missing or of the wrong dimension", Severity.HIGH, Confidence.HIGH, _TAGS)
 NORM_OUTLIER = Rule(
-    "VA104", "Vector norm far from the collection's norms (another model?)", Severity.MEDIUM, Confidence.MEDIUM,
+    "VA104",
+    "Vector norm far from the collection's norms (another model?)",
+    Severity.MEDIUM,
+    Confidence.MEDIUM,
     (*_TAGS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING),
 )
 DUPLICATE_VECTOR = Rule(
-    "VA105", "Identical vector stored under several ids", Severity.MEDIUM, Confidence.MEDIUM,
+    "VA105",
+    "Identical vector stored under several ids",
+    Severity.MEDIUM,
+    Confidence.MEDIUM,
     (*_TAGS, OWASP_DATA_POISONING),
 )
 DOC_ID_CONFLICT = Rule(
-    "VA106", "One document id under several points with different text", Severity.MEDIUM, Confidence.MEDIUM,
+    "VA106",
+    "One document id under several points with different text",
+    Severity.MEDIUM,
+    Confidence.MEDIUM,
     (*_TAGS, OWASP_DATA_POISONING),
 )
 MISSING_TEXT = Rule("VA107", "Payload lacks the configured text field", Severity.MEDIUM, Confidence.HIGH, _TAGS)
@@ -45,9 +54,20 @@ class IntegrityDetector(Detector):
 
     name = "integrity"
     version = "1"
-    description = "NaN/Inf, zero, wrong-dimension and foreign-norm vectors; copied vectors; doc-id conflicts; payload fields"
-    rules = (NON_FINITE, ZERO, WRONG_DIM, NORM_OUTLIER, DUPLICATE_VECTOR, DOC_ID_CONFLICT, MISSING_TEXT,
-             MISSING_TENANT, BAD_TEXT)
+    description = (
+        "NaN/Inf, zero, wrong-dimension and foreign-norm vectors; copied vectors; doc-id conflicts; payload fields"
+    )
+    rules = (
+        NON_FINITE,
+        ZERO,
+        WRONG_DIM,
+        NORM_OUTLIER,
+        DUPLICATE_VECTOR,
+        DOC_ID_CONFLICT,
+        MISSING_TEXT,
+        MISSING_TENANT,
+        BAD_TEXT,
+    )
     requires = frozenset({"vectors"})
     defaults: ClassVar[dict[str, Any]] = {"norm_z": 6.0, "min_scale": 0.02, "max_group_evidence": 20}
 
@@ -72,22 +92,54 @@ class IntegrityDetector(Detector):
             elif not finite[i]:
                 nan = int(np.isnan(vec[i]).sum())
                 inf = int(np.isinf(vec[i]).sum())
-                yield Finding(NON_FINITE, self.name, pid, 1.0, f"vector has {nan} NaN and {inf} infinite components",
-                              0.5, {"nan": nan, "inf": inf}, tenant)
+                yield Finding(
+                    NON_FINITE,
+                    self.name,
+                    pid,
+                    1.0,
+                    f"vector has {nan} NaN and {inf} infinite components",
+                    0.5,
+                    {"nan": nan, "inf": inf},
+                    tenant,
+                )
             elif zero[i]:
                 yield Finding(ZERO, self.name, pid, 1.0, "vector is all zeros", 0.5, {}, tenant)
             if fm.text:
                 value = batch.text_values[i]
                 if value is MISSING:
-                    yield Finding(MISSING_TEXT, self.name, pid, 1.0, f"payload has no {fm.text!r} field", 0.5,
-                                  {"field": fm.text, "payload_keys": sorted(batch.payloads[i])[:20]}, tenant)
+                    yield Finding(
+                        MISSING_TEXT,
+                        self.name,
+                        pid,
+                        1.0,
+                        f"payload has no {fm.text!r} field",
+                        0.5,
+                        {"field": fm.text, "payload_keys": sorted(batch.payloads[i])[:20]},
+                        tenant,
+                    )
                 elif not isinstance(value, str) or not value.strip():
                     kind = type(value).__name__ if not isinstance(value, str) else "empty string"
-                    yield Finding(BAD_TEXT, self.name, pid, 1.0, f"text field {fm.text!r} is {kind}", 0.5,
-                                  {"field": fm.text, "type": kind}, tenant)
+                    yield Finding(
+                        BAD_TEXT,
+                        self.name,
+                        pid,
+                        1.0,
+                        f"text field {fm.text!r} is {kind}",
+                        0.5,
+                        {"field": fm.text, "type": kind},
+                        tenant,
+                    )
             if fm.tenant and batch.tenant_values[i] is MISSING:
-                yield Finding(MISSING_TENANT, self.name, pid, 1.0, f"payload has no {fm.tenant!r} field", 0.5,
-                              {"field": fm.tenant, "payload_keys": sorted(batch.payloads[i])[:20]}, None)
+                yield Finding(
+                    MISSING_TENANT,
+                    self.name,
+                    pid,
+                    1.0,
+                    f"payload has no {fm.tenant!r} field",
+                    0.5,
+                    {"field": fm.tenant, "payload_keys": sorted(batch.payloads[i])[:20]},
+                    None,
+                )
 
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
         table = ctx.table
@@ -108,11 +160,15 @@ class IntegrityDetector(Detector):
             for r in rows:
                 others = [m for m in members if m != table.ids[r]]
                 yield Finding(
-                    DUPLICATE_VECTOR, self.name, table.ids[r], float(len(rows)),
-                    f"vector identical to {len(others)} other point(s)"
-                    + ("" if same_text else " whose text differs"),
-                    2.0, {"group_size": len(rows), "others": others[:max_ev], "same_text": same_text},
-                    table.tenants[r], severity=Severity.LOW if same_text else None,
+                    DUPLICATE_VECTOR,
+                    self.name,
+                    table.ids[r],
+                    float(len(rows)),
+                    f"vector identical to {len(others)} other point(s)" + ("" if same_text else " whose text differs"),
+                    2.0,
+                    {"group_size": len(rows), "others": others[:max_ev], "same_text": same_text},
+                    table.tenants[r],
+                    severity=Severity.INFO if same_text else None,
                 )
         # one document id, several points, different texts
         if ctx.field_map.doc_id:
@@ -127,9 +183,13 @@ class IntegrityDetector(Detector):
                 members = [table.ids[r] for r in rows]
                 for r in rows:
                     yield Finding(
-                        DOC_ID_CONFLICT, self.name, table.ids[r], float(len(texts)),
+                        DOC_ID_CONFLICT,
+                        self.name,
+                        table.ids[r],
+                        float(len(texts)),
                         f"doc id {doc!r} is stored under {len(rows)} points with {len(texts)} different texts",
-                        1.0, {"doc_id": doc, "points": members[:max_ev], "distinct_texts": len(texts)},
+                        1.0,
+                        {"doc_id": doc, "points": members[:max_ev], "distinct_texts": len(texts)},
                         table.tenants[r],
                     )
 
@@ -148,8 +208,12 @@ class IntegrityDetector(Detector):
         typical = float(np.exp(median))
         for row in np.flatnonzero(z >= limit):
             yield Finding(
-                NORM_OUTLIER, self.name, ctx.table.ids[row], float(z[row]),
+                NORM_OUTLIER,
+                self.name,
+                ctx.table.ids[row],
+                float(z[row]),
                 f"norm {norms[row]:.4g} is {z[row]:.1f} robust deviations from the collection's {typical:.4g}",
-                limit, {"norm": float(norms[row]), "median_norm": typical, "robust_z": float(z[row])},
+                limit,
+                {"norm": float(norms[row]), "median_norm": typical, "robust_z": float(z[row])},
                 ctx.table.tenants[row],
             )

@@ -20,11 +20,17 @@ from auditor.findings import (
 from auditor.types import Confidence, RecordBatch, Severity
 
 VECTOR_CHANGED = Rule(
-    "VA201", "Vector changed while its text did not (tampering)", Severity.HIGH, Confidence.HIGH,
+    "VA201",
+    "Vector changed while its text did not (tampering)",
+    Severity.HIGH,
+    Confidence.HIGH,
     (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_RAG_POISONING, ATLAS_POISON_TRAINING),
 )
 TEXT_CHANGED = Rule(
-    "VA202", "Text changed while its vector did not (stale embedding)", Severity.MEDIUM, Confidence.HIGH,
+    "VA202",
+    "Text changed while its vector did not (stale embedding)",
+    Severity.MEDIUM,
+    Confidence.HIGH,
     (OWASP_VECTOR_WEAKNESS,),
 )
 
@@ -53,15 +59,32 @@ class ProvenanceDetector(Detector):
                 continue
             vh, th = batch.vector_hashes[i], batch.text_hashes[i]
             evidence = {
-                "old_vector_hash": old.vector_hash, "new_vector_hash": vh, "old_text_hash": old.text_hash,
-                "new_text_hash": th, "first_seen_scan": old.first_scan_id,
+                "old_vector_hash": old.vector_hash,
+                "new_vector_hash": vh,
+                "old_text_hash": old.text_hash,
+                "new_text_hash": th,
+                "first_seen_scan": old.first_scan_id,
             }
             tenant = batch.tenants[i]
             if vh != old.vector_hash and th == old.text_hash and th is not None:
-                yield Finding(VECTOR_CHANGED, self.name, pid, 1.0,
-                              "stored vector changed since the last scan but the text is identical", 0.5, evidence,
-                              tenant)
+                yield Finding(
+                    VECTOR_CHANGED,
+                    self.name,
+                    pid,
+                    1.0,
+                    "stored vector changed since the last scan but the text is identical",
+                    0.5,
+                    evidence,
+                    tenant,
+                )
             elif th != old.text_hash and vh == old.vector_hash and th is not None:
-                yield Finding(TEXT_CHANGED, self.name, pid, 1.0,
-                              "text changed since the last scan but the vector was not re-embedded", 0.5, evidence,
-                              tenant)
+                yield Finding(
+                    TEXT_CHANGED,
+                    self.name,
+                    pid,
+                    1.0,
+                    "text changed since the last scan but the vector was not re-embedded",
+                    0.5,
+                    evidence,
+                    tenant,
+                )

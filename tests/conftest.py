@@ -85,13 +85,27 @@ def postgres_url() -> Iterator[str]:
     prefix: list[str] = ["runuser", "-u", "postgres", "--"] if as_root else []
     if as_root:
         shutil.chown(tmp, "postgres")
-    subprocess.run([*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "vecaudit", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "vecaudit", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     log = tmp / "pg.log"
     subprocess.run(
-        [*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-         f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "start"],
-        check=True, capture_output=True,
+        [
+            *prefix,
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-o",
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         url = f"postgresql+psycopg://vecaudit@127.0.0.1:{port}/postgres"

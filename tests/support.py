@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from auditor.context import ScanSettings
-from auditor.engine import ScanOptions, Scanner, ScanResult
+from auditor.engine import Scanner, ScanOptions, ScanResult
 from auditor.ledger import Ledger
 from auditor.registry import connector_for, detector_classes
 from auditor.types import FieldMap
@@ -32,8 +32,13 @@ def unvalidated_vectors() -> Any:
 
 
 def build_qdrant_store(
-    path: Path | str, vectors: np.ndarray | Sequence[Any], payloads: Sequence[dict[str, Any]], *,
-    collection: str = "docs", distance: str = "cosine", ids: Sequence[Any] | None = None,
+    path: Path | str,
+    vectors: np.ndarray | Sequence[Any],
+    payloads: Sequence[dict[str, Any]],
+    *,
+    collection: str = "docs",
+    distance: str = "cosine",
+    ids: Sequence[Any] | None = None,
     validate: bool = True,
 ) -> str:
     """Write a local Qdrant store at ``path``; returns its ``qdrant+local://`` URI."""
@@ -44,11 +49,14 @@ def build_qdrant_store(
     client = QdrantClient(path=str(path))
     try:
         client.create_collection(
-            collection, vectors_config=models.VectorParams(size=dim, distance=getattr(models.Distance, distance.upper()))
+            collection,
+            vectors_config=models.VectorParams(size=dim, distance=getattr(models.Distance, distance.upper())),
         )
         point_ids = list(ids) if ids is not None else list(range(len(vecs)))
-        points = [models.PointStruct(id=i, vector=v, payload=dict(p)) for i, v, p in zip(point_ids, vecs, payloads,
-                                                                                            strict=True)]
+        points = [
+            models.PointStruct(id=i, vector=v, payload=dict(p))
+            for i, v, p in zip(point_ids, vecs, payloads, strict=True)
+        ]
         if validate:
             client.upsert(collection, points)
         else:
@@ -78,8 +86,14 @@ def read_collection(uri: str, collection: str = "docs") -> dict[Any, tuple[bytes
 
 
 def run_scan(
-    uri: str, ledger_url: str, *, collection: str = "docs", detectors: Sequence[str] | None = None,
-    field_map: FieldMap | None = None, settings: ScanSettings | None = None, params: dict[str, dict[str, Any]] | None = None,
+    uri: str,
+    ledger_url: str,
+    *,
+    collection: str = "docs",
+    detectors: Sequence[str] | None = None,
+    field_map: FieldMap | None = None,
+    settings: ScanSettings | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> ScanResult:
     """One scan through the real engine, ledger and connector."""
     classes = detector_classes()
@@ -88,8 +102,11 @@ def run_scan(
     ledger = Ledger(ledger_url).open()
     connector = connector_for(uri, collection=collection)
     try:
-        opts = ScanOptions(field_map=field_map or FieldMap(text="text", tenant="tenant"),
-                           settings=settings or ScanSettings(), show_progress=False)
+        opts = ScanOptions(
+            field_map=field_map or FieldMap(text="text", tenant="tenant"),
+            settings=settings or ScanSettings(),
+            show_progress=False,
+        )
         return Scanner(ledger, connector, dets, opts).run()
     finally:
         connector.close()

@@ -68,8 +68,13 @@ def latest_point_states(session: Session, collection_id: int) -> dict[str, Point
     )
     rows = session.execute(
         select(
-            PointVersionRow.point_key, PointVersionRow.change, PointVersionRow.vector_hash,
-            PointVersionRow.payload_hash, PointVersionRow.text_hash, PointVersionRow.tenant, first.c.first_scan,
+            PointVersionRow.point_key,
+            PointVersionRow.change,
+            PointVersionRow.vector_hash,
+            PointVersionRow.payload_hash,
+            PointVersionRow.text_hash,
+            PointVersionRow.tenant,
+            first.c.first_scan,
         )
         .join(first, first.c.point_key == PointVersionRow.point_key)
         .where(PointVersionRow.id.in_(latest))
@@ -95,9 +100,15 @@ def record_point_changes(session: Session, *, collection_id: int, scan_id: int, 
     now = utcnow()
     rows = [
         {
-            "collection_id": collection_id, "scan_id": scan_id, "point_key": c.point_key, "change": c.change,
-            "vector_hash": c.vector_hash, "payload_hash": c.payload_hash, "text_hash": c.text_hash,
-            "tenant": c.tenant, "recorded_at": now,
+            "collection_id": collection_id,
+            "scan_id": scan_id,
+            "point_key": c.point_key,
+            "change": c.change,
+            "vector_hash": c.vector_hash,
+            "payload_hash": c.payload_hash,
+            "text_hash": c.text_hash,
+            "tenant": c.tenant,
+            "recorded_at": now,
         }
         for c in changes
     ]
@@ -134,12 +145,22 @@ def record_findings(
         is_new = row is None
         if row is None:
             row = FindingRow(
-                fingerprint=fp, collection_id=collection_id, detector=finding.detector, rule_id=finding.rule_id,
+                fingerprint=fp,
+                collection_id=collection_id,
+                detector=finding.detector,
+                rule_id=finding.rule_id,
                 point_key=None if finding.point_id is None else point_key(finding.point_id),
-                tenant=finding.tenant, severity=finding.effective_severity.value,
-                confidence=finding.effective_confidence.value, title=finding.rule.title,
-                message=finding.message, tags=list(finding.tags), status="open",
-                first_scan_id=scan_id, last_scan_id=scan_id, first_seen_at=now, last_seen_at=now,
+                tenant=finding.tenant,
+                severity=finding.effective_severity.value,
+                confidence=finding.effective_confidence.value,
+                title=finding.rule.title,
+                message=finding.message,
+                tags=list(finding.tags),
+                status="open",
+                first_scan_id=scan_id,
+                last_scan_id=scan_id,
+                first_seen_at=now,
+                last_seen_at=now,
             )
             session.add(row)
             session.flush()
@@ -155,9 +176,12 @@ def record_findings(
                 row.status = "open"  # it came back
         session.add(
             FindingOccurrenceRow(
-                finding_id=row.id, scan_id=scan_id, score=float(finding.score),
+                finding_id=row.id,
+                scan_id=scan_id,
+                score=float(finding.score),
                 threshold=None if finding.threshold is None else float(finding.threshold),
-                evidence=finding.evidence, message=finding.message,
+                evidence=finding.evidence,
+                message=finding.message,
             )
         )
         out.append(RecordedFinding(finding, row.id, fp, row.status, is_new))
@@ -226,7 +250,9 @@ def query_findings(session: Session, flt: FindingFilter) -> list[FindingRow]:
         )
     if flt.scan_id is not None:
         stmt = stmt.where(
-            FindingRow.id.in_(select(FindingOccurrenceRow.finding_id).where(FindingOccurrenceRow.scan_id == flt.scan_id))
+            FindingRow.id.in_(
+                select(FindingOccurrenceRow.finding_id).where(FindingOccurrenceRow.scan_id == flt.scan_id)
+            )
         )
     if flt.limit:
         stmt = stmt.limit(flt.limit)
@@ -286,8 +312,16 @@ def scan_finding_summary(session: Session, scan_id: int) -> dict[str, dict[str, 
 
 
 def finish_scan(
-    session: Session, scan_id: int, *, status: str, counts: dict[str, Any], points_scanned: int,
-    notes: list[str], error: str | None = None, cursor: str | None = None, finished_at: datetime | None = None,
+    session: Session,
+    scan_id: int,
+    *,
+    status: str,
+    counts: dict[str, Any],
+    points_scanned: int,
+    notes: list[str],
+    error: str | None = None,
+    cursor: str | None = None,
+    finished_at: datetime | None = None,
 ) -> None:
     scan = session.get(ScanRow, scan_id)
     assert scan is not None

@@ -32,12 +32,26 @@ def test_planted_integrity_faults_are_reported(tmp_path: Path, wiki, sqlite_ledg
     del payloads[13]["tenant"]
     uri = build_qdrant_store(tmp_path / "store", vecs, payloads, distance="dot", validate=False)
     before = read_collection(uri)
-    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity", "provenance"],
-                      field_map=FieldMap(text="text", tenant="tenant", doc_id="doc_id"))
+    result = run_scan(
+        uri,
+        sqlite_ledger_url,
+        detectors=["integrity", "provenance"],
+        field_map=FieldMap(text="text", tenant="tenant", doc_id="doc_id"),
+    )
     assert result.status == "completed"
     got = {(r.finding.rule_id, r.finding.point_id) for r in result.findings}
-    expected = {("VA101", 3), ("VA102", 4), ("VA104", 5), ("VA105", 7), ("VA105", 8), ("VA107", 9),
-                ("VA109", 10), ("VA106", 11), ("VA106", 12), ("VA108", 13)}
+    expected = {
+        ("VA101", 3),
+        ("VA102", 4),
+        ("VA104", 5),
+        ("VA105", 7),
+        ("VA105", 8),
+        ("VA107", 9),
+        ("VA109", 10),
+        ("VA106", 11),
+        ("VA106", 12),
+        ("VA108", 13),
+    }
     assert expected <= got
     # nothing else on clean points: every finding is one we planted
     assert {pid for _, pid in got} <= {3, 4, 5, 7, 8, 9, 10, 11, 12, 13}
@@ -59,8 +73,10 @@ def test_second_scan_reports_tampered_and_stale_points(tmp_path: Path, wiki, sql
     client.update_vectors("docs", points=[models.PointVectors(id=2, vector=vecs[50].tolist())])  # tampered: text kept
     client.set_payload("docs", payload={"text": "Rewritten text, vector kept."}, points=[4])  # stale
     client.delete("docs", points_selector=[6])
-    client.upsert("docs", points=[models.PointStruct(id=1000, vector=vecs[59].tolist(),
-                                                     payload={"text": "new", "tenant": "acme"})])
+    client.upsert(
+        "docs",
+        points=[models.PointStruct(id=1000, vector=vecs[59].tolist(), payload={"text": "new", "tenant": "acme"})],
+    )
     client.close()
 
     second = run_scan(uri, sqlite_ledger_url, detectors=["integrity", "provenance"])

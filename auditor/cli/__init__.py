@@ -1,0 +1,1 @@
+"""The ``vecaudit`` command line (click): one module per command group."""

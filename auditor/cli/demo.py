@@ -1,0 +1,103 @@
+"""``vecaudit demo``: build the demo store, plant attacks, scan, show findings and what to try next."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from auditor.cli.options import info, is_quiet
+from auditor.cli.output import emit_table
+from auditor.cli.scan import render_scan, scan_document, select_detectors
+from auditor.config import Config
+from auditor.context import ScanSettings
+from auditor.engine import Scanner, ScanOptions, ScanResult
+from auditor.ledger import Ledger
+from auditor.registry import connector_for, detector_classes
+from auditor.types import FieldMap
+
+FIELD_MAP = FieldMap(text="text", tenant="tenant", doc_id="doc_id")
+
+
+def _scan(store_uri: str, ledger: Ledger, quiet: bool) -> ScanResult:
+    classes = detector_classes()
+    detectors = select_detectors(classes, Config(), (), ())
+    connector = connector_for(store_uri, collection="docs")
+    try:
+        opts = ScanOptions(
+            field_map=FIELD_MAP, settings=ScanSettings(tenants=("acme", "globex", "initech")), show_progress=not quiet
+        )
+        return Scanner(ledger, connector, detectors, opts).run()
+    finally:
+        connector.close()
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-store"),
+    show_default=True,
+    help="Folder for the demo store and its ledger (recreated).",
+)
+def demo_command(directory: Path) -> None:
+    """Build a local Qdrant store from real text, plant attacks, scan it and show the findings.
+
+    \b
+    Example:
+      vecaudit demo && export VECAUDIT_LEDGER=sqlite:///demo-store/ledger.db && vecaudit findings list
+    """
+    from auditor import demo
+    from auditor.embedder import Embedder
+
+    started = time.monotonic()
+    quiet = is_quiet()
+    demo.prepare_dir(directory)
+    embedder = Embedder()
+
+    def embed(texts: list[str]):  # type: ignore[no-untyped-def]
+        return embedder.encode(texts, show_progress=len(texts) > 50 and not quiet)
+
+    info(f"building the demo store in {directory}/qdrant from real text (3 tenants, bundled all-MiniLM-L6-v2)")
+    store = demo.build_store(directory, embed)
+    ledger = Ledger(store.ledger_url).open()
+    baseline = _scan(store.uri, ledger, quiet)
+    info(f"baseline scan {baseline.scan_id}: {baseline.points_scanned} points recorded in {directory}/ledger.db")
+    planted = demo.plant_attacks(store, embed)
+    counts = Counter(p.attack for p in planted)
+    info("planted: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    result = _scan(store.uri, ledger, quiet)
+    render_scan(ledger, result, "table")
+    by_detector = Counter(r.finding.detector for r in result.findings)
+    click.echo("")
+    emit_table([[d, n] for d, n in sorted(by_detector.items())], ["detector", "findings"])
+    caught = {p.point_id for p in planted} & {r.finding.point_id for r in result.findings}
+    click.echo(
+        f"\n{len(caught)} of {len({p.point_id for p in planted})} planted points flagged "
+        f"in {time.monotonic() - started:.0f}s"
+    )
+    report = directory / "findings.json"
+    _write_json_report(ledger, result, report)
+    click.echo(f"report written to {report}")
+    click.echo(f"""
+next steps:
+  export VECAUDIT_LEDGER={store.ledger_url}
+  vecaudit findings list --severity high
+  vecaudit findings show {result.findings[0].row_id if result.findings else 1}
+  vecaudit review
+  vecaudit history {planted[0].point_id}
+  vecaudit scan {store.uri} --collection docs --text-field text --tenant-field tenant""")
+    ledger.dispose()
+
+
+def _write_json_report(ledger: Ledger, result: ScanResult, path: Path) -> None:
+    path.write_text(
+        json.dumps(scan_document(ledger, result), indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+    )
+
+
+COMMANDS = [demo_command]

@@ -1,0 +1,111 @@
+"""Rendering: tables (tabulate) and versioned JSON documents for findings and scans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from auditor.findings import Finding
+from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
+
+JSON_VERSION = 1
+
+
+def point_id_from_key(key: str | None) -> Any:
+    return None if key is None else json.loads(key)
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def emit_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    click.echo(tabulate(rows, headers=list(headers), tablefmt="simple", disable_numparse=True))
+
+
+def shorten(text: str, width: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def scan_json(scan: ScanRow) -> dict[str, Any]:
+    return {
+        "id": scan.id,
+        "source": scan.source,
+        "collection": scan.collection_name,
+        "status": scan.status,
+        "started_at": iso(scan.started_at),
+        "finished_at": iso(scan.finished_at),
+        "points_scanned": scan.points_scanned,
+        "operator": scan.operator,
+        "tool_version": scan.tool_version,
+        "field_map": scan.field_map,
+        "detectors": scan.detector_configs,
+        "counts": scan.counts,
+        "notes": scan.notes,
+        "error": scan.error,
+        "incremental": scan.incremental,
+    }
+
+
+def finding_json(
+    row: FindingRow,
+    occurrence: FindingOccurrenceRow | None,
+    *,
+    collection: str | None = None,
+    finding: Finding | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "fingerprint": row.fingerprint,
+        "detector": row.detector,
+        "rule_id": row.rule_id,
+        "title": row.title,
+        "point_id": point_id_from_key(row.point_key),
+        "collection": collection if collection is not None else row.collection.name,
+        "tenant": row.tenant,
+        "severity": row.severity,
+        "confidence": row.confidence,
+        "status": row.status,
+        "score": occurrence.score if occurrence else None,
+        "threshold": occurrence.threshold if occurrence else None,
+        "message": occurrence.message if occurrence else row.message,
+        "evidence": occurrence.evidence if occurrence else {},
+        "tags": row.tags,
+        "first_seen_at": iso(row.first_seen_at),
+        "last_seen_at": iso(row.last_seen_at),
+    }
+
+
+def finding_table_rows(items: Sequence[tuple[FindingRow, FindingOccurrenceRow | None]]) -> list[list[Any]]:
+    return finding_rows_from_json([finding_json(row, occ) for row, occ in items])
+
+
+def finding_rows_from_json(findings: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Table rows from finding documents (as ``finding_json`` makes them)."""
+    return [
+        [
+            f["id"],
+            f["severity"].upper(),
+            f["rule_id"],
+            f["detector"],
+            "(collection)" if f["point_id"] is None else str(f["point_id"]),
+            f["tenant"] or "",
+            "" if f["score"] is None else f"{f['score']:.3g}",
+            f["status"],
+            shorten(f["message"], 60),
+        ]
+        for f in findings
+    ]
+
+
+FINDING_HEADERS = ("id", "severity", "rule", "detector", "point", "tenant", "score", "status", "message")

@@ -1,0 +1,239 @@
+"""``vecaudit scan``: audit one collection into the ledger; findings table or JSON; CI exit codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from auditor.cli.options import (
+    config_option,
+    format_option,
+    info,
+    is_quiet,
+    ledger_option,
+    resolve_ledger_url,
+    severity_type,
+)
+from auditor.cli.output import (
+    FINDING_HEADERS,
+    emit_json,
+    emit_table,
+    finding_json,
+    finding_rows_from_json,
+    scan_json,
+)
+from auditor.config import Config, load_config
+from auditor.context import ScanSettings
+from auditor.detector import Detector
+from auditor.engine import Scanner, ScanOptions, ScanResult
+from auditor.errors import ConfigError, ExitCode
+from auditor.ledger import Ledger
+from auditor.ledger import repository as repo
+from auditor.ledger.models import FindingRow, ScanRow
+from auditor.registry import connector_for, detector_classes
+from auditor.types import FieldMap, Severity
+
+
+def select_detectors(
+    classes: dict[str, type[Detector]], config: Config, chosen: tuple[str, ...], skipped: tuple[str, ...]
+) -> list[Detector]:
+    """Detectors for this scan: ``--detector`` (or the config's ``enable``), else every default one;
+    minus ``--skip``/``disable``; parameters from ``[detectors.NAME]``."""
+    for name in (*chosen, *skipped):
+        if name not in classes:
+            raise ConfigError(f"unknown detector {name!r}", hint=f"known: {', '.join(sorted(classes))}")
+    if chosen:
+        names = list(dict.fromkeys(chosen))
+    elif config.detectors_enable is not None:
+        names = list(config.detectors_enable)
+    else:
+        names = [n for n, c in classes.items() if c.enabled_by_default]
+    drop = set(skipped) | set(config.detectors_disable)
+    return [classes[n](**config.detector_params.get(n, {})) for n in names if n not in drop]
+
+
+def build_settings(config: Config, **flags: Any) -> ScanSettings:
+    emb, ten = config.embedding, config.tenancy
+    tenants = flags["tenants"]
+    tenant_list = [t for t in tenants.split(",")] if tenants else ten.get("tenants")
+    sample = flags["embed_sample"] if flags["embed_sample"] is not None else emb.get("sample")
+    extra: dict[str, Any] = {}
+    queries = flags["queries"] or config.hub.get("queries")
+    if queries:
+        extra["queries_file"] = queries
+    if ten.get("markers"):
+        extra["tenant_markers"] = ten["markers"]
+    if ten.get("probe_filter"):
+        extra["probe_filter"] = ten["probe_filter"]
+    return ScanSettings(
+        model=flags["model"] or emb.get("model"),
+        device=flags["device"] or emb.get("device"),
+        embed_batch_size=flags["embed_batch_size"] or emb.get("batch_size") or 64,
+        embed_sample=None if sample is None else str(sample),
+        tenants=tuple(tenant_list) if tenant_list else None,
+        probe=bool(flags["probe"] or ten.get("probe", False)),
+        seed=flags["seed"],
+        extra=extra,
+    )
+
+
+@click.command("scan")
+@click.argument("source", required=False)
+@click.option("--collection", "-c", help="Collection (table) to audit.")
+@click.option("--vector", help="Named vector to audit (collections with several named vectors).")
+@click.option("--text-field", help="Payload field holding the chunk text (dotted paths allowed).")
+@click.option("--tenant-field", help="Payload field holding the tenant label.")
+@click.option("--doc-id-field", help="Payload field holding the source document id.")
+@click.option("--timestamp-field", help="Payload field holding the ingestion time.")
+@click.option(
+    "--detector",
+    "-d",
+    "detectors",
+    multiple=True,
+    metavar="NAME",
+    help="Run only these detectors (repeatable; `vecaudit plugins list` names them).",
+)
+@click.option("--skip", "skipped", multiple=True, metavar="NAME", help="Do not run this detector (repeatable).")
+@config_option
+@ledger_option
+@click.option(
+    "--fail-on", type=severity_type(), help="Exit 1 when active findings reach this severity [default: high]."
+)
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings (errors still exit non-zero).")
+@format_option("table", "json")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), help="Points per page read from the store [512].")
+@click.option("--grpc", is_flag=True, default=None, help="Qdrant server: prefer gRPC (port 6334).")
+@click.option("--model", help="sentence-transformers model name or path for re-embedding [bundled all-MiniLM-L6-v2].")
+@click.option("--device", help="Embedding device: cpu, cuda, cuda:0 ... [auto].")
+@click.option("--embed-batch-size", type=click.IntRange(1, 4096), help="Texts per embedding batch [64].")
+@click.option("--embed-sample", metavar="N|FRACTION|all", help="How many points to re-embed [10000].")
+@click.option("--tenants", metavar="A,B,C", help="The declared set of tenant labels.")
+@click.option("--probe", is_flag=True, default=None, help="Run live tenant-isolation probes (filtered searches).")
+@click.option(
+    "--queries", type=click.Path(exists=True, dir_okay=False), help="File of queries, one per line (hub detector)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
+@click.pass_context
+def scan_command(
+    ctx: click.Context,
+    source: str | None,
+    collection: str | None,
+    vector: str | None,
+    text_field: str | None,
+    tenant_field: str | None,
+    doc_id_field: str | None,
+    timestamp_field: str | None,
+    detectors: tuple[str, ...],
+    skipped: tuple[str, ...],
+    config_path: str | None,
+    ledger_url: str | None,
+    fail_on: str | None,
+    exit_zero: bool,
+    fmt: str,
+    batch_size: int | None,
+    grpc: bool | None,
+    **flags: Any,
+) -> None:
+    """Scan one collection: integrity, provenance, poisoning, tampering, injection, secrets, tenancy.
+
+    SOURCE is a store URI: qdrant+local:///path, qdrant://host:6333, qdrants://host, chroma:///path,
+    pgvector://user@host/db?table=t, milvus:///file.db, lancedb:///path?table=t, file:///export.parquet.
+    Scans never write to the store. Exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage,
+    3 scan incomplete, 4 ledger, 130 interrupted.
+
+    \b
+    Example:
+      vecaudit scan qdrant+local:///data/store --collection docs --text-field text --tenant-field tenant
+      vecaudit scan --config vecaudit.toml --format json --fail-on medium > scan.json
+    """
+    classes = detector_classes()
+    config = load_config(config_path, known_detectors=set(classes))
+    source = source or config.source
+    if not source:
+        raise ConfigError(
+            "no store to scan", hint="give SOURCE (e.g. qdrant+local:///path) or `source` in vecaudit.toml"
+        )
+    fields = config.fields
+    field_map = FieldMap(
+        text=text_field or fields.get("text"),
+        tenant=tenant_field or fields.get("tenant"),
+        doc_id=doc_id_field or fields.get("doc_id"),
+        timestamp=timestamp_field or fields.get("timestamp"),
+    )
+    threshold = Severity.parse(fail_on or config.fail_on or "high")
+    dets = select_detectors(classes, config, detectors, skipped)
+    settings = build_settings(config, **flags)
+    options: dict[str, Any] = {}
+    if grpc if grpc is not None else config.grpc:
+        options["grpc"] = True
+    ledger = Ledger(resolve_ledger_url(ledger_url, config)).open()
+    connector = connector_for(
+        source, collection=collection or config.collection, vector=vector or config.vector, options=options
+    )
+    try:
+        scan_opts = ScanOptions(
+            field_map=field_map,
+            settings=settings,
+            batch_size=batch_size or config.batch_size or 512,
+            show_progress=not is_quiet(),
+        )
+        result = Scanner(ledger, connector, dets, scan_opts).run()
+    finally:
+        connector.close()
+    render_scan(ledger, result, fmt)
+    code = result.exit_code(threshold)
+    if exit_zero and code == ExitCode.FINDINGS:
+        code = ExitCode.CLEAN
+    ledger.dispose()
+    ctx.exit(code)
+
+
+def scan_document(ledger: Ledger, result: ScanResult) -> dict[str, Any]:
+    """The versioned JSON document of one scan: ``{"version": 1, "scan": {...}, "findings": [...]}``."""
+    with ledger.session() as s:
+        scan = s.get(ScanRow, result.scan_id)
+        assert scan is not None
+        findings = []
+        for rec in result.findings:
+            row = s.get(FindingRow, rec.row_id)
+            assert row is not None
+            occ = repo.latest_occurrence(s, rec.row_id, result.scan_id)
+            findings.append({**finding_json(row, occ, collection=scan.collection_name), "is_new": rec.is_new})
+        return {"version": 1, "scan": scan_json(scan), "findings": findings}
+
+
+def render_scan(ledger: Ledger, result: ScanResult, fmt: str) -> None:
+    """Print the scan's findings (table or the versioned JSON document) and a summary on stderr."""
+    doc = scan_document(ledger, result)
+    if fmt == "json":
+        emit_json(doc)
+    elif doc["findings"]:
+        order = sorted(doc["findings"], key=lambda f: (-Severity(f["severity"]).rank, f["rule_id"], f["id"]))
+        emit_table(finding_rows_from_json(order), FINDING_HEADERS)
+    info(_summary_line(doc, result))
+    for note in result.notes:
+        info(f"  note: {note}")
+    if result.error:
+        click.echo(f"error: scan {result.status}: {result.error}", err=True)
+
+
+def _summary_line(doc: dict[str, Any], result: ScanResult) -> str:
+    c = result.counts
+    by_sev = c.get("by_severity", {})
+    sev = ", ".join(
+        f"{by_sev[s.value]} {s.value}" for s in sorted(Severity, key=lambda s: -s.rank) if by_sev.get(s.value)
+    )
+    if c.get("baseline"):
+        change = "first scan of this collection: baseline recorded"
+    elif "new" in c:
+        change = f"{c['new']} new, {c['changed']} changed, {c['deleted']} deleted since the last scan"
+    else:
+        change = "no provenance recorded"
+    return (
+        f"scan {result.scan_id} {result.status}: {result.points_scanned} points of {doc['scan']['collection']}; "
+        f"{c.get('findings', 0)} findings ({sev or 'none'}); {change}"
+    )
+
+
+COMMANDS = [scan_command]

@@ -1,0 +1,139 @@
+"""``vecaudit.toml``: the scan's source, field map, detector selection and parameters, ledger.
+
+Flags override the file; an unknown key is an error that names it (no silently ignored typos).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "vecaudit.toml"
+
+# Allowed keys per table; values are the expected Python types (checked) or None for "any JSON value".
+_SCHEMA: dict[str, dict[str, Any]] = {
+    "": {
+        "source": str,
+        "collection": str,
+        "vector": str,
+        "ledger": str,
+        "batch_size": int,
+        "fail_on": str,
+        "grpc": bool,
+        "fields": dict,
+        "detectors": dict,
+        "embedding": dict,
+        "tenancy": dict,
+        "hub": dict,
+        "quarantine": dict,
+        "notify": dict,
+    },
+    "fields": {"text": str, "tenant": str, "doc_id": str, "timestamp": str},
+    "embedding": {"model": str, "device": str, "batch_size": int, "sample": (str, int, float)},
+    "tenancy": {"tenants": list, "probe": bool, "probe_filter": dict, "markers": dict},
+    "hub": {"queries": str},
+    "quarantine": {"mode": str, "flag_field": str},
+    "notify": {"url": str},
+}
+
+
+@dataclass
+class Config:
+    """The parsed configuration (all optional); ``path`` is where it came from, if anywhere."""
+
+    path: Path | None = None
+    source: str | None = None
+    collection: str | None = None
+    vector: str | None = None
+    ledger: str | None = None
+    batch_size: int | None = None
+    fail_on: str | None = None
+    grpc: bool | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    detectors_enable: list[str] | None = None
+    detectors_disable: list[str] = field(default_factory=list)
+    detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
+    tenancy: dict[str, Any] = field(default_factory=dict)
+    hub: dict[str, Any] = field(default_factory=dict)
+    quarantine: dict[str, Any] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_table(table: dict[str, Any], section: str, where: str) -> None:
+    schema = _SCHEMA[section]
+    for key, value in table.items():
+        dotted = f"{section}.{key}" if section else key
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"unknown key {dotted!r} in {where}", hint=f"known keys here: {known}")
+        expected = schema[key]
+        if expected is not None and not isinstance(value, expected):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise ConfigError(f"{dotted!r} in {where} must be a {names}, not {type(value).__name__}")
+
+
+def load_config(path: str | Path | None, *, known_detectors: set[str] | None = None) -> Config:
+    """Read ``path`` (or ``./vecaudit.toml`` when it exists and ``path`` is None); an empty Config otherwise."""
+    if path is None:
+        default = Path(DEFAULT_CONFIG_FILE)
+        if not default.is_file():
+            return Config()
+        path = default
+    p = Path(path)
+    where = str(p)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {where} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {where} is not valid TOML: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {where}: {e}") from e
+    _check_table(data, "", where)
+    for section in ("fields", "embedding", "tenancy", "hub", "quarantine", "notify"):
+        if section in data:
+            _check_table(data[section], section, where)
+    cfg = Config(
+        path=p,
+        source=data.get("source"),
+        collection=data.get("collection"),
+        vector=data.get("vector"),
+        ledger=data.get("ledger"),
+        batch_size=data.get("batch_size"),
+        fail_on=data.get("fail_on"),
+        grpc=data.get("grpc"),
+        fields=dict(data.get("fields", {})),
+        embedding=dict(data.get("embedding", {})),
+        tenancy=dict(data.get("tenancy", {})),
+        hub=dict(data.get("hub", {})),
+        quarantine=dict(data.get("quarantine", {})),
+        notify=dict(data.get("notify", {})),
+    )
+    detectors = dict(data.get("detectors", {}))
+    enable = detectors.pop("enable", None)
+    disable = detectors.pop("disable", [])
+    for name, value in (("detectors.enable", enable), ("detectors.disable", disable)):
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{name!r} in {where} must be a list of detector names")
+    cfg.detectors_enable = enable
+    cfg.detectors_disable = list(disable)
+    for name, params in detectors.items():
+        if not isinstance(params, dict):
+            raise ConfigError(f"'detectors.{name}' in {where} must be a table of parameters")
+        if known_detectors is not None and name not in known_detectors:
+            raise ConfigError(
+                f"unknown detector {name!r} in {where} (detectors.{name})",
+                hint=f"known detectors: {', '.join(sorted(known_detectors))}",
+            )
+        cfg.detector_params[name] = params
+    for name in [*(enable or []), *disable]:
+        if known_detectors is not None and name not in known_detectors:
+            raise ConfigError(
+                f"unknown detector {name!r} in {where}", hint=f"known detectors: {', '.join(sorted(known_detectors))}"
+            )
+    return cfg
