@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -171,6 +172,8 @@ class FindingOccurrenceRow(Base):
     threshold: Mapped[float | None] = mapped_column(Float)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
     message: Mapped[str] = mapped_column(Text)
+    # "observe" (pass 1) or "finish" (pass 2): incremental scans carry pass-1 findings of unchanged points.
+    stage: Mapped[str | None] = mapped_column(String(10))
 
     finding: Mapped[FindingRow] = relationship(back_populates="occurrences")
 
@@ -231,3 +234,20 @@ class ScanLockRow(Base):
     hostname: Mapped[str | None] = mapped_column(String(300))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantSummaryRow(Base):
+    """A compact per-tenant picture of the vectors of one completed scan (for drift against the next scan):
+    count, centroid (float32) and a seeded bottom-k sample of vectors (float16, keyed by point hash)."""
+
+    __tablename__ = "tenant_summaries"
+    __table_args__ = (Index("ix_tenant_summaries_collection_scan", "collection_id", "scan_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id"))
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id"))
+    tenant: Mapped[str | None] = mapped_column(String(300))
+    count: Mapped[int] = mapped_column(Integer)
+    dim: Mapped[int] = mapped_column(Integer)
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)
+    sample: Mapped[bytes] = mapped_column(LargeBinary)
+    sample_size: Mapped[int] = mapped_column(Integer)
