@@ -1,0 +1,1 @@
+"""Pattern data and shared scanning helpers of the content detectors (secrets, PII, injection)."""

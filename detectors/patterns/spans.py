@@ -1,0 +1,106 @@
+"""Shared base of the secrets and PII detectors: scan each text for sensitive values, keep only masked forms,
+and report one finding per point and rule with per-tenant counts once the whole collection has been read."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.findings import Finding, Rule
+from auditor.masking import mask_value
+from auditor.types import PointId, RecordBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One sensitive value found in a text: its rule, kind and span. ``masked`` is the only form kept."""
+
+    rule: Rule
+    kind: str
+    start: int
+    end: int
+    masked: str
+
+
+def make_hit(rule: Rule, kind: str, text: str, start: int, end: int, mask_kind: str) -> Hit:
+    """A hit whose value is masked at once, so the raw value is never stored beyond the text itself."""
+    return Hit(rule, kind, start, end, mask_value(text[start:end], mask_kind))
+
+
+def drop_overlaps(hits: Iterable[Hit]) -> list[Hit]:
+    """Keep the earliest-listed hit of any overlapping group (callers list the most specific rules first)."""
+    kept: list[Hit] = []
+    for hit in hits:
+        if all(hit.end <= k.start or hit.start >= k.end for k in kept):
+            kept.append(hit)
+    return sorted(kept, key=lambda h: h.start)
+
+
+@dataclass
+class _Pending:
+    point_id: PointId
+    tenant: str | None
+    rule: Rule
+    hits: list[Hit]
+
+
+class SensitiveSpanDetector(Detector):
+    """Base: subclasses implement :meth:`scan_text`; findings come out in ``finish`` with tenant counts.
+
+    Score: the number of values of the rule's kinds in the text; threshold 1 (every value that passed its
+    validator is reported — the false-positive budget is spent in the validators, not in a score cut).
+    """
+
+    requires = frozenset({"text"})
+    defaults: ClassVar[dict[str, Any]] = {"max_items": 10}
+    #: Word used in messages and notes ("secret", "personal value").
+    noun: ClassVar[str] = "value"
+
+    def scan_text(self, text: str) -> list[Hit]:
+        raise NotImplementedError
+
+    def begin(self, ctx: ScanContext) -> None:
+        self._pending: list[_Pending] = []
+
+    def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
+        tenants = batch.tenants
+        for i, text in enumerate(batch.texts):
+            if not text:
+                continue
+            by_rule: dict[Rule, list[Hit]] = defaultdict(list)
+            for hit in self.scan_text(text):
+                by_rule[hit.rule].append(hit)
+            for rule, hits in by_rule.items():
+                self._pending.append(_Pending(batch.ids[i], tenants[i], rule, hits))
+        return ()
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        per_tenant: Counter[tuple[str, str | None]] = Counter((p.rule.id, p.tenant) for p in self._pending)
+        if self._pending:
+            points_by_tenant = Counter(p.tenant for p in {(p.point_id, p.tenant): p for p in self._pending}.values())
+            summary = ", ".join(f"{t or '(no tenant)'}: {n}" for t, n in sorted(points_by_tenant.items(),
+                                                                               key=lambda kv: (-kv[1], str(kv[0]))))
+            total = sum(points_by_tenant.values())
+            ctx.note(f"{self.name}: {len(self._pending)} findings on {total} points; per tenant: {summary}")
+        limit = int(self.params["max_items"])
+        for p in self._pending:
+            kinds = Counter(h.kind for h in p.hits)
+            items = [{"kind": h.kind, "masked": h.masked, "offset": h.start, "length": h.end - h.start}
+                     for h in p.hits[:limit]]
+            kind_list = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+            yield Finding(
+                p.rule, self.name, p.point_id, float(len(p.hits)),
+                f"{p.rule.title}: {kind_list} (masked: {', '.join(h.masked for h in p.hits[:3])})",
+                1.0,
+                {"count": len(p.hits), "kinds": dict(kinds), "items": items,
+                 "tenant_points_with_rule": per_tenant[(p.rule.id, p.tenant)]},
+                p.tenant,
+                identity=",".join(sorted(kinds)),
+            )
