@@ -160,7 +160,7 @@ class Embedder:
         vectors = np.asarray(out, dtype=np.float32)
         # bf16 outputs are normalised in reduced precision; renormalise in fp32 so they are unit vectors.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.where(norms > 0, norms, 1.0)
+        return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
 
     @property
     def dim(self) -> int:
