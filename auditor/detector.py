@@ -42,6 +42,10 @@ class Detector(abc.ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: Whether ``vecaudit scan`` runs it when no ``--detector`` is given.
     enabled_by_default: ClassVar[bool] = True
+    #: True only when ``observe``'s findings about a point depend on nothing but that point's record and the
+    #: parameters, and ``finish`` needs no state gathered in ``observe``: then ``scan --incremental`` shows
+    #: ``observe`` only new or changed points and carries the last scan's findings of the unchanged ones.
+    pointwise_observe: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))

@@ -1,28 +1,35 @@
 """The scan engine: pass 1 streams batches through detectors and fingerprints every point; pass 2 runs the
-collection-level detectors on the shared neighbour graph; everything lands in the ledger."""
+collection-level detectors on the shared neighbour graph; everything lands in the ledger. Scheduled-scan
+features live here too: the per-collection scan lock, incremental pass 1, and the ``--notify`` webhook."""
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import json
 import logging
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditor import __version__
+import numpy as np
+from sqlalchemy import select, update
+
+from auditor import __version__, summaries
 from auditor.batching import resolve_batch
 from auditor.connector import Connector, cursor_to_json
 from auditor.context import ScanContext, ScanSettings
 from auditor.detector import Detector
 from auditor.errors import ConnectorError, ExitCode, VecauditError
-from auditor.findings import Finding, point_key
+from auditor.findings import Finding, Rule, point_key
 from auditor.hashing import point_version
 from auditor.ledger import repository as repo
-from auditor.ledger.models import ScanRow
+from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
 from auditor.ledger.session import Ledger
 from auditor.progress import progress_bar
-from auditor.types import FieldMap, Severity
+from auditor.scanlock import ScanLock
+from auditor.types import Confidence, FieldMap, PointId, RecordBatch, Severity
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,25 @@ class ScanOptions:
     show_progress: bool = True
     operator: str | None = None
     spill_dir: str | None = None
+    #: Pass 1 of ``pointwise_observe`` detectors only on points new or changed since the last completed scan.
+    incremental: bool = False
+    #: Webhook that receives a JSON summary of new findings (see auditor.notify).
+    notify_url: str | None = None
+    #: Take the per-collection ledger lock (two scans of one collection never overlap).
+    lock: bool = True
+    #: Seconds without a heartbeat after which another host's lock counts as abandoned.
+    lock_stale_after: float = 900.0
+    lock_heartbeat_every: float = 30.0
+
+
+@dataclass
+class _Carry:
+    """What an incremental scan takes over from the last completed scan."""
+
+    detectors: set[str]
+    #: point key -> pass-1 findings (with their fingerprints) of the carried detectors on that point.
+    findings: dict[str, list[tuple[Finding, str]]]
+    previous_scan_id: int
 
 
 class Scanner:
@@ -84,10 +110,36 @@ class Scanner:
                 name=info.name,
                 vector_name=info.vector_name,
             )
-            previous_scan = repo.last_completed_scan(s, coll.id)
-            previous = repo.latest_point_states(s, coll.id) if previous_scan is not None else None
+            collection_id = coll.id
+        lock = (
+            ScanLock(
+                self.ledger,
+                collection_id,
+                stale_after=opts.lock_stale_after,
+                heartbeat_every=opts.lock_heartbeat_every,
+            ).acquire()
+            if opts.lock
+            else None
+        )
+        try:
+            result = self._run_locked(info, collection_id, lock)
+        finally:
+            if lock is not None:
+                lock.release()
+        if opts.notify_url:
+            self._notify(result, info.name)
+        return result
+
+    def _run_locked(self, info: Any, collection_id: int, lock: ScanLock | None) -> ScanResult:
+        opts = self.options
+        collection_key = self.connector.collection_key
+        with self.ledger.session() as s:
+            previous_scan = repo.last_completed_scan(s, collection_id)
+            previous = repo.latest_point_states(s, collection_id) if previous_scan is not None else None
+            previous_summaries = summaries.load(s, previous_scan.id) if previous_scan is not None else {}
+            carry = self._carry_basis(s, previous_scan) if opts.incremental else None
             scan = ScanRow(
-                collection_id=coll.id,
+                collection_id=collection_id,
                 source=self.connector.uri.redacted(),
                 collection_name=info.name,
                 status="running",
@@ -98,10 +150,13 @@ class Scanner:
                 collection_info=info.as_dict(),
                 counts={},
                 notes=[],
+                incremental=carry is not None,
             )
             s.add(scan)
             s.flush()
-            scan_id, collection_id = scan.id, coll.id
+            scan_id = scan.id
+        if lock is not None:
+            lock.attach_scan(scan_id)
 
         ctx = ScanContext(
             info=info,
@@ -112,6 +167,13 @@ class Scanner:
             connector=self.connector,
             spill_dir=opts.spill_dir,
         )
+        if lock is not None and lock.recovered_from:
+            ctx.note(f"recovered a stale scan lock from {lock.recovered_from}")
+        if previous_scan is not None:
+            ctx.shared["previous_scan_id"] = previous_scan.id
+        ctx.shared["previous_tenant_summaries"] = previous_summaries
+        if opts.incremental and carry is None:
+            ctx.note("incremental: no comparable completed scan to build on, ran a full scan")
         active: list[Detector] = []
         for det in self.detectors:
             reason = det.skip_reason(ctx)
@@ -120,14 +182,20 @@ class Scanner:
             else:
                 active.append(det)
         findings: list[Finding] = []
+        carried: list[tuple[Finding, str]] = []
+        stages: dict[int, str] = {}
         cursor: Any = None
         status, error, error_exit = "completed", None, None
         try:
             for det in active:
                 det.begin(ctx)
                 ctx.request_neighbours(det.neighbours_needed())
-            cursor = self._pass_one(ctx, active, findings)
+            if carry is not None:
+                carry.detectors &= {d.name for d in active}
+            cursor = self._pass_one(ctx, active, findings, carry, carried)
+            stages.update((id(f), "observe") for f in findings)
             ctx.table.seal()
+            ctx.shared["tenant_summaries"] = summaries.summarise(ctx, seed=opts.settings.seed)
             self._pass_two(ctx, active, findings)
         except KeyboardInterrupt:
             status, error, error_exit = "failed", "interrupted", ExitCode.INTERRUPTED
@@ -142,13 +210,62 @@ class Scanner:
         if status == "completed" and any(n.startswith("detector ") and " failed:" in n for n in ctx.notes):
             status = "partial"
 
+        if carry is not None:
+            ctx.note(
+                f"incremental: pass 1 of {', '.join(sorted(carry.detectors)) or 'no detector'} on new or changed "
+                f"points only; {len(carried)} finding(s) carried from scan {carry.previous_scan_id}"
+            )
         try:
-            return self._record(ctx, scan_id, collection_id, findings, status, error, error_exit, cursor, active)
+            return self._record(
+                ctx, scan_id, collection_id, findings, status, error, error_exit, cursor, active, carried, stages
+            )
         finally:
             ctx.close()
 
+    # -- incremental ------------------------------------------------------------------------------------
+    def _settings_basis(self) -> dict[str, Any]:
+        """What must be equal between two scans for pass-1 findings to carry over (besides detector configs)."""
+        opts = self.options
+        settings = dataclasses.asdict(opts.settings)
+        return json.loads(json.dumps({"field_map": opts.field_map.as_dict(), "settings": settings}, default=str))
+
+    def _carry_basis(self, s: Any, previous_scan: ScanRow | None) -> _Carry | None:
+        """Detectors whose pass-1 findings may be carried from ``previous_scan``, and those findings."""
+        if previous_scan is None or previous_scan.counts.get("basis") != self._settings_basis():
+            return None
+        previous_configs = {c.get("name"): c for c in previous_scan.detector_configs or []}
+        names = {
+            d.name
+            for d in self.detectors
+            if d.pointwise_observe and previous_configs.get(d.name) == json.loads(json.dumps(d.config()))
+        }
+        by_name = {d.name: d for d in self.detectors}
+        found: dict[str, list[tuple[Finding, str]]] = {}
+        if names:
+            rows = s.execute(
+                select(FindingRow, FindingOccurrenceRow)
+                .join(FindingOccurrenceRow, FindingOccurrenceRow.finding_id == FindingRow.id)
+                .where(
+                    FindingOccurrenceRow.scan_id == previous_scan.id,
+                    FindingOccurrenceRow.stage == "observe",
+                    FindingRow.detector.in_(sorted(names)),
+                    FindingRow.point_key.is_not(None),
+                )
+            )
+            for row, occ in rows:
+                finding = _finding_from_ledger(row, occ, by_name[row.detector])
+                found.setdefault(row.point_key, []).append((finding, row.fingerprint))
+        return _Carry(detectors=names, findings=found, previous_scan_id=previous_scan.id)
+
     # -- passes -----------------------------------------------------------------------------------------
-    def _pass_one(self, ctx: ScanContext, active: list[Detector], findings: list[Finding]) -> Any:
+    def _pass_one(
+        self,
+        ctx: ScanContext,
+        active: list[Detector],
+        findings: list[Finding],
+        carry: _Carry | None = None,
+        carried: list[tuple[Finding, str]] | None = None,
+    ) -> Any:
         opts = self.options
         bar = progress_bar(total=ctx.info.count or None, desc="scan", unit="pt", enabled=opts.show_progress)
         cursor: Any = None
@@ -156,8 +273,13 @@ class Scanner:
             for page, page_cursor in self.connector.iter_batches(batch_size=opts.batch_size):
                 batch = resolve_batch(page, opts.field_map, ctx.info.dim, offset=len(ctx.table))
                 ctx.table.append(batch)
+                fresh = batch
+                if carry is not None and carry.detectors and carried is not None:
+                    fresh = self._carry_unchanged(ctx, batch, carry, carried)
                 for det in active:
-                    findings.extend(self._guard(ctx, det, "observe", lambda d=det, b=batch: list(d.observe(b, ctx))))
+                    b = fresh if carry is not None and det.name in carry.detectors else batch
+                    if len(b):
+                        findings.extend(self._guard(ctx, det, "observe", lambda d=det, b=b: list(d.observe(b, ctx))))
                 bar.update(len(batch))
                 cursor = page_cursor
         except ConnectorError:
@@ -165,6 +287,26 @@ class Scanner:
         finally:
             bar.close()
         return cursor
+
+    @staticmethod
+    def _carry_unchanged(
+        ctx: ScanContext, batch: RecordBatch, carry: _Carry, carried: list[tuple[Finding, str]]
+    ) -> RecordBatch:
+        """Carry the findings of the batch's unchanged points; the sub-batch of new or changed points."""
+        previous = ctx.previous or {}
+        changed: list[int] = []
+        for i, pid in enumerate(batch.ids):
+            key = point_key(pid)
+            old = previous.get(key)
+            if old is not None and (old.vector_hash, old.payload_hash, old.text_hash) == (
+                batch.vector_hashes[i],
+                batch.payload_hashes[i],
+                batch.text_hashes[i],
+            ):
+                carried.extend(carry.findings.get(key, ()))
+            else:
+                changed.append(i)
+        return _sub_batch(batch, changed)
 
     def _pass_two(self, ctx: ScanContext, active: list[Detector], findings: list[Finding]) -> None:
         for det in active:
@@ -194,9 +336,12 @@ class Scanner:
         error_exit: int | None,
         cursor: Any,
         active: list[Detector],
+        carried: Sequence[tuple[Finding, str]] = (),
+        stages: dict[int, str] | None = None,
     ) -> ScanResult:
         table = ctx.table
-        counts: dict[str, Any] = {"points": len(table), "findings": 0}
+        stages = stages or {}
+        counts: dict[str, Any] = {"points": len(table), "findings": 0, "basis": self._settings_basis()}
         recorded: list[repo.RecordedFinding] = []
         with self.ledger.session() as s:
             if status == "completed":
@@ -210,11 +355,38 @@ class Scanner:
                         point_version(table.vector_hashes[row], table.text_hashes[row]) if row is not None else None
                     )
                     items.append((f, f.fingerprint(ctx.collection_key, version)))
+                items.extend(carried)
                 recorded = repo.record_findings(s, collection_id=collection_id, scan_id=scan_id, items=items)
+                carried_ids = {id(f) for f, _ in carried}
+                observed = [
+                    r.row_id for r in recorded if stages.get(id(r.finding)) == "observe" or id(r.finding) in carried_ids
+                ]
+                for start in range(0, len(observed), 500):
+                    s.execute(
+                        update(FindingOccurrenceRow)
+                        .where(
+                            FindingOccurrenceRow.scan_id == scan_id,
+                            FindingOccurrenceRow.finding_id.in_(observed[start : start + 500]),
+                        )
+                        .values(stage="observe")
+                    )
+                if len(recorded) > len(observed):
+                    s.execute(
+                        update(FindingOccurrenceRow)
+                        .where(FindingOccurrenceRow.scan_id == scan_id, FindingOccurrenceRow.stage.is_(None))
+                        .values(stage="finish")
+                    )
+                summaries.store(
+                    s,
+                    collection_id=collection_id,
+                    scan_id=scan_id,
+                    summaries=ctx.shared.get("tenant_summaries", {}),
+                )
                 repo.resolve_absent_findings(
                     s, collection_id=collection_id, scan_id=scan_id, detectors=[d.name for d in active]
                 )
                 counts["findings"] = len(recorded)
+                counts["carried"] = len(carried)
                 counts.update(repo.scan_finding_summary(s, scan_id))
             repo.finish_scan(
                 s,
@@ -237,6 +409,72 @@ class Scanner:
             error=error,
             error_exit=error_exit,
         )
+
+
+    def _notify(self, result: ScanResult, collection: str) -> None:
+        from auditor.notify import post_json, should_notify, summary_payload
+
+        assert self.options.notify_url is not None
+        if not should_notify(result):
+            return
+        payload = summary_payload(result, collection=collection, source=self.connector.uri.redacted())
+        failure = post_json(self.options.notify_url, payload)
+        note = (
+            f"notified the webhook of {payload['new_findings_total']} new finding(s)"
+            if failure is None
+            else f"webhook notification failed: {failure}"
+        )
+        if failure is not None:
+            log.warning("%s", note)
+        result.notes.append(note)
+        with self.ledger.session() as s:
+            scan = s.get(ScanRow, result.scan_id)
+            if scan is not None:
+                scan.notes = [*(scan.notes or []), note]
+
+
+def _sub_batch(batch: RecordBatch, rows: list[int]) -> RecordBatch:
+    """The rows ``rows`` of ``batch`` (``offset`` kept: pointwise detectors must not rely on it)."""
+    if len(rows) == len(batch):
+        return batch
+    pick = np.asarray(rows, dtype=np.int64)
+    return RecordBatch(
+        offset=batch.offset,
+        ids=[batch.ids[i] for i in rows],
+        vectors=batch.vectors[pick] if len(rows) else batch.vectors[:0],
+        stored_dims=batch.stored_dims[pick] if len(rows) else batch.stored_dims[:0],
+        payloads=[batch.payloads[i] for i in rows],
+        text_values=[batch.text_values[i] for i in rows],
+        tenant_values=[batch.tenant_values[i] for i in rows],
+        doc_ids=[batch.doc_ids[i] for i in rows],
+        timestamps=[batch.timestamps[i] for i in rows],
+        vector_hashes=[batch.vector_hashes[i] for i in rows],
+        payload_hashes=[batch.payload_hashes[i] for i in rows],
+        text_hashes=[batch.text_hashes[i] for i in rows],
+    )
+
+
+def _finding_from_ledger(row: FindingRow, occ: FindingOccurrenceRow, detector: Detector) -> Finding:
+    """A carried pass-1 finding rebuilt from the ledger (its fingerprint is carried alongside, unchanged)."""
+    try:
+        rule = detector.rule(row.rule_id)
+    except KeyError:
+        rule = Rule(row.rule_id, row.title, Severity(row.severity), Confidence(row.confidence), tuple(row.tags))
+    severity = Severity(row.severity)
+    confidence = Confidence(row.confidence)
+    point: PointId = json.loads(row.point_key or "null")
+    return Finding(
+        rule=rule,
+        detector=row.detector,
+        point_id=point,
+        score=occ.score,
+        message=occ.message,
+        threshold=occ.threshold,
+        evidence=dict(occ.evidence or {}),
+        tenant=row.tenant,
+        severity=None if severity == rule.severity else severity,
+        confidence=None if confidence == rule.confidence else confidence,
+    )
 
 
 def _point_changes(ctx: ScanContext) -> tuple[list[repo.PointChange], dict[str, Any]]:
