@@ -78,6 +78,13 @@ class Connector(abc.ABC):
     Contract: the constructor does no I/O; ``describe`` and ``iter_batches`` never write; backend
     exceptions are wrapped in :class:`~auditor.errors.ConnectorError` naming collection and operation.
     Credentials come from environment variables only.
+
+    Quarantine (``auditor.quarantine``) is the only writer. A store that supports it declares
+    ``"quarantine:tag"`` (needs ``fetch``, ``set_payload``, ``overwrite_payload``) and/or
+    ``"quarantine:move"`` (needs ``fetch_points``, ``upsert_points``, ``delete_points``,
+    ``collection_exists``, ``ensure_collection_like``); the defaults raise ``ConnectorError("... does not
+    support ...")``. Writes must keep vectors bit-exact as far as the store allows (quarantine verifies by
+    reading back) and must raise ``ConnectorError`` when the store refuses them (read-only key, permission).
     """
 
     #: URI schemes this connector accepts (e.g. ``("qdrant", "qdrants", "qdrant+local")``).
@@ -133,6 +140,47 @@ class Connector(abc.ABC):
     def posture(self, *, tenant_field: str | None) -> dict[str, Any]:
         """Store-level tenant-isolation facts (indexes, row-level security); empty when unknown."""
         return {}
+
+    # -- writing (quarantine only; stores with "quarantine:tag" / "quarantine:move") -------------------
+    # The only writes vecaudit ever makes. ``collection=None`` means the audited collection; every method
+    # waits until the store has applied the write, and is idempotent (re-running it after a crash is safe).
+
+    def _unsupported(self, what: str) -> Any:
+        from auditor.errors import ConnectorError
+
+        raise ConnectorError(f"{type(self).__name__} does not support {what}", hint="use a store with quarantine")
+
+    def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
+        """Like :meth:`fetch`, from ``collection`` (e.g. the quarantine collection) when given."""
+        if collection is None or collection == self.collection:
+            return self.fetch(ids)
+        return self._unsupported("reading another collection")
+
+    def set_payload(self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None) -> None:
+        """Merge ``payload``'s keys into each point's payload (other keys and vectors untouched)."""
+        self._unsupported("payload writes")
+
+    def overwrite_payload(
+        self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None
+    ) -> None:
+        """Replace each point's whole payload with ``payload`` (vectors untouched)."""
+        self._unsupported("payload writes")
+
+    def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
+        """Write complete points (same ids, every named vector as given, payload) replacing any existing ones."""
+        self._unsupported("point writes")
+
+    def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
+        """Delete points by id; absent ids are ignored."""
+        self._unsupported("point deletes")
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether a collection named ``name`` exists in this store."""
+        return bool(self._unsupported("listing collections"))
+
+    def ensure_collection_like(self, name: str) -> None:
+        """Create ``name`` with the audited collection's vector configuration unless it already exists."""
+        self._unsupported("creating collections")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and files."""

@@ -232,6 +232,122 @@ class QdrantConnector(Connector):
             out.append(StoredPoint(id=r.id, vectors=vectors, payload=dict(r.payload or {})))
         return out
 
+    # -- writing (quarantine) ------------------------------------------------------------------------
+    def _target(self, collection: str | None) -> str:
+        return collection or self._require_collection()
+
+    def _distances(self, name: str) -> dict[str, str]:
+        """Distance per vector name (``""`` for the unnamed vector) of collection ``name``."""
+        raw = self._call("describe", self.client().get_collection, name)
+        cfg = raw.config.params.vectors
+        items = cfg.items() if isinstance(cfg, Mapping) else [("", cfg)]
+        return {k: getattr(v.distance, "value", str(v.distance)) for k, v in items}
+
+    def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
+        name = self._target(collection)
+        records = self._call(
+            "retrieve",
+            self.client().retrieve,
+            collection_name=name,
+            ids=list(ids),
+            with_payload=True,
+            with_vectors=True,
+        )
+        out = []
+        for r in records:
+            vec = r.vector
+            vectors = {k: list(v) for k, v in vec.items()} if isinstance(vec, Mapping) else {"": list(vec or [])}
+            out.append(StoredPoint(id=r.id, vectors=vectors, payload=dict(r.payload or {})))
+        return out
+
+    def set_payload(self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None) -> None:
+        self._call(
+            "set payload",
+            self.client().set_payload,
+            collection_name=self._target(collection),
+            payload=dict(payload),
+            points=list(ids),
+            wait=True,
+        )
+
+    def overwrite_payload(
+        self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None
+    ) -> None:
+        self._call(
+            "overwrite payload",
+            self.client().overwrite_payload,
+            collection_name=self._target(collection),
+            payload=dict(payload),
+            points=list(ids),
+            wait=True,
+        )
+
+    def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
+        """Upsert, then read back: Qdrant re-normalises every vector written to a Cosine collection, so a
+        stored (already normalised) vector can come back one ulp off; such vectors are rewritten once as a
+        pre-image that normalises to the exact original (see :func:`cosine_preimage`)."""
+        from qdrant_client import models
+
+        name = self._target(collection)
+
+        def write(batch: Sequence[StoredPoint]) -> None:
+            structs = [
+                models.PointStruct(
+                    id=p.id,
+                    vector=p.vectors[""] if set(p.vectors) == {""} else dict(p.vectors),
+                    payload=dict(p.payload),
+                )
+                for p in batch
+            ]
+            self._call("upsert", self.client().upsert, collection_name=name, points=structs, wait=True)
+
+        write(points)
+        cosine = {k for k, d in self._distances(name).items() if d == "Cosine"}
+        if not cosine:
+            return
+        stored = {p.id: p for p in self.fetch_points([p.id for p in points], collection=name)}
+        redo = []
+        for p in points:
+            back = stored.get(p.id)
+            fixed = dict(p.vectors)
+            for k in cosine & set(p.vectors):
+                want = np.asarray(p.vectors[k], dtype=np.float32)
+                got = np.asarray(back.vectors.get(k, []) if back else [], dtype=np.float32)
+                if want.shape != got.shape or want.tobytes() != got.tobytes():
+                    fixed[k] = cosine_preimage(want).tolist()
+            if fixed != p.vectors:
+                redo.append(StoredPoint(id=p.id, vectors=fixed, payload=p.payload))
+        if redo:
+            write(redo)
+
+    def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
+        from qdrant_client import models
+
+        self._call(
+            "delete",
+            self.client().delete,
+            collection_name=self._target(collection),
+            points_selector=models.PointIdsList(points=list(ids)),
+            wait=True,
+        )
+
+    def collection_exists(self, name: str) -> bool:
+        return bool(self._call("check collection", self.client().collection_exists, name))
+
+    def ensure_collection_like(self, name: str) -> None:
+        if self.collection_exists(name):
+            return
+        source = self._require_collection()
+        raw = self._call("describe", self.client().get_collection, source)
+        params = raw.config.params
+        self._call(
+            "create collection",
+            self.client().create_collection,
+            collection_name=name,
+            vectors_config=params.vectors,
+            sparse_vectors_config=params.sparse_vectors,
+        )
+
     # -- isolation probes and posture ---------------------------------------------------------------
     def probe_search(
         self,
@@ -287,3 +403,35 @@ class QdrantConnector(Connector):
         facts["hnsw_payload_m"] = getattr(hnsw, "payload_m", None)
         facts["not_checkable"] = ["API-key scopes and JWT collection access"]
         return facts
+
+
+def cosine_preimage(target: np.ndarray, *, max_steps: int = 256) -> np.ndarray:
+    """A float32 vector that Qdrant's cosine normalisation (``v / ||v||`` in float32, as local mode does it)
+    maps bit-exactly onto ``target``; ``target`` itself when none is found.
+
+    Hand-rolled because no library inverts a normalisation bit-exactly: try norms a few ulp from 1, scale
+    ``target`` by each, nudge each component by one ulp so it divides back exactly, keep the first candidate
+    whose recomputed norm agrees.
+    """
+    want = np.asarray(target, dtype=np.float32)
+
+    def normalise(v: np.ndarray) -> np.ndarray:
+        norm = np.linalg.norm(v)
+        return v / norm if norm > 1e-9 else v
+
+    if np.array_equal(normalise(want), want):
+        return want
+    up, down = np.float32(1.0), np.float32(1.0)
+    for _ in range(max_steps):
+        up = np.nextafter(up, np.float32(2.0))
+        down = np.nextafter(down, np.float32(0.0))
+        for norm in (up, down):
+            x = (want.astype(np.float64) * float(norm)).astype(np.float32)
+            for nudge in (np.float32(np.inf), np.float32(-np.inf)):
+                off = (x / norm).astype(np.float32) != want
+                if off.any():
+                    moved = np.nextafter(x, nudge)
+                    x = np.where(off & ((moved / norm).astype(np.float32) == want), moved, x)
+            if np.array_equal(normalise(x), want):
+                return x
+    return want
