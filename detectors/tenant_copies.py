@@ -1,0 +1,226 @@
+"""Cross-tenant copies: the same (exact) or nearly the same (near) content stored under two tenants, with the
+direction (which tenant had it first) taken from the ledger's provenance when it is known."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.findings import OWASP_SENSITIVE_INFO, OWASP_VECTOR_WEAKNESS, Finding, Rule, point_key
+from auditor.graph import prepare
+from auditor.types import Confidence, Distance, Severity
+
+_TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_SENSITIVE_INFO)
+EXACT_COPY = Rule("VA411", "Exact copy of another tenant's point", Severity.HIGH, Confidence.HIGH, _TAGS)
+NEAR_COPY = Rule("VA412", "Near copy of another tenant's point", Severity.HIGH, Confidence.MEDIUM, _TAGS)
+
+_WORD = re.compile(r"\w+")
+_SENTENCE_END = re.compile(r"[.!?;:\n]+(?:\s|$)")
+
+
+def normalised_text_key(text: str) -> str:
+    """Hash of a text with case and whitespace differences removed (an exact copy survives re-formatting)."""
+    return hashlib.sha256(" ".join(text.casefold().split()).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def word_shingles(text: str, n: int) -> frozenset[tuple[str, ...]]:
+    """Set of ``n``-word shingles of a case-folded text, taken within sentences (a whole sentence when it is
+    shorter than n), so dropping a sentence leaves every other shingle intact."""
+    out: set[tuple[str, ...]] = set()
+    for sentence in _SENTENCE_END.split(text.casefold()):
+        words = _WORD.findall(sentence)
+        if not words:
+            continue
+        if len(words) < n:
+            out.add(tuple(words))
+        else:
+            out.update(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return frozenset(out)
+
+
+def containment(a: frozenset[Any], b: frozenset[Any]) -> float:
+    """|a ∩ b| / min(|a|, |b|): 1.0 when the shorter text's shingles all occur in the longer one."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+@dataclass
+class _Copy:
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    direction_known: bool = False
+
+
+class CrossTenantCopyDetector(Detector):
+    """Reports a point whose content also exists under another tenant.
+
+    * VA411 exact — same text after case/whitespace normalisation, or a bit-identical vector; score 1.0
+      against 0.5. Zero false positives by construction (two tenants storing literally the same document is
+      the finding; reviewers mark shared public documents as accepted).
+    * VA412 near — a cross-tenant neighbour in the shared graph with cosine >= ``near_cosine`` *and*
+      word-3-shingle containment >= ``min_containment``; score = containment (0..1, higher = more of the
+      shorter text appears verbatim in the other). Cosine alone misses edited copies and flags same-topic
+      documents, so the lexical test decides: a dropped sentence keeps containment near 1.0, while distinct
+      documents on one topic stay below 0.2 on the development set (0.6 leaves a wide margin, chosen for a
+      budget of <= 0.1% false positives; measured in benchmarks/tenancy_quality.py).
+
+    Direction: ``ctx.previous`` (the ledger) gives each point's first scan; the later point is the copy
+    and only it is reported, with ``from_tenant`` the earlier one. Points seen first in the same scan (or
+    a baseline scan) get ``direction: unknown`` and both sides are reported.
+    """
+
+    name = "cross-tenant-copy"
+    version = "1"
+    description = "Same or nearly the same content stored under two tenants (exact and near copies)"
+    rules = (EXACT_COPY, NEAR_COPY)
+    requires = frozenset({"vectors", "tenant", "graph"})
+    defaults: ClassVar[dict[str, Any]] = {
+        "k": 10, "near_cosine": 0.85, "min_containment": 0.6, "shingle": 3, "max_evidence": 10,
+    }
+
+    def neighbours_needed(self) -> int:
+        return int(self.params["k"])
+
+    def begin(self, ctx: ScanContext) -> None:
+        self._kinds: dict[tuple[int, int], str] = {}
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        table = ctx.table
+        tenants = table.tenants
+        texts = table.texts
+        valid = ctx.valid_mask()
+        first_seen = self._first_seen(ctx)
+
+        exact_pairs: set[tuple[int, int]] = set()
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, tenant in enumerate(tenants):
+            if tenant is None:
+                continue
+            text = texts[i]
+            if text is not None and text.strip():
+                groups[("text", normalised_text_key(text))].append(i)
+            if valid[i]:
+                groups[("vector", table.vector_hashes[i])].append(i)
+        for (kind, _), rows in groups.items():
+            if len({tenants[r] for r in rows}) < 2:
+                continue
+            for a in rows:
+                for b in rows:
+                    if a < b and tenants[a] != tenants[b]:
+                        exact_pairs.add((a, b))
+                        self._kinds[(a, b)] = self._kinds.get((a, b), kind)
+
+        near: dict[tuple[int, int], tuple[float, float]] = {}
+        if ctx.field_map.text:
+            near = self._near_pairs(ctx, exact_pairs)
+
+        yield from self._report(ctx, EXACT_COPY, {p: (1.0, 1.0) for p in exact_pairs}, first_seen, exact=True)
+        yield from self._report(ctx, NEAR_COPY, near, first_seen, exact=False)
+
+    def _near_pairs(
+        self, ctx: ScanContext, exact_pairs: set[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[float, float]]:
+        """Cross-tenant graph neighbours that pass both the cosine gate and the shingle test."""
+        table = ctx.table
+        tenants, texts = table.tenants, table.texts
+        graph = ctx.graph(int(self.params["k"]))
+        gate = float(self.params["near_cosine"])
+        min_cont = float(self.params["min_containment"])
+        n_words = int(self.params["shingle"])
+        shingles: dict[int, frozenset[tuple[str, ...]]] = {}
+        vectors = table.vectors
+        out: dict[tuple[int, int], tuple[float, float]] = {}
+        for i in range(len(tenants)):
+            if tenants[i] is None or texts[i] is None:
+                continue
+            for j, sim in zip(graph.indices[i], graph.sims[i], strict=True):
+                j = int(j)
+                if j < 0:
+                    break
+                pair = (min(i, j), max(i, j))
+                if tenants[j] is None or tenants[j] == tenants[i] or texts[j] is None:
+                    continue
+                if pair in exact_pairs or pair in out:
+                    continue
+                if graph.distance is Distance.COSINE:
+                    cos = float(sim)
+                else:
+                    unit = prepare(np.asarray(vectors[[i, j]]), Distance.COSINE)
+                    cos = float(unit[0] @ unit[1])
+                if cos < gate:
+                    continue
+                for r in pair:
+                    if r not in shingles:
+                        shingles[r] = word_shingles(texts[r] or "", n_words)
+                cont = containment(shingles[pair[0]], shingles[pair[1]])
+                if cont >= min_cont:
+                    out[pair] = (cont, cos)
+        return out
+
+    def _report(
+        self, ctx: ScanContext, rule: Any, pairs: dict[tuple[int, int], tuple[float, float]],
+        first_seen: list[float], *, exact: bool,
+    ) -> Iterable[Finding]:
+        table = ctx.table
+        tenants = table.tenants
+        copies: dict[int, _Copy] = defaultdict(_Copy)
+        for (a, b), (score, cos) in pairs.items():
+            if first_seen[a] < first_seen[b]:
+                targets = [(b, a, True)]
+            elif first_seen[b] < first_seen[a]:
+                targets = [(a, b, True)]
+            else:
+                targets = [(a, b, False), (b, a, False)]
+            for copy_row, source_row, known in targets:
+                entry = copies[copy_row]
+                entry.direction_known = entry.direction_known or known
+                source: dict[str, Any] = {
+                    "id": table.ids[source_row], "tenant": tenants[source_row], "score": round(score, 4),
+                    "cosine": round(cos, 4), "direction": "from_ledger" if known else "unknown",
+                }
+                if exact:
+                    source["match"] = self._kinds.get((min(a, b), max(a, b)), "text")
+                copies[copy_row].sources.append(source)
+        limit = float(self.params["min_containment"]) if not exact else 0.5
+        max_ev = int(self.params["max_evidence"])
+        for row, entry in copies.items():
+            # sources seen before this scan first, then the strongest match
+            entry.sources.sort(key=lambda s: (s["direction"] != "from_ledger", -s["score"]))
+            best = entry.sources[0]
+            score = max(s["score"] for s in entry.sources)
+            other_tenants = sorted({str(s["tenant"]) for s in entry.sources})
+            what = (
+                "exact copy" if exact else f"near copy (containment {best['score']:.2f}, cosine {best['cosine']:.3f})"
+            )
+            direction = (
+                f"; tenant {best['tenant']!r} had it first" if best["direction"] == "from_ledger"
+                else "; which tenant had it first is unknown"
+            )
+            yield Finding(
+                rule, self.name, table.ids[row], score,
+                f"{what} of point {best['id']!r} of tenant {best['tenant']!r}{direction}", limit,
+                {"from_tenant": best["tenant"], "tenants": other_tenants, "direction": best["direction"],
+                 "sources": entry.sources[:max_ev], "source_count": len(entry.sources)},
+                tenants[row],
+                confidence=None if entry.direction_known or exact else Confidence.LOW,
+            )
+
+    @staticmethod
+    def _first_seen(ctx: ScanContext) -> list[float]:
+        """First scan id of every row from the ledger; ``inf`` for points new in this scan."""
+        previous = ctx.previous or {}
+        out: list[float] = []
+        for pid in ctx.table.ids:
+            state = previous.get(point_key(pid))
+            first = state.first_scan_id if state is not None else None
+            out.append(float(first) if first is not None else math.inf)
+        return out

@@ -1,0 +1,85 @@
+"""cross-tenant-copy on a real Qdrant local store of real text embedded by the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import load_jsonl
+from support import build_qdrant_store, run_scan
+
+from detectors.tenant_copies import containment, word_shingles
+
+
+@pytest.fixture(scope="module")
+def corpus(embed: Any) -> tuple[list[str], list[str], Any]:
+    """120 wikipedia texts split over two same-domain tenants plus 40 pubmed abstracts of a third."""
+    wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:120]]
+    pubmed = [r["text"] for r in load_jsonl("pubmed.jsonl")[:40]]
+    texts = wiki + pubmed
+    tenants = ["acme"] * 60 + ["globex"] * 60 + ["initech"] * 40
+    return texts, tenants, embed(texts)
+
+
+def _drop_a_sentence(text: str) -> str:
+    sentences = text.split(". ")
+    assert len(sentences) >= 3, "pick a text with several sentences"
+    return ". ".join(sentences[:1] + sentences[2:])
+
+
+def _plants(corpus: Any, embed: Any) -> tuple[list[str], list[str], list[Any]]:
+    texts, _, vecs = corpus
+    long_ones = [i for i in range(60) if len(texts[i].split(". ")) >= 4]
+    exact, reformatted, near = long_ones[0], long_ones[1], long_ones[2]
+    near_pubmed = 130  # pubmed abstract copied into a wikipedia tenant, a sentence removed
+    new_texts = [texts[exact], "  " + texts[reformatted].upper() + " ", _drop_a_sentence(texts[near]),
+                 _drop_a_sentence(texts[near_pubmed])]
+    new_vecs = [vecs[exact], *embed(new_texts[1:])]
+    return new_texts, ["globex", "initech", "globex", "acme"], new_vecs
+
+
+def test_copies_found_with_direction_from_the_ledger(tmp_path: Path, corpus: Any, embed: Any,
+                                                     sqlite_ledger_url: str) -> None:
+    from qdrant_client import QdrantClient, models
+
+    texts, tenants, vecs = corpus
+    uri = build_qdrant_store(tmp_path / "store", vecs, [{"text": t, "tenant": g} for t, g in zip(texts, tenants)])
+    first = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
+    assert first.status == "completed" and first.findings == []  # same-domain tenants, no copies: silent
+
+    new_texts, new_tenants, new_vecs = _plants(corpus, embed)
+    client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
+    client.upsert("docs", [models.PointStruct(id=1000 + i, vector=v.tolist(), payload={"text": t, "tenant": g})
+                           for i, (t, g, v) in enumerate(zip(new_texts, new_tenants, new_vecs))])
+    client.close()
+
+    second = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
+    got = {(r.finding.point_id, r.finding.rule_id) for r in second.findings}
+    assert got == {(1000, "VA411"), (1001, "VA411"), (1002, "VA412"), (1003, "VA412")}
+    for rec in second.findings:
+        ev = rec.finding.evidence
+        assert ev["direction"] == "from_ledger"
+        assert ev["from_tenant"] == ("initech" if rec.finding.point_id == 1003 else "acme")
+        if rec.finding.rule_id == "VA412":
+            assert rec.finding.score >= 0.9 and ev["sources"][0]["cosine"] >= 0.85
+
+
+def test_single_scan_reports_both_sides_when_direction_is_unknown(tmp_path: Path, corpus: Any, embed: Any,
+                                                                  sqlite_ledger_url: str) -> None:
+    texts, tenants, vecs = corpus
+    new_texts, new_tenants, new_vecs = _plants(corpus, embed)
+    payloads = [{"text": t, "tenant": g} for t, g in zip(texts + new_texts, tenants + new_tenants)]
+    uri = build_qdrant_store(tmp_path / "store", [*vecs, *new_vecs], payloads)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
+    flagged = {r.finding.point_id for r in result.findings}
+    assert {160, 161, 162, 163} <= flagged
+    assert len(flagged) == 8  # each copy and its original, nothing else
+    assert all(r.finding.evidence["direction"] == "unknown" for r in result.findings)
+
+
+def test_containment_of_a_dropped_sentence() -> None:
+    text = "One sentence here. Another sentence follows it. A third one ends the text."
+    a, b = word_shingles(text, 3), word_shingles("One sentence here. A third one ends the text.", 3)
+    assert containment(a, b) == 1.0
+    assert containment(a, word_shingles("Completely different words about nothing else at all.", 3)) == 0.0
