@@ -114,6 +114,10 @@ def build_settings(config: Config, **flags: Any) -> ScanSettings:
     "--queries", type=click.Path(exists=True, dir_okay=False), help="File of queries, one per line (hub detector)."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
+@click.option(
+    "--incremental", is_flag=True, help="Pass 1 only on points new or changed since the last completed scan."
+)
+@click.option("--notify", "notify_url", metavar="URL", help="POST a JSON summary of new findings to this webhook.")
 @click.pass_context
 def scan_command(
     ctx: click.Context,
@@ -133,6 +137,8 @@ def scan_command(
     fmt: str,
     batch_size: int | None,
     grpc: bool | None,
+    incremental: bool,
+    notify_url: str | None,
     **flags: Any,
 ) -> None:
     """Scan one collection: integrity, provenance, poisoning, tampering, injection, secrets, tenancy.
@@ -177,6 +183,8 @@ def scan_command(
             settings=settings,
             batch_size=batch_size or config.batch_size or 512,
             show_progress=not is_quiet(),
+            incremental=incremental,
+            notify_url=notify_url,
         )
         result = Scanner(ledger, connector, dets, scan_opts).run()
     finally:

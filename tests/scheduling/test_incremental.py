@@ -1,0 +1,176 @@
+"""`scan --incremental` gives the findings of a full scan: two ledgers with the same history, one scanned
+incrementally and one fully after real changes to a real store, must agree finding for finding."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from conftest import load_jsonl
+from support import build_qdrant_store
+
+from auditor.context import ScanSettings
+from auditor.detector import Detector
+from auditor.engine import Scanner, ScanOptions, ScanResult
+from auditor.ledger import Ledger
+from auditor.ledger import repository as repo
+from auditor.registry import connector_for
+from auditor.types import FieldMap, RecordBatch
+from detectors.integrity import IntegrityDetector
+from detectors.provenance import ProvenanceDetector
+from detectors.secrets import SecretsDetector
+from detectors.tenant_markers import TenantMarkerDetector
+
+MARKERS = {
+    "acme": {"names": ["Acme Corp"], "canaries": ["ACME-CANARY-7731"]},
+    "globex": {"names": ["Globex Industries"]},
+}
+
+
+class CountingMarkerDetector(TenantMarkerDetector):
+    """The real tenant-marker detector declared pointwise (its observe reads only the point and the config),
+    counting the points its observe is shown."""
+
+    pointwise_observe: ClassVar[bool] = True
+
+    def begin(self, ctx: Any) -> None:
+        super().begin(ctx)
+        self.observed = 0
+
+    def observe(self, batch: RecordBatch, ctx: Any) -> Any:
+        self.observed += len(batch)
+        return super().observe(batch, ctx)
+
+
+def _detectors() -> list[Detector]:
+    return [CountingMarkerDetector(), IntegrityDetector(), ProvenanceDetector(), SecretsDetector()]
+
+
+def _scan(uri: str, ledger_url: str, *, incremental: bool) -> tuple[ScanResult, list[Detector]]:
+    dets = _detectors()
+    ledger = Ledger(ledger_url).open()
+    connector = connector_for(uri, collection="docs")
+    try:
+        opts = ScanOptions(
+            field_map=FieldMap(text="text", tenant="tenant"),
+            settings=ScanSettings(extra={"tenant_markers": MARKERS}),
+            show_progress=False,
+            batch_size=64,
+            incremental=incremental,
+        )
+        return Scanner(ledger, connector, dets, opts).run(), dets
+    finally:
+        connector.close()
+        ledger.dispose()
+
+
+def _signature(result: ScanResult) -> set[tuple[Any, ...]]:
+    return {
+        (r.fingerprint, r.finding.rule_id, r.finding.point_id, round(r.finding.score, 6), r.finding.message, r.status)
+        for r in result.findings
+    }
+
+
+def _statuses(ledger_url: str) -> dict[str, str]:
+    ledger = Ledger(ledger_url).open()
+    try:
+        with ledger.session() as s:
+            return {row.fingerprint: row.status for row in repo.query_findings(s, repo.FindingFilter())}
+    finally:
+        ledger.dispose()
+
+
+@pytest.fixture(scope="module")
+def corpus(embed):  # type: ignore[no-untyped-def]
+    rows = load_jsonl("wikipedia_en.jsonl")[:150]
+    texts = [r["text"] for r in rows]
+    texts[5] += " Our partner Acme Corp confirmed the figures."
+    texts[7] += " Reference ACME-CANARY-7731 for the audit."
+    texts[10] += " Supplied by Globex Industries."
+    texts[12] += " aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY9"
+    extra = [
+        "Quarterly notes mention Acme Corp twice.",
+        "The canary ACME-CANARY-7731 appeared in a shared folder.",
+        "Nothing special in this replacement paragraph about rivers and lakes.",
+    ]
+    return texts, embed(texts + extra), extra
+
+
+def test_incremental_scan_equals_full_scan(tmp_path: Path, corpus) -> None:  # type: ignore[no-untyped-def]
+    from qdrant_client import QdrantClient, models
+
+    texts, vecs, extra = corpus
+    n = len(texts)
+    payloads = [{"text": t, "tenant": "acme" if i % 2 == 0 else "globex"} for i, t in enumerate(texts)]
+    uri = build_qdrant_store(tmp_path / "store", vecs[:n], payloads)
+    full_ledger = f"sqlite:///{tmp_path / 'full.db'}"
+    inc_ledger = f"sqlite:///{tmp_path / 'inc.db'}"
+    first, _ = _scan(uri, full_ledger, incremental=False)
+    assert first.status == "completed"
+    assert {("VA433", 5), ("VA431", 7), ("VA433", 10)} <= {(r.finding.rule_id, r.finding.point_id) for r in first.findings}
+    shutil.copy(tmp_path / "full.db", tmp_path / "inc.db")  # the same history in both ledgers
+
+    client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
+    client.set_payload("docs", payload={"text": extra[2]}, points=[5])  # marker gone
+    client.set_payload("docs", payload={"text": texts[21] + " " + extra[0]}, points=[21])  # globex point, new marker
+    client.update_vectors("docs", points=[models.PointVectors(id=30, vector=vecs[31].tolist())])  # tampered
+    client.delete("docs", points_selector=[40])
+    client.upsert(
+        "docs",
+        points=[
+            models.PointStruct(id=1000, vector=vecs[n + 1].tolist(), payload={"text": extra[1], "tenant": "globex"})
+        ],
+    )
+    client.close()
+    changed_points = 4  # 5, 21, 30 changed; 1000 new
+
+    for round_no in (1, 2):  # the second round has no changes: carried findings are carried again
+        inc, inc_dets = _scan(uri, inc_ledger, incremental=True)
+        full, full_dets = _scan(uri, full_ledger, incremental=False)
+        assert inc.status == full.status == "completed"
+        assert _signature(inc) == _signature(full)
+        assert {(r.fingerprint, r.is_new) for r in inc.findings} == {(r.fingerprint, r.is_new) for r in full.findings}
+        assert _statuses(inc_ledger) == _statuses(full_ledger)
+        marker_inc, marker_full = inc_dets[0], full_dets[0]
+        assert isinstance(marker_inc, CountingMarkerDetector) and isinstance(marker_full, CountingMarkerDetector)
+        assert marker_full.observed == n  # 150 - 1 deleted + 1 new
+        assert marker_inc.observed == (changed_points if round_no == 1 else 0)
+        touched = {5, 21, 30, 1000} if round_no == 1 else set()
+        unchanged_marker_findings = [
+            r for r in full.findings if r.finding.detector == "tenant-marker" and r.finding.point_id not in touched
+        ]
+        assert len(unchanged_marker_findings) >= 2  # at least VA431 on 7 and VA433 on 10
+        assert inc.counts["carried"] == len(unchanged_marker_findings)
+        assert any(note.startswith("incremental: pass 1 of tenant-marker") for note in inc.notes)
+        if round_no == 1:
+            assert ("VA201", 30) in {(r.finding.rule_id, r.finding.point_id) for r in inc.findings}
+
+    got = {(r.finding.rule_id, r.finding.point_id) for r in inc.findings}
+    assert {("VA431", 7), ("VA433", 10), ("VA433", 21), ("VA431", 1000)} <= got
+    assert ("VA433", 5) not in got
+
+
+def test_changed_detector_parameters_fall_back_to_a_full_pass(tmp_path: Path, corpus) -> None:  # type: ignore[no-untyped-def]
+    texts, vecs, _ = corpus
+    payloads = [{"text": t, "tenant": "acme" if i % 2 == 0 else "globex"} for i, t in enumerate(texts[:40])]
+    uri = build_qdrant_store(tmp_path / "store", vecs[:40], payloads)
+    ledger_url = f"sqlite:///{tmp_path / 'l.db'}"
+    _scan(uri, ledger_url, incremental=True)  # no previous scan: a full scan, said so
+    ledger = Ledger(ledger_url).open()
+    connector = connector_for(uri, collection="docs")
+    marker = CountingMarkerDetector(max_evidence=3)  # other parameters than the last scan
+    opts = ScanOptions(
+        field_map=FieldMap(text="text", tenant="tenant"),
+        settings=ScanSettings(extra={"tenant_markers": MARKERS}),
+        show_progress=False,
+        incremental=True,
+    )
+    try:
+        result = Scanner(ledger, connector, [marker], opts).run()
+    finally:
+        connector.close()
+        ledger.dispose()
+    assert marker.observed == 40
+    assert result.counts["carried"] == 0
