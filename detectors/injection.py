@@ -1,0 +1,190 @@
+"""Indirect prompt injection hidden in stored documents: override phrasing, fake role markers, tool-call syntax,
+exfiltration links, hidden text, encoded payloads, and plain-language tasks addressed to the assistant."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.findings import ATLAS_PROMPT_INJECTION_INDIRECT, OWASP_PROMPT_INJECTION, Finding, Rule
+from auditor.types import Confidence, RecordBatch, Severity
+from detectors.patterns import injection_rules as pat
+from detectors.patterns.injection_scorer import SentenceScorer, default_scorer, sentences
+
+_TAGS = (OWASP_PROMPT_INJECTION, ATLAS_PROMPT_INJECTION_INDIRECT)
+OVERRIDE = Rule("VA511", "Instruction-override phrasing in a document", Severity.HIGH, Confidence.HIGH, _TAGS)
+ROLE_MARKER = Rule("VA512", "Fake chat role or system marker in a document", Severity.HIGH, Confidence.HIGH, _TAGS)
+TOOL_CALL = Rule("VA513", "Tool or function-call syntax in a document", Severity.MEDIUM, Confidence.MEDIUM, _TAGS)
+EXFIL_LINK = Rule("VA514", "Data-exfiltration link (image or templated query string)", Severity.HIGH,
+                  Confidence.MEDIUM, _TAGS)
+HIDDEN_TEXT = Rule("VA515", "Hidden text (tag characters, zero-width, bidi, HTML comment, CSS-hidden)",
+                   Severity.HIGH, Confidence.MEDIUM, _TAGS)
+ENCODED = Rule("VA516", "Encoded payload that decodes to instructions", Severity.HIGH, Confidence.MEDIUM, _TAGS)
+ADDRESSED = Rule("VA517", "Task addressed to the assistant, not the reader", Severity.MEDIUM, Confidence.MEDIUM, _TAGS)
+LEARNED = Rule("VA518", "Sentence scored as an injected instruction by the learned scorer", Severity.MEDIUM,
+               Confidence.LOW, _TAGS)
+
+SPAN_CHARS = 160
+
+
+def _clip(text: str) -> str:
+    text = pat.ZERO_WIDTH.sub("", text).replace("\n", " ")
+    return text if len(text) <= SPAN_CHARS else text[: SPAN_CHARS - 1] + "…"
+
+
+def _normalise(text: str) -> str:
+    """NFKC, invisible characters removed, tag characters mapped to the ASCII they smuggle."""
+    text = pat.TAG_CHARS.sub(lambda m: "".join(chr(ord(c) - 0xE0000) for c in m.group()), text)
+    return unicodedata.normalize("NFKC", pat.BIDI.sub("", pat.ZERO_WIDTH.sub("", text)))
+
+
+def _decode_blob(blob: str) -> str | None:
+    """Printable text a base64 or hex blob decodes to, else None."""
+    raw: bytes | None = None
+    if re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", blob):
+        try:
+            raw = bytes.fromhex(blob)
+        except ValueError:
+            raw = None
+    if raw is None:
+        try:
+            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(c.isprintable() or c.isspace() for c in decoded)
+    return decoded if decoded and printable / len(decoded) > 0.95 else None
+
+
+class InjectionDetector(Detector):
+    """Rules (VA511-VA517, score 1.0 when matched) as a floor, plus a learned sentence scorer (VA518).
+
+    Rules look at the text after NFKC normalisation with invisible characters removed and Unicode tag
+    characters decoded, so split or smuggled phrases still match. VA518 scores every sentence with a
+    logistic regression on hashed word/char n-grams and reports the document's highest sentence probability;
+    ``learned_threshold`` (default from the weights file) was set for <= 1% false positives on clean dev
+    documents — emails, code answers, Wikipedia, PubMed, hotpotqa, including ones about prompts and passwords
+    (benchmarks/content_quality.py). ``zero_width_min`` (default 3) zero-width characters count as hidden
+    text: one stray joiner is common in pasted web text.
+    """
+
+    name = "injection"
+    version = "1"
+    description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
+    rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
+    requires = frozenset({"text"})
+    defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 3}
+
+    def begin(self, ctx: ScanContext) -> None:
+        self._scorer: SentenceScorer | None = default_scorer() if self.params["learned"] else None
+        if self.params["learned"] and self._scorer is None:
+            ctx.note(f"{self.name}: learned scorer weights missing; rules only")
+
+    @property
+    def learned_threshold(self) -> float:
+        if self.params["learned_threshold"] is not None:
+            return float(self.params["learned_threshold"])
+        scorer = getattr(self, "_scorer", None) or default_scorer()
+        return float(scorer.meta.get("threshold", 0.9)) if scorer else 1.0
+
+    def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
+        texts = batch.texts
+        for i, verdicts in enumerate(self.analyse_many([t or "" for t in texts])):
+            for rule, score, threshold, evidence in verdicts:
+                span = evidence.get("span", "")
+                yield Finding(rule, self.name, batch.ids[i], score, f"{rule.title}: {span!r}", threshold, evidence,
+                              batch.tenants[i], identity=rule.id)
+
+    def analyse_many(self, texts: list[str]) -> list[list[tuple[Rule, float, float, dict[str, Any]]]]:
+        """Per text, ``(rule, score, threshold, evidence)`` for each rule that fires (at most one per rule);
+        the learned scorer runs once over all sentences of all ``texts``."""
+        results = [self._rules(t) for t in texts]
+        if not self._scorer_ready():
+            return [list(r.values()) for r in results]
+        scorer = self._scorer
+        pieces = [sentences(_normalise(t)) if t else [] for t in texts]
+        flat = [s for doc in pieces for _, s in doc]
+        probs = scorer.score(flat) if scorer is not None else np.zeros(0)
+        threshold = self.learned_threshold
+        pos = 0
+        for found, doc in zip(results, pieces, strict=True):
+            if doc:
+                doc_probs = probs[pos : pos + len(doc)]
+                pos += len(doc)
+                best = int(doc_probs.argmax())
+                if doc_probs[best] >= threshold:
+                    offset, sentence = doc[best]
+                    found[LEARNED.id] = (LEARNED, float(doc_probs[best]), threshold,
+                                         {"span": _clip(sentence), "offset": offset, "sentences": len(doc)})
+        return [list(r.values()) for r in results]
+
+    def analyse(self, text: str) -> list[tuple[Rule, float, float, dict[str, Any]]]:
+        """The verdicts of :meth:`analyse_many` for one text."""
+        return self.analyse_many([text])[0]
+
+    def _rules(self, text: str) -> dict[str, tuple[Rule, float, float, dict[str, Any]]]:
+        found: dict[str, tuple[Rule, float, float, dict[str, Any]]] = {}
+        if not text:
+            return found
+
+        def hit(rule: Rule, span: str, **extra: Any) -> None:
+            if rule.id not in found:
+                found[rule.id] = (rule, 1.0, 0.5, {"span": _clip(span), **extra})
+
+        self._hidden(text, hit)
+        clean = _normalise(text)
+        for rule, regex in ((OVERRIDE, pat.OVERRIDE), (ROLE_MARKER, pat.ROLE_MARKER), (TOOL_CALL, pat.TOOL_CALL),
+                            (EXFIL_LINK, pat.EXFIL_LINK), (ADDRESSED, pat.ADDRESSED_TASK)):
+            m = regex.search(clean)
+            if m:
+                hit(rule, clean[max(0, m.start() - 20) : m.end() + 40], offset=m.start())
+        self._encoded(text, hit)
+        return found
+
+    def _scorer_ready(self) -> bool:
+        if not hasattr(self, "_scorer"):
+            self._scorer = default_scorer() if self.params["learned"] else None
+        return self._scorer is not None
+
+    def _hidden(self, text: str, hit: Any) -> None:
+        tags = pat.TAG_CHARS.search(text)
+        if tags:
+            hit(HIDDEN_TEXT, "".join(chr(ord(c) - 0xE0000) for c in tags.group()), carrier="unicode-tag-characters")
+            return
+        bidi = pat.BIDI.search(text)
+        if bidi:
+            hit(HIDDEN_TEXT, text[bidi.start() : bidi.start() + 80], carrier="bidi-override",
+                codepoint=f"U+{ord(bidi.group()):04X}")
+            return
+        zero_width = pat.ZERO_WIDTH.findall(text)
+        if len(zero_width) >= int(self.params["zero_width_min"]):
+            hit(HIDDEN_TEXT, text[:80], carrier="zero-width-characters", count=len(zero_width))
+            return
+        for m in pat.HTML_COMMENT.finditer(text):
+            if pat.INSTRUCTION_WORDS.search(m.group(1)):
+                hit(HIDDEN_TEXT, m.group(1).strip(), carrier="html-comment")
+                return
+        for m in pat.CSS_HIDDEN.finditer(text):
+            if m.group(2).strip():
+                hit(HIDDEN_TEXT, m.group(2).strip(), carrier="css-hidden")
+                return
+
+    @staticmethod
+    def _encoded(text: str, hit: Any) -> None:
+        for regex, kind in ((pat.HEX_BLOB, "hex"), (pat.BASE64_BLOB, "base64")):
+            for m in regex.finditer(text):
+                decoded = _decode_blob(m.group())
+                if decoded and pat.INSTRUCTION_WORDS.search(decoded) and len(decoded.split()) >= 3:
+                    hit(ENCODED, decoded, encoding=kind, offset=m.start())
+                    return

@@ -1,0 +1,98 @@
+"""Pattern data for indirect prompt injection: override phrases in several languages, fake role markers, tool-call
+syntax, exfiltration links, hidden-text carriers, and phrases that address the assistant instead of the reader."""
+
+from __future__ import annotations
+
+import re
+
+_I = re.IGNORECASE
+
+#: Instruction-override phrasing, English and other languages (es, fr, de, it, pt, nl, ru, zh, ja, hi).
+OVERRIDE = re.compile(
+    r"\b(?:ignore|disregard|forget|skip|override|bypass|neglect|drop)\b[^.\n]{0,40}?"
+    r"\b(?:previous|prior|above|earlier|preceding|original|initial|all|any|your|the|those|system)\b[^.\n]{0,30}?"
+    r"\b(?:instructions?|directives?|prompts?|rules|guidelines|commands?|context|restrictions|constraints|orders)\b"
+    r"|\b(?:new|updated|revised|real|actual|additional)\s+(?:system\s+)?(?:instructions?|directives?|task)\s*:"
+    r"|\byou\s+are\s+now\s+(?:in\s+)?(?:an?\s+|the\s+)?(?:\w+\s+)?(?:mode|assistant|ai|bot|model|dan|jailbroken|"
+    r"unrestricted|unfiltered)\b"
+    r"|\b(?:developer|god|debug|admin|system|jailbreak|dan|unrestricted)\s+mode\s+(?:activated|enabled|on)\b"
+    r"|\b(?:reveal|print|show|output|repeat|leak|disclose)\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|entire\s+|hidden\s+|"
+    r"original\s+|initial\s+)?(?:system\s+prompt|instructions|prompt|secret\s+key|password)\b"
+    r"|\bignora(?:r)?\s+(?:todas\s+)?(?:las\s+|le\s+|tutte\s+le\s+)?(?:instrucciones|istruzioni|indicaciones)"
+    r"|\bignore[rz]?\s+(?:toutes\s+)?(?:les\s+)?(?:instructions|consignes)\s+(?:pr[ée]c[ée]dentes|ant[ée]rieures)"
+    r"|\bignorier(?:e|en)?\s+(?:sie\s+)?(?:alle\s+)?(?:vorherigen|bisherigen|obigen|vorigen)\s+(?:anweisungen|befehle)"
+    r"|\bignore\s+(?:todas\s+)?as\s+instru[çc][õo]es\s+anteriores"
+    r"|\bnegeer\s+(?:alle\s+)?(?:vorige|eerdere)\s+instructies"
+    r"|игнорируй(?:те)?\s+(?:все\s+)?(?:предыдущие|прежние)\s+инструкции"
+    r"|忽略(?:之前|以上|先前|前面|所有)(?:的)?(?:所有)?(?:指令|指示|说明)"
+    r"|(?:以前|前)の指示を(?:無視|忘れ)"
+    r"|पिछले\s+निर्देशों\s+(?:की\s+अनदेखी|को\s+अनदेखा)",
+    _I,
+)
+
+#: Chat-template and role markers that have no business inside a document.
+ROLE_MARKER = re.compile(
+    r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\|>"
+    r"|\[/?INST\]|<</?SYS>>|<\s*/?\s*(?:system|sys)\s*>|\[/?SYSTEM\]|<SYSTEM MODE>"
+    r"|(?:^|\n)\s*#{2,}\s*(?:system|instruction|new instructions?)\s*:?\s*(?:\n|$)"
+    r"|(?:^|\n)\s*(?:system|assistant)\s*(?:prompt|message)?\s*:\s*(?:you|ignore|from now|your)",
+    _I,
+)
+
+#: Tool / function-call syntax aimed at an agent.
+TOOL_CALL = re.compile(
+    r"<\s*/?\s*(?:tool_call|function_call|function_calls|invoke|tool_use|antml:[a-z_]+)\b"
+    r"|\"(?:function_call|tool_calls?)\"\s*:"
+    r"|\{\s*\"name\"\s*:\s*\"[\w.\-]+\"\s*,\s*\"(?:arguments|parameters|args)\"\s*:"
+    r"|(?:^|\n)\s*Action\s*:\s*\w+\s*\n\s*Action Input\s*:"
+    r"|\bfunctions\.[a-z_]\w*\s*\(",
+    _I,
+)
+
+#: Markdown image (auto-fetched by renderers) with a query string, or a link carrying template placeholders.
+EXFIL_LINK = re.compile(
+    r"!\[[^\]]{0,200}\]\(\s*https?://[^)\s]+\?[^)\s]*=[^)\s]*\)"
+    r"|\]\(\s*https?://[^)\s]+\?[^)\s]*(?:\{|\[|%7B|%5B|<)[^)\s]*\)"
+    r"|<img\b[^>]*\bsrc\s*=\s*[\"']?https?://[^\"'>\s]+\?[^\"'>\s]*=",
+    _I,
+)
+
+ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e]")
+TAG_CHARS = re.compile("[\U000e0000-\U000e007f]+")
+BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+HTML_COMMENT = re.compile(r"<!--(.*?)-->", re.S)
+CSS_HIDDEN = re.compile(
+    r"<(\w+)[^>]*\bstyle\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:px|pt|em)?"
+    r"\s*[;\"']|opacity\s*:\s*0(?:\.0+)?\s*[;\"']|color\s*:\s*(?:white|#fff(?:fff)?|transparent)\b)[^\"']*[\"'][^>]*>"
+    r"(.*?)</\1>",
+    _I | re.S,
+)
+BASE64_BLOB = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+HEX_BLOB = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){16,}(?![0-9A-Fa-f])")
+
+#: Plain-language tasks addressed to an assistant rather than to the document's reader.
+ADDRESSED_TASK = re.compile(
+    r"\b(?:in|to|at the (?:end|start|beginning|top|bottom) of)\s+your\s+(?:response|answer|reply|summary|output|"
+    r"next message|final answer)\b"
+    r"|\b(?:when|while|before|after)\s+(?:you\s+)?(?:are\s+)?(?:summari[sz]|answer|respond|repl|generat|writ)\w*\s+"
+    r"(?:this|the|about|to)\b[^.\n]{0,60}?\b(?:make sure|be sure|always|also|first|please|you must|you should|"
+    r"remember to|do not|don't|include|add|append|mention|tell)\b"
+    r"|\b(?:tell|inform|remind|instruct|ask|urge|advise|warn)\s+the\s+user\s+(?:to|that)\b"
+    r"|\b(?:append|prepend|add|include|insert|attach)\b[^.\n]{0,60}?\b(?:to|in|into|at the end of)\s+(?:your|the|every|"
+    r"each)\s+(?:response|answer|reply|summary|output|message)s?\b"
+    r"|\b(?:ai|assistant|language model|chatbot|llm|copilot|agent|gpt|claude|gemini)s?\b[,:]?\s+(?:please\s+)?"
+    r"(?:you\s+)?(?:must|should|need to|are (?:required|instructed) to|will now)\b"
+    r"|\bdo\s+not\s+(?:tell|mention|reveal|inform|disclose|let)\s+(?:this\s+to\s+)?(?:the\s+user|anyone|them)\b"
+    r"|\b(?:respond|reply|answer)\s+(?:only\s+)?(?:with|in)\s+(?:\"|'|the\s+word|exactly|only|reverse|spanish|french|"
+    r"german|chinese|emoji|all caps|uppercase|base64)"
+    r"|\b(?:your|the)\s+(?:response|answer|reply|output)\s+(?:must|should)\b"
+    r"|\b(?:translate|render|rewrite|convert)\s+(?:your|the)\s+(?:response|answer|reply|output)\b",
+    _I,
+)
+
+#: Instruction words that make decoded or hidden content an injection (checked on decoded payloads).
+INSTRUCTION_WORDS = re.compile(
+    r"\b(?:ignore|disregard|instructions?|system prompt|you are|you must|respond|reply|assistant|password|secret|"
+    r"send|visit|click|execute|run|download|forget|pretend|act as|do not|must)\b",
+    _I,
+)
