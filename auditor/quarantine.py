@@ -355,9 +355,17 @@ def _default_factory(source: str | None) -> ConnectorFactory:
     def make(coll: CollectionRow) -> Connector:
         from auditor.registry import connector_for
 
-        return connector_for(source or coll.source, collection=coll.name, vector=coll.vector_name)
+        return connector_for(source or reopenable(coll.source), collection=coll.name, vector=coll.vector_name)
 
     return make
+
+
+def reopenable(source: str) -> str:
+    """The ledger's redacted source as a URI again (``qdrant+local:/abs/path`` lost its ``//`` on the way)."""
+    scheme, sep, rest = source.partition(":")
+    if sep and rest.startswith("/") and not rest.startswith("//"):
+        return f"{scheme}://{rest}"
+    return source
 
 
 def _check_capability(connector: Connector, mode: str) -> None:
