@@ -1,0 +1,127 @@
+"""`scan --notify URL` posts a JSON summary of *new* findings to a webhook (a real HTTP server on 127.0.0.1):
+a first scan reports everything, an unchanged rescan posts nothing, a new fault is posted alone."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import load_jsonl
+from support import build_qdrant_store
+
+from auditor.context import ScanSettings
+from auditor.engine import Scanner, ScanOptions, ScanResult
+from auditor.ledger import Ledger
+from auditor.registry import connector_for
+from auditor.types import FieldMap
+from detectors.integrity import IntegrityDetector
+
+
+class _Hook:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, _Hook]]:
+    hook = _Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            hook.received.append(json.loads(body))
+            hook.headers.append(dict(self.headers))
+            self.send_response(hook.status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/vecaudit", hook
+    server.shutdown()
+    server.server_close()
+
+
+def _scan(uri: str, ledger_url: str, notify: str) -> ScanResult:
+    ledger = Ledger(ledger_url).open()
+    connector = connector_for(uri, collection="docs")
+    try:
+        opts = ScanOptions(
+            field_map=FieldMap(text="text", tenant="tenant"),
+            settings=ScanSettings(),
+            show_progress=False,
+            notify_url=notify,
+        )
+        return Scanner(ledger, connector, [IntegrityDetector()], opts).run()
+    finally:
+        connector.close()
+        ledger.dispose()
+
+
+def test_webhook_receives_only_new_findings(tmp_path: Path, sqlite_ledger_url: str, webhook, embed) -> None:  # type: ignore[no-untyped-def]
+    from qdrant_client import QdrantClient
+
+    url, hook = webhook
+    rows = load_jsonl("wikipedia_en.jsonl")[:40]
+    vecs = embed([r["text"] for r in rows])
+    payloads: list[dict[str, Any]] = [{"text": r["text"], "tenant": "acme"} for r in rows]
+    del payloads[3]["tenant"]
+    payloads[4]["text"] = ""
+    uri = build_qdrant_store(tmp_path / "store", vecs, payloads)
+
+    first = _scan(uri, sqlite_ledger_url, url)
+    assert len(hook.received) == 1
+    doc = hook.received[0]
+    assert hook.headers[0]["Content-Type"] == "application/json"
+    assert doc["event"] == "vecaudit.scan" and doc["scan"]["id"] == first.scan_id
+    assert doc["scan"]["status"] == "completed" and doc["scan"]["collection"] == "docs"
+    assert {(f["rule_id"], f["point_id"]) for f in doc["new_findings"]} == {("VA108", 3), ("VA109", 4)}
+    assert doc["new_findings_total"] == 2 and doc["new_by_severity"] == {"high": 1, "low": 1}
+    assert "2 new finding(s)" in doc["text"]
+    assert any("notified the webhook of 2 new finding(s)" in n for n in first.notes)
+
+    _scan(uri, sqlite_ledger_url, url)  # nothing changed: nothing new, no post
+    assert len(hook.received) == 1
+
+    client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
+    client.set_payload("docs", payload={"text": 17}, points=[9])
+    client.close()
+    third = _scan(uri, sqlite_ledger_url, url)
+    assert len(hook.received) == 2
+    new = hook.received[1]["new_findings"]
+    assert [(f["rule_id"], f["point_id"], f["severity"]) for f in new] == [("VA109", 9, "low")]
+    assert len(third.findings) == 3  # the two old ones recur but are not announced again
+
+
+def test_unreachable_or_refusing_webhook_does_not_fail_the_scan(
+    tmp_path: Path, sqlite_ledger_url: str, webhook, embed  # type: ignore[no-untyped-def]
+) -> None:
+    url, hook = webhook
+    rows = load_jsonl("wikipedia_en.jsonl")[:10]
+    payloads: list[dict[str, Any]] = [{"text": r["text"]} for r in rows]
+    uri = build_qdrant_store(tmp_path / "store", embed([r["text"] for r in rows]), payloads)
+    hook.status = 403
+    refused = _scan(uri, sqlite_ledger_url, url)
+    assert refused.status == "completed"
+    assert len(hook.received) == 1  # a 4xx is not retried
+    assert any(n == "webhook notification failed: HTTP 403" for n in refused.notes)
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    ledger2 = f"sqlite:///{tmp_path / 'other.db'}"
+    result = _scan(uri, ledger2, f"http://127.0.0.1:{closed}/hook")
+    assert result.status == "completed" and result.exit_code() == 1
+    assert any(n.startswith("webhook notification failed:") for n in result.notes)
