@@ -65,7 +65,7 @@ def build_case(tmp_path: Path, embed: Any, *, distance: str = "cosine") -> Case:
     assert result.status == "completed"
     by_point: dict[int, list[int]] = {}
     for rec in result.findings:
-        by_point.setdefault(rec.finding.point_id, []).append(rec.row_id)  # type: ignore[arg-type]
+        by_point.setdefault(int(rec.finding.point_id or 0), []).append(rec.row_id)
     assert set(POISONS) <= set(by_point), by_point
     assert {0, 1} <= set(by_point)
     ledger = Ledger(ledger_url).open()
@@ -98,9 +98,7 @@ def snapshot(uri: str) -> Snapshot:
             points: dict[Any, tuple[dict[str, bytes], dict[str, Any]]] = {}
             offset = None
             while True:
-                recs, offset = client.scroll(
-                    c.name, limit=256, offset=offset, with_vectors=True, with_payload=True
-                )
+                recs, offset = client.scroll(c.name, limit=256, offset=offset, with_vectors=True, with_payload=True)
                 for r in recs:
                     vec = r.vector
                     named = vec if isinstance(vec, dict) else {"": vec}

@@ -65,8 +65,9 @@ def test_tag_apply_guard_and_bit_exact_release(case: Any) -> None:
     try:
         query = list(json.loads(json.dumps(client.retrieve("docs", [0], with_vectors=True)[0].vector)))
         unguarded = [p.id for p in client.query_points("docs", query=query, limit=5).points]
-        guarded = [p.id for p in client.query_points("docs", query=query, query_filter=exclude_quarantined(), limit=5).points]
-        flagged = client.retrieve("docs", [HIJACKED_VECTOR])[0].payload[FLAG]
+        guard = exclude_quarantined()
+        guarded = [p.id for p in client.query_points("docs", query=query, query_filter=guard, limit=5).points]
+        flagged = (client.retrieve("docs", [HIJACKED_VECTOR])[0].payload or {})[FLAG]
     finally:
         client.close()
     assert HIJACKED_VECTOR in unguarded and HIJACKED_VECTOR not in guarded
@@ -89,7 +90,8 @@ def test_tag_apply_guard_and_bit_exact_release(case: Any) -> None:
     actions = json.loads(listed.output)["actions"]
     assert len(actions) == 3 and {a["state"] for a in actions} == {"applied"}
 
-    released = invoke("quarantine", "release", *[str(a["action_id"]) for a in actions], "--yes", "--ledger", case.ledger_url)
+    ids = [str(a["action_id"]) for a in actions]
+    released = invoke("quarantine", "release", *ids, "--yes", "--ledger", case.ledger_url)
     assert released.exit_code == 0, released.output
     assert_restored(case.uri, case.original)
     ledger = Ledger(case.ledger_url).open()
@@ -100,9 +102,8 @@ def test_tag_apply_guard_and_bit_exact_release(case: Any) -> None:
 
 
 def test_move_mode_copies_then_deletes_and_release_restores_bit_exact(case: Any) -> None:
-    result = invoke(
-        "quarantine", "apply", *map(str, case.confirmed.values()), "--mode", "move", "--yes", "--ledger", case.ledger_url
-    )
+    ids = map(str, case.confirmed.values())
+    result = invoke("quarantine", "apply", *ids, "--mode", "move", "--yes", "--ledger", case.ledger_url)
     assert result.exit_code == 0, result.output
     assert_quarantined(case.uri, case.original, POISONS, "move")
     released = invoke("quarantine", "release", "--point", str(DOC_ID_CLASH), "--yes", "--ledger", case.ledger_url)
@@ -135,7 +136,8 @@ def test_point_changed_since_scan_is_refused_unless_forced(case: Any) -> None:
     assert action.state == "failed" and action.applied_at is None and "changed" in (action.error or "")
     forced = invoke("quarantine", "apply", fid, "--yes", "--force", "--ledger", case.ledger_url)
     assert forced.exit_code == 0, forced.output
-    assert list_actions(ledger, states=["applied"])[0].backup["payload"]["text"] == "rewritten by someone after the scan"
+    backup = list_actions(ledger, states=["applied"])[0].backup or {}
+    assert backup["payload"]["text"] == "rewritten by someone after the scan"
     ledger.dispose()
 
 
