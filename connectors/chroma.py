@@ -1,0 +1,186 @@
+"""Chroma connector: an on-disk store (``chroma:///path``, PersistentClient) or a server
+(``chroma+http://host:8000``, ``chroma+https://...``), read page by page with ``Collection.get``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
+from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
+from connectors.common import call_backend, first_line, parse_distance, refuse_password_in_uri, resolve_name
+
+_INCLUDE = ["embeddings", "metadatas", "documents"]
+
+
+class ChromaConnector(Connector):
+    """Reads a Chroma collection with ``get(limit, offset)``; the cursor is the row offset.
+
+    The Chroma document is exposed as the payload field ``document`` (``?document_field=NAME`` to rename it),
+    next to the metadata keys, so ``--text-field document`` audits it. Server auth: ``CHROMA_AUTH_TOKEN`` is
+    sent as a bearer token; ``?tenant=`` and ``?database=`` pick a Chroma tenant/database. Distance comes from
+    the collection's HNSW/SPANN configuration (Chroma's default is l2).
+    """
+
+    schemes = ("chroma", "chroma+http", "chroma+https")
+    capabilities = frozenset({"probe"})
+
+    def __init__(
+        self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(uri, collection=resolve_name(uri, collection, param="collection", kind="collection"),
+                         vector=vector, options=options)
+        self.document_field = str(self.options.get("document_field") or uri.query.get("document_field") or "document")
+        self._client: Any = None
+        self._collection: Any = None
+        self._info: CollectionInfo | None = None
+
+    @property
+    def where(self) -> str:
+        return f"Chroma collection {self.collection!r} at {self.uri.redacted()}"
+
+    def client(self) -> Any:
+        if self._client is None:
+            import chromadb
+
+            refuse_password_in_uri(self.uri, "CHROMA_AUTH_TOKEN")
+            tenant = self.uri.query.get("tenant", chromadb.DEFAULT_TENANT)
+            database = self.uri.query.get("database", chromadb.DEFAULT_DATABASE)
+            settings = chromadb.Settings(anonymized_telemetry=False)
+            if self.uri.scheme == "chroma":
+                path = Path(self.uri.path)
+                # PersistentClient would silently create an empty store at a mistyped path.
+                if not (path / "chroma.sqlite3").is_file():
+                    raise StoreNotFoundError(
+                        f"no Chroma store at {path}", hint="give the folder PersistentClient(path=...) wrote"
+                    )
+                self._client = call_backend("open store", self.where, chromadb.PersistentClient, path=str(path),
+                                            settings=settings, tenant=tenant, database=database)
+            else:
+                token = os.environ.get("CHROMA_AUTH_TOKEN")
+                headers = {"Authorization": f"Bearer {token}"} if token else None
+                self._client = call_backend(
+                    "connect", self.where, chromadb.HttpClient, host=self.uri.host or "localhost",
+                    port=self.uri.port or 8000, ssl=self.uri.scheme == "chroma+https", headers=headers,
+                    settings=settings, tenant=tenant, database=database,
+                )
+        return self._client
+
+    def _open_collection(self) -> Any:
+        if self._collection is not None:
+            return self._collection
+        from chromadb.errors import NotFoundError
+
+        client = self.client()
+        names = [c.name for c in call_backend("list collections", self.where, client.list_collections)]
+        if not self.collection:
+            raise ConfigError("no collection given", hint=f"add --collection NAME; this store has: "
+                                                          f"{', '.join(names) or 'none'}")
+        if self.collection not in names:
+            raise StoreNotFoundError(f"collection {self.collection!r} not found in {self.uri.redacted()}",
+                                     hint=f"collections here: {', '.join(names) or 'none'}")
+        # embedding_function=None: the auditor only reads stored vectors, it must never embed.
+        self._collection = call_backend("open collection", self.where, client.get_collection, self.collection,
+                                        embedding_function=None, not_found=(NotFoundError,))
+        return self._collection
+
+    def close(self) -> None:
+        self._collection = None
+        self._client = None
+
+    # -- reading ------------------------------------------------------------------------------------
+    def describe(self) -> CollectionInfo:
+        if self._info is not None:
+            return self._info
+        if self.vector not in (None, ""):
+            raise ConfigError(f"{self.where} has one unnamed vector; drop --vector {self.vector}")
+        coll = self._open_collection()
+        count = int(call_backend("count", self.where, coll.count))
+        config = dict(getattr(coll, "configuration_json", None) or {})
+        space = None
+        for index in ("hnsw", "spann"):
+            if isinstance(config.get(index), Mapping):
+                space = config[index].get("space") or space
+        space = space or (coll.metadata or {}).get("hnsw:space") or "l2"
+        dim = 0
+        if count:
+            first = call_backend("read", self.where, coll.get, limit=1, include=["embeddings"])
+            dim = len(first["embeddings"][0])
+        self._info = CollectionInfo(
+            name=str(self.collection), dim=dim, distance=parse_distance(space) or Distance.EUCLID, count=count,
+            extra={"mode": "local" if self.uri.scheme == "chroma" else "server", "space": space,
+                   "document_field": self.document_field},
+        )
+        return self._info
+
+    def _payload(self, metadata: Mapping[str, Any] | None, document: str | None) -> dict[str, Any]:
+        payload = dict(metadata or {})
+        if document is not None:
+            payload[self.document_field] = document
+        return payload
+
+    def _points(self, result: Mapping[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+        ids = result["ids"]
+        embeddings = result.get("embeddings")
+        metadatas = result.get("metadatas") or [None] * len(ids)
+        documents = result.get("documents") or [None] * len(ids)
+        for i, pid in enumerate(ids):
+            vec = embeddings[i] if embeddings is not None else None
+            yield pid, vec, self._payload(metadatas[i], documents[i])
+
+    def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
+        info = self.describe()
+        coll = self._open_collection()
+        offset = int(start or 0)
+        while offset < info.count:
+            page = call_backend("read page", self.where, coll.get, limit=batch_size, offset=offset, include=_INCLUDE)
+            if not page["ids"]:
+                return
+            batch = PointBatch(ids=[], vectors=[], payloads=[])
+            for pid, vec, payload in self._points(page):
+                batch.ids.append(pid)
+                batch.vectors.append(None if vec is None else np.asarray(vec, dtype=np.float32))
+                batch.payloads.append(payload)
+            offset += len(batch)
+            yield batch, (offset if offset < info.count else None)
+
+    def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
+        coll = self._open_collection()
+        wanted = [str(i) for i in ids]
+        if not wanted:
+            return []
+        result = call_backend("fetch", self.where, coll.get, ids=wanted, include=_INCLUDE)
+        found = {pid: StoredPoint(id=pid, vectors={"": np.asarray(vec, dtype=np.float32).tolist()}, payload=payload)
+                 for pid, vec, payload in self._points(result)}
+        return [found[i] for i in wanted if i in found]
+
+    # -- isolation probes ---------------------------------------------------------------------------
+    def probe_search(
+        self, vector: np.ndarray, *, tenant_field: str, tenant: str, limit: int = 10,
+        filter_spec: Mapping[str, Any] | None = None,
+    ) -> list[ProbeHit]:
+        """Chroma's tenant idiom: ``where={tenant_field: tenant}`` (or a full ``where`` in ``filter_spec``)."""
+        info = self.describe()
+        where = dict(filter_spec) if filter_spec is not None else {tenant_field: tenant}
+        try:
+            result = self._open_collection().query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=limit, where=where,
+                include=["metadatas", "documents", "distances"],
+            )
+        except (ConnectorError, ConfigError):
+            raise
+        except Exception as e:
+            raise ConnectorError(f"probe search failed on {self.where}: {first_line(e)}") from e
+        hits = []
+        for pid, dist, meta, doc in zip(result["ids"][0], result["distances"][0], result["metadatas"][0],
+                                        result["documents"][0], strict=True):
+            # Chroma returns distances (cosine and ip as 1 - similarity); report a similarity, higher = closer.
+            score = -float(dist) if info.distance is Distance.EUCLID else 1.0 - float(dist)
+            hits.append(ProbeHit(id=pid, score=score, payload=self._payload(meta, doc)))
+        return hits
