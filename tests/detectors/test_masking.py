@@ -1,0 +1,122 @@
+"""Raw secret and personal values never leave the scan: not in the ledger (every table's text), not in findings'
+evidence or messages, not in notes or logs, not in the CLI's JSON output. Real text, real model, real Qdrant store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import load_jsonl
+from support import build_qdrant_store, run_scan
+
+from auditor.masking import mask_digits, mask_email, mask_secret, mask_value
+from auditor.types import FieldMap
+
+# Values generated for this test (not real credentials); each must be found and never echoed.
+RAW = {
+    "github": "ghp_Q7vX2mR9kL4pT8wZ1cN6bJ3hF5dS0aYgUeKi",
+    "aws": "AKIAQ3ZT7XK2LM9PW4RB",
+    "openai": "sk-proj-Xa7Kq2Lm9Pz4Rt6Vb8Nc1Wd3Ye5Fg7Hj9Kl2Mn4Pq6Rs8Tu0Vw2Xy4Za6",
+    "password": "Gr4nite!Falcon",
+    "card": "4539 1488 0343 6467",
+    "iban": "DE89370400440532013000",
+    "email": "maria.lindqvist@kemi-lab.se",
+    "ssn": "219-09-9999",
+}
+SENTENCES = {
+    "github": f"The CI job authenticates with {RAW['github']} when it pushes tags.",
+    "aws": f"Upload credentials: {RAW['aws']} (rotate monthly).",
+    "openai": f"OPENAI_API_KEY={RAW['openai']}",
+    "password": f"For the lab server the password is {RAW['password']} until Monday.",
+    "card": f"Booking was paid with card {RAW['card']}.",
+    "iban": f"Please transfer the deposit to {RAW['iban']}.",
+    "email": f"Questions go to {RAW['email']}.",
+    "ssn": f"Applicant SSN {RAW['ssn']} on file.",
+}
+
+
+def test_mask_forms_hide_the_value() -> None:
+    for kind, value in (("token", RAW["github"]), ("token", RAW["openai"]), ("password", RAW["password"]),
+                        ("card", RAW["card"]), ("iban", RAW["iban"]), ("email", RAW["email"]),
+                        ("national_id", RAW["ssn"])):
+        masked = mask_value(value, kind)
+        assert value not in masked
+        # no run of 5 value characters survives (beyond a published prefix such as "ghp_" or "sk-proj-")
+        core = "".join(c for c in value[8:] if c.isalnum())
+        shown = "".join(c for c in masked if c.isalnum())
+        assert not any(core[i : i + 5] in shown for i in range(len(core) - 4)), (kind, masked)
+    assert mask_secret(RAW["github"]).startswith("ghp_*") and "(40 chars)" in mask_secret(RAW["github"])
+    assert mask_secret("abc123!x") == "******** (8 chars)"  # short values show nothing at all
+    assert mask_digits(RAW["card"]) == "**** **** **** 6467"
+    assert mask_email(RAW["email"]) == "m***@***.se"
+
+
+@pytest.fixture(scope="module")
+def leaky_store(tmp_path_factory: pytest.TempPathFactory, embed: Any) -> str:
+    hosts = load_jsonl("emails.jsonl")[:12] + load_jsonl("wikipedia_en.jsonl")[:12]
+    texts = [h["text"] for h in hosts]
+    for i, sentence in enumerate(SENTENCES.values()):
+        texts[i * 3] = f"{texts[i * 3]}\n{sentence}"
+    payloads = [{"text": t, "tenant": "acme" if i % 2 == 0 else "globex"} for i, t in enumerate(texts)]
+    return build_qdrant_store(tmp_path_factory.mktemp("leaky") / "store", embed(texts), payloads)
+
+
+def _all_ledger_text(url: str) -> str:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    chunks = []
+    try:
+        with engine.connect() as conn:
+            for table in sqlalchemy.inspect(engine).get_table_names():
+                for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{table}"')):
+                    chunks.append(" ".join(str(v) for v in row))
+    finally:
+        engine.dispose()
+    return "\n".join(chunks)
+
+
+def _leaks(haystack: str) -> list[str]:
+    return [k for k, v in RAW.items() if v in haystack or v.replace(" ", "") in haystack]
+
+
+def test_scan_finds_every_value_and_stores_none(leaky_store: str, sqlite_ledger_url: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    result = run_scan(leaky_store, sqlite_ledger_url, detectors=["secrets", "pii", "injection"],
+                      field_map=FieldMap(text="text", tenant="tenant"))
+    assert result.status == "completed"
+    found = {(r.finding.point_id, r.finding.rule_id) for r in result.findings}
+    assert {(0, "VA521"), (3, "VA521"), (6, "VA521"), (9, "VA524"), (12, "VA533"), (15, "VA534"), (18, "VA531"),
+            (21, "VA535")} <= found
+    for rec in result.findings:
+        f = rec.finding
+        assert not _leaks(json.dumps(f.evidence) + f.message), f.rule_id
+    assert not _leaks("\n".join(result.notes))
+    assert any(n.startswith("secrets:") and "per tenant: acme: 2, globex: 2" in n for n in result.notes)
+    assert not _leaks(_all_ledger_text(sqlite_ledger_url))
+    assert not _leaks(caplog.text)
+    card = next(r.finding for r in result.findings if r.finding.rule_id == "VA533")
+    assert card.evidence["items"][0]["masked"] == "**** **** **** 6467"
+    assert card.evidence["tenant_points_with_rule"] == 1
+
+
+def test_cli_json_output_is_masked(leaky_store: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from auditor.cli.main import cli
+
+    ledger = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["scan", leaky_store, "--collection", "docs", "--text-field", "text",
+                                 "--tenant-field", "tenant", "-d", "secrets", "-d", "pii", "--ledger", ledger,
+                                 "--format", "json"])
+    assert result.exit_code in (0, 1), result.output
+    doc = json.loads(result.stdout)
+    rules = {f["rule_id"] for f in doc["findings"]}
+    assert {"VA521", "VA524", "VA531", "VA533", "VA534", "VA535"} <= rules
+    assert not _leaks(result.output)
+    assert not _leaks(_all_ledger_text(ledger))
