@@ -64,9 +64,9 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from auditor.cli import db, demo, findings, history, plugins, review, scan, scans
+    from auditor.cli import db, demo, findings, history, plugins, quarantine, redteam, review, scan, scans
 
-    for module in (scan, scans, findings, review, history, db, plugins, demo):
+    for module in (scan, scans, findings, review, history, db, plugins, demo, redteam, quarantine):
         for command in module.COMMANDS:
             cli.add_command(command)
 
