@@ -13,7 +13,7 @@ import numpy as np
 
 from auditor.connector import Connector
 from auditor.detector import Detector
-from auditor.engine import ScanOptions, Scanner, ScanResult
+from auditor.engine import Scanner, ScanOptions, ScanResult
 from auditor.errors import ConfigError
 from auditor.ledger import Ledger
 from auditor.progress import progress_bar
