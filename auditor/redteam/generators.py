@@ -33,8 +33,12 @@ Embed = Callable[[list[str]], np.ndarray]
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z\-]{3,}")
-_STOP = set(
-    ["this", "that", "with", "from", "have", "were", "which", "their", "there", "been", "also", "into", "than", "they", "them", "then", "when", "where", "what", "will", "would", "could", "should", "about", "after", "before", "other", "more", "most", "such", "only", "over", "some", "these", "those", "while", "being", "each", "many", "much", "very", "first", "second", "between", "during", "under", "known", "used", "using", "made", "make", "including", "called"]
+_STOP = frozenset(
+    (
+        "this that with from have were which their there been also into than they them then when where "
+        "what will would could should about after before other more most such only over some these those while "
+        "being each many much very first second between during under known used using made make including called"
+    ).split()
 )
 
 
