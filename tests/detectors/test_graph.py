@@ -1,0 +1,105 @@
+"""The shared neighbour graph: exact vs approximate agreement on real embeddings, every distance, the memmap
+path, and edge cases (fewer points than k, identical vectors, invalid rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_jsonl
+
+from auditor.batching import make_batch
+from auditor.context import PointTable
+from auditor.graph import approximate_graph, build_graph, exact_graph
+from auditor.types import Distance, FieldMap
+
+
+@pytest.fixture(scope="module")
+def wiki_vectors(embed):  # type: ignore[no-untyped-def]
+    rows = load_jsonl("wikipedia_en.jsonl")[:240]
+    return embed([r["text"] for r in rows])
+
+
+def _brute(x: np.ndarray, k: int, distance: Distance) -> np.ndarray:
+    if distance is Distance.COSINE:
+        u = x / np.linalg.norm(x, axis=1, keepdims=True)
+        s = u @ u.T
+    elif distance is Distance.DOT:
+        s = x @ x.T
+    else:
+        s = -np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    np.fill_diagonal(s, -np.inf)
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("distance", [Distance.COSINE, Distance.DOT, Distance.EUCLID])
+def test_exact_graph_matches_brute_force_with_mixed_norms(wiki_vectors: np.ndarray, distance: Distance) -> None:
+    rng = np.random.default_rng(1)
+    x = wiki_vectors * rng.uniform(0.5, 3.0, size=(len(wiki_vectors), 1)).astype(np.float32)  # mixed norms
+    g = exact_graph(x, 10, distance)
+    assert g.exact and g.indices.shape == (len(x), 10)
+    assert _recall(g.indices, _brute(x, 10, distance)) > 0.999
+    assert np.all(np.diff(g.sims, axis=1) <= 1e-6)  # closest first
+    assert not np.any(g.indices == np.arange(len(x))[:, None])  # self excluded
+
+
+@pytest.mark.parametrize("distance", [Distance.COSINE, Distance.EUCLID, Distance.DOT])
+def test_approximate_graph_recall_on_real_embeddings(wiki_vectors: np.ndarray, distance: Distance) -> None:
+    truth = exact_graph(wiki_vectors, 10, distance)
+    approx = approximate_graph(wiki_vectors, 10, distance)
+    assert not approx.exact
+    assert _recall(approx.indices, truth.indices) >= 0.98
+    assert not np.any(approx.indices == np.arange(len(wiki_vectors))[:, None])
+    # similarities are recomputed exactly for the found pairs
+    both = np.flatnonzero(approx.indices[:, 0] == truth.indices[:, 0])
+    assert len(both) > 0.9 * len(wiki_vectors)
+    assert np.allclose(approx.sims[both, 0], truth.sims[both, 0], atol=1e-4)
+
+
+def test_build_graph_runs_on_the_point_table_memmap(tmp_path: Path, wiki_vectors: np.ndarray) -> None:
+    table = PointTable(wiki_vectors.shape[1], spill_dir=tmp_path)
+    x = wiki_vectors.copy()
+    x[5] = 0.0  # a zero vector is not valid geometry
+    for start in range(0, len(x), 100):
+        part = x[start : start + 100]
+        table.append(make_batch(list(range(start, start + len(part))), part, [{}] * len(part), FieldMap()))
+    table.seal()
+    try:
+        assert isinstance(table.vectors, np.memmap)
+        valid = table.valid_mask()
+        exact = build_graph(table.vectors, 10, Distance.COSINE, valid)
+        approx = build_graph(table.vectors, 10, Distance.COSINE, valid, exact_limit=100)
+        assert exact.exact and not approx.exact
+        assert np.all(exact.indices[5] == -1) and 5 not in exact.indices and 5 not in approx.indices
+        keep = np.flatnonzero(valid)
+        assert _recall(approx.indices[keep], exact.indices[keep]) >= 0.98
+    finally:
+        table.close()
+
+
+def test_fewer_points_than_k_and_invalid_rows() -> None:
+    x = np.eye(4, 8, dtype=np.float32)
+    g = build_graph(x, 10, Distance.COSINE)
+    assert g.indices.shape == (4, 10)
+    assert set(g.indices[0, :3]) == {1, 2, 3} and np.all(g.indices[:, 3:] == -1)
+    assert np.all(np.isneginf(g.sims[:, 3:]))
+    valid = np.array([True, False, True, True])
+    g = build_graph(x, 2, Distance.COSINE, valid)
+    assert np.all(g.indices[1] == -1) and 1 not in g.indices
+    one = build_graph(x[:1], 5, Distance.EUCLID)
+    assert np.all(one.indices == -1)
+    approx = approximate_graph(x, 10, Distance.COSINE)
+    assert set(approx.indices[0, :3]) == {1, 2, 3}
+
+
+def test_all_identical_vectors_do_not_list_self() -> None:
+    x = np.tile(np.linspace(0.1, 1.0, 16, dtype=np.float32), (50, 1))
+    for g in (exact_graph(x, 5, Distance.COSINE), approximate_graph(x, 5, Distance.COSINE)):
+        assert not np.any(g.indices == np.arange(50)[:, None])
+        assert np.all(g.indices >= 0)
+        assert np.allclose(g.sims, 1.0, atol=1e-5)
