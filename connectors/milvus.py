@@ -1,5 +1,5 @@
 """Milvus connector: Milvus Lite files (``milvus:///path/file.db``) and Milvus servers (``milvus://host:19530``,
-``milvus+https://...``), read in primary-key order with pymilvus' query iterator."""
+``milvus+https://...``), read in primary-key order with keyset pagination."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
 from auditor.errors import ConfigError, StoreNotFoundError
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import call_backend, parse_distance, refuse_password_in_uri, resolve_name
+
+
+# Milvus caps offset + limit of one query at 16384 rows.
+_MAX_QUERY_WINDOW = 16_384
 
 
 class MilvusConnector(Connector):
@@ -145,24 +149,31 @@ class MilvusConnector(Connector):
         return str(int(value)) if self._pk_is_int else json.dumps(str(value))
 
     def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
+        """Keyset pages ``pk > last ORDER BY pk``. pymilvus' own query_iterator is not used: it builds its next
+        expression with unescaped string keys, which breaks on a key holding a double quote."""
         info = self.describe()
-        expr = "" if start is None else f"{self._pk} > {self._key_literal(start)}"
-        iterator = call_backend("open iterator", self.where, self.client().query_iterator, info.name,
-                                batch_size=batch_size, filter=expr, output_fields=["*"])
-        try:
-            page = call_backend("read page", self.where, iterator.next)
-            while page:
-                batch = PointBatch(ids=[], vectors=[], payloads=[])
-                for row in page:
-                    pid, vec, payload = self._point(row)
-                    batch.ids.append(pid)
-                    batch.vectors.append(vec)
-                    batch.payloads.append(payload)
-                following = call_backend("read page", self.where, iterator.next)
-                yield batch, (batch.ids[-1] if following else None)
-                page = following
-        finally:
-            iterator.close()
+        limit = min(batch_size, _MAX_QUERY_WINDOW - 1)
+        last = start
+        while True:
+            expr = "" if last is None else f"{self._pk} > {self._key_literal(last)}"
+            # iterator=True makes Milvus return the page sorted by primary key (what its iterators rely on).
+            # One row more than the page tells whether another page follows (the cursor is None on the last).
+            rows = call_backend("read page", self.where, self.client().query, info.name, filter=expr, limit=limit + 1,
+                                output_fields=["*"], iterator="True", reduce_stop_for_best="True")
+            if not rows:
+                return
+            done = len(rows) <= limit
+            rows = rows[:limit]
+            batch = PointBatch(ids=[], vectors=[], payloads=[])
+            for row in rows:
+                pid, vec, payload = self._point(row)
+                batch.ids.append(pid)
+                batch.vectors.append(vec)
+                batch.payloads.append(payload)
+            last = batch.ids[-1]
+            yield batch, (None if done else last)
+            if done:
+                return
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
         info = self.describe()

@@ -68,14 +68,14 @@ class PgvectorConnector(Connector):
                     user=self.uri.query.get("user") or _username(self.uri.raw),
                     connect_timeout=int(self.options.get("timeout", 10)), application_name="vecaudit",
                     autocommit=True,
+                    # The audit must never write: every statement of this session runs read-only.
+                    options="-c default_transaction_read_only=on",
                 )
             except psycopg.Error as e:
                 raise ConnectorError(
                     f"cannot connect to PostgreSQL at {self.uri.redacted()}: {first_line(e)}",
                     hint="check host, port, database and user; the password comes from PGPASSWORD or ~/.pgpass",
                 ) from e
-            # The audit must never write: every statement of this session runs read-only.
-            self._conn.read_only = True
         return self._conn
 
     def close(self) -> None:
@@ -231,7 +231,9 @@ class PgvectorConnector(Connector):
             payload = dict(raw) if isinstance(raw, Mapping) else ({} if raw is None else {"_raw": raw})
         else:
             payload = dict(zip(self._payload_names, row[2:], strict=True))
-        return pid, row[1], payload
+        vec = row[1]
+        # pgvector-python returns its own Vector type; its numpy view is the float32 data as stored.
+        return pid, (vec.to_numpy() if hasattr(vec, "to_numpy") else vec), payload
 
     # -- reading ------------------------------------------------------------------------------------
     def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
@@ -244,12 +246,15 @@ class PgvectorConnector(Connector):
         while True:
             if last is None:
                 stmt = sql.SQL("{} ORDER BY {} LIMIT %s").format(base, ident)
-                rows = self._query("read page", stmt, [batch_size])
+                rows = self._query("read page", stmt, [batch_size + 1])
             else:
                 stmt = sql.SQL("{} WHERE {} > %s ORDER BY {} LIMIT %s").format(base, ident, ident)
-                rows = self._query("read page", stmt, [last, batch_size])
+                rows = self._query("read page", stmt, [last, batch_size + 1])
             if not rows:
                 return
+            # One row more than the page tells whether another page follows (the cursor is None on the last).
+            done = len(rows) <= batch_size
+            rows = rows[:batch_size]
             batch = PointBatch(ids=[], vectors=[], payloads=[])
             for row in rows:
                 pid, vec, payload = self._point(row)
@@ -257,7 +262,6 @@ class PgvectorConnector(Connector):
                 batch.vectors.append(vec)
                 batch.payloads.append(payload)
             last = batch.ids[-1]
-            done = len(rows) < batch_size
             yield batch, (None if done else last)
             if done:
                 return

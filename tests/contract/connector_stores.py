@@ -229,7 +229,7 @@ def pgvector_snapshot(url: str, table: str = "docs") -> Snapshot:
         out = {}
         for row in cur:
             rec = dict(zip(names, row, strict=True))
-            out[str(rec.pop("id"))] = (f32(rec.pop("embedding")), canonical(rec))
+            out[str(rec.pop("id"))] = (f32(rec.pop("embedding").to_numpy()), canonical(rec))
         stats = conn.execute("SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = %s",
                              [table]).fetchone()
         out["__writes__"] = (b"", canonical(stats))

@@ -42,7 +42,7 @@ def test_describe_reports_dimension_distance_and_count(store: StoreCase) -> None
     json.dumps(info.as_dict())  # recorded in the ledger as JSON
 
 
-@pytest.mark.parametrize("batch_size", [7, 64, 256, 1000])
+@pytest.mark.parametrize("batch_size", [7, 64, 257, 1000])  # 257 = the count: the last page is full
 def test_pagination_yields_every_point_exactly_once(store: StoreCase, batch_size: int) -> None:
     ids, cursors = _read_all(store, batch_size)
     assert not [pid for pid, n in Counter(ids).items() if n > 1]

@@ -1,0 +1,90 @@
+"""File connector on real Parquet, JSONL and NPZ exports: variable-length float64 vectors, exports without
+ids, and one clear error for a missing file, an unknown format, bad lines and unsafe arrays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.registry import connector_for
+
+
+def test_parquet_float64_list_vectors_are_returned_as_stored(tmp_path: Path) -> None:
+    path = tmp_path / "dump.parquet"
+    vectors = [[0.1, 0.2, 1e-300], [1.0 / 3.0, 2.0, -0.5]]
+    pq.write_table(pa.table({"key": ["a", "b"], "emb": vectors, "text": ["x", "y"]}), path)
+    with connector_for(f"file://{path}?id=key") as conn:
+        info = conn.describe()
+        points = conn.fetch(["b"])
+    assert (info.dim, info.count, info.vector_name) == (3, 2, "emb")
+    assert points[0].vectors[""] == vectors[1] and points[0].payload == {"text": "y"}
+
+
+def test_npz_without_ids_uses_row_numbers_and_streams_from_a_cursor(tmp_path: Path, small_data: Any) -> None:
+    _, vectors, payloads = small_data
+    path = tmp_path / "dump.npz"
+    np.savez_compressed(path, vectors=vectors, tenant=np.array([p["tenant"] for p in payloads]))
+    with connector_for(f"file://{path}") as conn:
+        pages = list(conn.iter_batches(batch_size=15))
+        resumed = list(conn.iter_batches(batch_size=15, start=pages[0][1]))
+    assert [c for _, c in pages] == [15, 30, None]
+    assert pages[0][0].ids == list(range(15)) and pages[1][0].payloads[0] == {"tenant": payloads[15]["tenant"]}
+    assert [b.ids for b, _ in resumed] == [b.ids for b, _ in pages[1:]]
+    assert np.asarray(resumed[-1][0].vectors[-1]).tobytes() == vectors[-1].tobytes()
+
+
+def test_jsonl_resume_skips_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dump.jsonl"
+    rows = [{"id": f"p{i}", "vector": [float(i), 1.0], "text": f"t{i}"} for i in range(5)]
+    path.write_text("\n".join(json.dumps(r) + ("\n" if i == 2 else "") for i, r in enumerate(rows)) + "\n\n")
+    with connector_for(f"file://{path}") as conn:
+        pages = list(conn.iter_batches(batch_size=2))
+        rest = [i for b, _ in conn.iter_batches(batch_size=2, start=pages[0][1]) for i in b.ids]
+    assert [b.ids for b, _ in pages] == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert pages[-1][1] is None and rest == ["p2", "p3", "p4"]
+
+
+def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
+    with connector_for(f"file://{tmp_path / 'gone.parquet'}") as conn, pytest.raises(StoreNotFoundError):
+        conn.describe()
+    (tmp_path / "dump.csv").write_text("id,vector\n")
+    with connector_for(f"file://{tmp_path / 'dump.csv'}") as conn, \
+            pytest.raises(ConfigError, match=r"supported: \.parquet, \.jsonl, \.npz"):
+        conn.describe()
+
+
+def test_parquet_bad_columns(tmp_path: Path) -> None:
+    path = tmp_path / "dump.parquet"
+    pq.write_table(pa.table({"id": [1], "vector": ["[0.1, 0.2]"], "other": [[1, 2]]}), path)
+    with connector_for(f"file://{path}?vector=vector") as conn, \
+            pytest.raises(ConfigError, match="is string, not a list of floats"):
+        conn.describe()
+    with connector_for(f"file://{path}") as conn, pytest.raises(ConfigError, match="has 0 vector columns"):
+        conn.describe()
+
+
+def test_jsonl_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dump.jsonl"
+    path.write_text('{"id": 1, "vector": [1.0]}\n{"id": 2, "vector": [1.0\n')
+    with connector_for(f"file://{path}") as conn, pytest.raises(ConnectorError, match=r"ending at byte 52 .* not JSON"):
+        list(conn.iter_batches())
+    path.write_text('{"id": 1, "embedding": [1.0]}\n')
+    with connector_for(f"file://{path}") as conn, pytest.raises(ConfigError, match="no vector key 'vector'"):
+        conn.describe()
+
+
+def test_npz_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "dump.npz"
+    np.savez(path, vectors=np.ones((2, 3), np.float32), meta=np.array([{"a": 1}, None], dtype=object))
+    with connector_for(f"file://{path}") as conn, pytest.raises(ConfigError, match="Python objects"):
+        conn.describe()
+    np.savez(path, embeddings=np.ones((2, 3), np.float32))
+    with connector_for(f"file://{path}") as conn, pytest.raises(ConfigError, match="no 2-D array 'vectors'"):
+        conn.describe()
