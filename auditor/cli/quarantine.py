@@ -124,6 +124,8 @@ def _emit_outcomes(outcomes: Sequence[Outcome], fmt: str) -> None:
             ["action", "point", "state", "message"],
         )
     for o in outcomes:
+        if not o.ok:  # the table shortens messages; the reason for a failure must be readable in full
+            click.echo(f"point {o.point_id} (action {o.action_id}): {o.message}", err=True)
         for note in o.notes:
             info(f"note (action {o.action_id}): {note}")
 
