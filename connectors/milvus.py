@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,9 @@ from typing import Any
 import numpy as np
 
 from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
-from auditor.errors import ConfigError, StoreNotFoundError
+from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import call_backend, parse_distance, refuse_password_in_uri, resolve_name
-
 
 # Milvus caps offset + limit of one query at 16384 rows.
 _MAX_QUERY_WINDOW = 16_384
@@ -70,10 +70,19 @@ class MilvusConnector(Connector):
                 proto = "https" if self.uri.scheme == "milvus+https" else "http"
                 target = f"{proto}://{self.uri.host}:{self.uri.port or 19530}"
                 token = os.environ.get("MILVUS_TOKEN", "")
-            self._client = call_backend(
-                "connect", self.where, MilvusClient, uri=target, token=token,
-                db_name=self.uri.query.get("db", ""), timeout=float(self.options.get("timeout", 10)),
-            )
+            attempts = 3 if self.mode == "lite" else 1
+            for attempt in range(attempts):
+                try:
+                    self._client = call_backend(
+                        "connect", self.where, MilvusClient, uri=target, token=token,
+                        db_name=self.uri.query.get("db", ""), timeout=float(self.options.get("timeout", 10)),
+                    )
+                    break
+                except ConnectorError:
+                    # A Milvus Lite file stays locked for a moment after another client closed it.
+                    if attempt == attempts - 1:
+                        raise
+                    time.sleep(1.0 + attempt)
         return self._client
 
     def close(self) -> None:
