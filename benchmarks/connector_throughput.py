@@ -119,6 +119,7 @@ def main() -> None:
     import connector_stores as cs
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vecaudit-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     with contextlib.ExitStack() as stack:
         servers: dict[str, Any] = {}
