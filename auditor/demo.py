@@ -134,7 +134,7 @@ def plant_attacks(store: DemoStore, embed: Callable[[list[str]], np.ndarray], se
     victim = acme.pop()
     query = "What is the refund policy for enterprise customers?"
     vector_updates.append(models.PointVectors(id=victim, vector=embed([query])[0].tolist()))
-    planted.append(Planted(victim, "tampered-vector", f"vector replaced by the embedding of {query!r}"))
+    planted.append(Planted(victim, "tamper-query", f"vector replaced by the embedding of {query!r}"))
     # integrity faults
     zero = globex.pop()
     vector_updates.append(models.PointVectors(id=zero, vector=[0.0] * vectors.shape[1]))
@@ -157,7 +157,7 @@ def plant_attacks(store: DemoStore, embed: Callable[[list[str]], np.ndarray], se
             {"text": rows[unlabeled]["text"], "doc_id": rows[unlabeled]["id"], "source": rows[unlabeled]["source"]},
         )
     )
-    planted.append(Planted(unlabeled, "unlabeled-tenant", "tenant field removed"))
+    planted.append(Planted(unlabeled, "unlabeled", "tenant field removed"))
     # poisoning: PoisonedRAG passages (question + "." + passage, as the attack stores them)
     for p in demo_rows("poisonedrag.jsonl"):
         add_point(

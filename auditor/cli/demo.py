@@ -6,6 +6,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +17,7 @@ from auditor.config import Config
 from auditor.context import ScanSettings
 from auditor.engine import Scanner, ScanOptions, ScanResult
 from auditor.ledger import Ledger
+from auditor.redteam.runner import EXPECTED, score
 from auditor.registry import connector_for, detector_classes
 from auditor.types import FieldMap
 
@@ -75,11 +77,17 @@ def demo_command(directory: Path) -> None:
     by_detector = Counter(r.finding.detector for r in result.findings)
     click.echo("")
     emit_table([[d, n] for d, n in sorted(by_detector.items())], ["detector", "findings"])
-    caught = {p.point_id for p in planted} & {r.finding.point_id for r in result.findings}
-    click.echo(
-        f"\n{len(caught)} of {len({p.point_id for p in planted})} planted points flagged "
-        f"in {time.monotonic() - started:.0f}s"
+    planted_by_class: dict[str, list[Any]] = {}
+    for p in planted:
+        planted_by_class.setdefault(p.attack, []).append(p.point_id)
+    scores = score(planted_by_class, result)
+    click.echo("")
+    emit_table(
+        [[a, s.planted, s.caught, ", ".join(sorted(EXPECTED.get(a, ())))] for a, s in sorted(scores.items())],
+        ["planted attack", "planted", "caught", "by"],
     )
+    caught = sum(s.caught for s in scores.values())
+    click.echo(f"\n{caught} of {len(planted)} planted points caught in {time.monotonic() - started:.0f}s")
     report = directory / "findings.json"
     _write_json_report(ledger, result, report)
     click.echo(f"report written to {report}")

@@ -36,6 +36,9 @@ EXPECTED: dict[str, frozenset[str]] = {
     "injection": frozenset({"injection"}),
     "secret": frozenset({"secrets"}),
     "pii": frozenset({"pii"}),
+    "zero-vector": frozenset({"integrity"}),
+    "wrong-norm": frozenset({"integrity"}),
+    "copied-vector": frozenset({"integrity"}),
 }
 
 _QDRANT_DISTANCE = {

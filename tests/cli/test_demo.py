@@ -1,0 +1,28 @@
+"""`vecaudit demo` end to end: builds the store from the shipped real text, plants attacks, finds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from auditor.cli.main import cli
+
+
+def test_demo_finds_integrity_and_tampering_and_writes_a_report(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--dir", str(target)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "next steps:" in result.stdout
+    report = json.loads((target / "findings.json").read_text())
+    rules = {(f["rule_id"], f["point_id"]) for f in report["findings"]}
+    by_rule = {r for r, _ in rules}
+    assert {"VA102", "VA104", "VA105", "VA108", "VA201"} <= by_rule
+    assert report["scan"]["counts"]["baseline"] is False
+    # the demo refuses to delete a folder it did not make
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    refused = CliRunner().invoke(cli, ["demo", "--dir", str(other)])
+    assert refused.exit_code == 2 and (other / "precious.txt").exists()
