@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import getpass
 import json
-from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
 from auditor.cli.options import format_option, info, ledger_option, open_ledger, severity_type
 from auditor.cli.output import (
@@ -100,11 +100,11 @@ def list_command(
             info("no findings match")
 
 
-def load_finding(session: Any, finding_id: int) -> FindingRow:
+def load_finding(session: Session, finding_id: int) -> FindingRow:
     row = session.get(FindingRow, finding_id)
     if row is None:
         raise ConfigError(f"no finding with id {finding_id}", hint="see `vecaudit findings list`")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 @findings_group.command("show")
@@ -137,6 +137,9 @@ def show_command(finding_id: int, ledger_url: str | None, fmt: str) -> None:
                 "state": a.state,
                 "actor": a.actor,
                 "at": iso(a.created_at),
+                "applied_at": iso(a.applied_at),
+                "finding_ids": a.finding_ids,
+                "error": a.error,
                 "released_by": a.released_by,
                 "released_at": iso(a.released_at),
             }
@@ -170,7 +173,11 @@ def show_command(finding_id: int, ledger_url: str | None, fmt: str) -> None:
     for r in doc["reviews"]:
         click.echo(f"  review: {r['at']} {r['reviewer']} -> {r['verdict']}" + (f" ({r['note']})" if r["note"] else ""))
     for a in doc["quarantine"]:
-        click.echo(f"  quarantine #{a['action_id']}: {a['mode']} {a['state']} by {a['actor']} at {a['at']}")
+        click.echo(
+            f"  quarantine #{a['action_id']}: {a['mode']} {a['state']} by {a['actor']} at {a['at']}"
+            + (f", released by {a['released_by']} at {a['released_at']}" if a["released_at"] else "")
+            + (f" ({a['error']})" if a["error"] else "")
+        )
 
 
 @findings_group.command("label")

@@ -99,6 +99,8 @@ def test_tag_apply_guard_and_bit_exact_release(case: Any) -> None:
     assert all(a.released_by and a.released_at for a in list_actions(ledger))
     ledger.dispose()
     assert {r.status for r in findings_of(case.ledger_url, NO_TENANT)} == {"confirmed"}
+    shown = invoke("findings", "show", str(case.confirmed[NO_TENANT]), "--ledger", case.ledger_url)
+    assert "tag released by" in shown.output
 
 
 def test_move_mode_copies_then_deletes_and_release_restores_bit_exact(case: Any) -> None:
