@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,7 +190,7 @@ class ScanContext:
         """A line for the scan summary (e.g. "re-embedded a sample of 10,000 of 52,311 points")."""
         self.notes.append(message)
 
-    def rows_by_tenant(self) -> dict[str | None, Sequence[int]]:
+    def rows_by_tenant(self) -> dict[str | None, list[int]]:
         groups: dict[str | None, list[int]] = {}
         for i, t in enumerate(self.table.tenants):
             groups.setdefault(t, []).append(i)

@@ -58,7 +58,7 @@ def connector_for(uri: str, **kwargs: Any) -> Connector:
             continue
         schemes.extend(cls.schemes)
         if parsed.scheme in cls.schemes:
-            return cls(parsed, **kwargs)  # type: ignore[no-any-return]
+            return cls(parsed, **kwargs)
     raise ConfigError(
         f"no connector for scheme {parsed.scheme!r} in {uri!r}",
         hint=f"known schemes: {', '.join(sorted(schemes))}; `vecaudit plugins list` shows what is installed",

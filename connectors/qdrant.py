@@ -130,15 +130,15 @@ class QdrantConnector(Connector):
         client = self.client()
         exists = self._call("check collection", client.collection_exists, name)
         if not exists:
-            names = [c.name for c in self._call("list collections", client.get_collections).collections]
+            existing = [c.name for c in self._call("list collections", client.get_collections).collections]
             raise StoreNotFoundError(
                 f"collection {name!r} not found in {self.uri.redacted()}",
-                hint=f"collections here: {', '.join(names) or 'none'}",
+                hint=f"collections here: {', '.join(existing) or 'none'}",
             )
         raw = self._call("describe", client.get_collection, name)
         vectors_cfg = raw.config.params.vectors
         if isinstance(vectors_cfg, Mapping):
-            names = tuple(vectors_cfg)
+            names: tuple[str, ...] = tuple(vectors_cfg)
             if not names:
                 raise ConnectorError(f"{self.where} has no dense vectors to audit")
             if self.vector is None:

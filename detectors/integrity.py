@@ -77,9 +77,9 @@ class IntegrityDetector(Detector):
     def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
         dim = ctx.info.dim
         vec = batch.vectors
-        dim_ok = batch.dim_ok
-        finite = np.isfinite(vec).all(axis=1)
-        zero = np.abs(np.nan_to_num(vec)).sum(axis=1) == 0
+        dim_ok: np.ndarray = np.asarray(batch.dim_ok)
+        finite = np.asarray(np.isfinite(vec).all(axis=1))
+        zero: np.ndarray = np.abs(np.nan_to_num(vec)).sum(axis=1) == 0
         norms = np.where(dim_ok & finite & ~zero, np.linalg.norm(np.nan_to_num(vec), axis=1), np.nan)
         self._norms.append(norms.astype(np.float64))
         fm = ctx.field_map

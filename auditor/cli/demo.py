@@ -61,7 +61,7 @@ def demo_command(directory: Path) -> None:
     demo.prepare_dir(directory)
     embedder = Embedder()
 
-    def embed(texts: list[str]):  # type: ignore[no-untyped-def]
+    def embed(texts: list[str]) -> Any:
         return embedder.encode(texts, show_progress=len(texts) > 50 and not quiet)
 
     info(f"building the demo store in {directory}/qdrant from real text (3 tenants, bundled all-MiniLM-L6-v2)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from auditor.cli.options import format_option, info, ledger_option, open_ledger
@@ -28,7 +30,7 @@ def history_command(point_id: str, ledger_url: str | None, fmt: str) -> None:
         from auditor.ledger import repository as repo
 
         h = repo.point_history(s, keys)
-        doc = {
+        doc: dict[str, Any] = {
             "version": 1,
             "point_id": point_id,
             "versions": [

@@ -40,7 +40,7 @@ def list_command(ledger_url: str | None, collection: str | None, limit: int, fmt
         rows = [
             [
                 x.id,
-                iso(x.started_at)[:19] if x.started_at else "",
+                (iso(x.started_at) or "")[:19],
                 x.collection_name,
                 x.status,
                 x.points_scanned,

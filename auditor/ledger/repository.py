@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from auditor.context import PointState
@@ -113,7 +113,7 @@ def record_point_changes(session: Session, *, collection_id: int, scan_id: int, 
         for c in changes
     ]
     for start in range(0, len(rows), 5000):
-        session.execute(PointVersionRow.__table__.insert(), rows[start : start + 5000])
+        session.execute(insert(PointVersionRow), rows[start : start + 5000])
     return len(rows)
 
 
@@ -141,9 +141,9 @@ def record_findings(
     for finding, fp in items:
         from auditor.findings import point_key
 
-        row = existing.get(fp)
-        is_new = row is None
-        if row is None:
+        found = existing.get(fp)
+        is_new = found is None
+        if found is None:
             row = FindingRow(
                 fingerprint=fp,
                 collection_id=collection_id,
@@ -166,6 +166,7 @@ def record_findings(
             session.flush()
             existing[fp] = row
         else:
+            row = found
             if row.last_scan_id == scan_id:
                 continue  # the same identity twice in one scan: keep the first
             row.last_scan_id = scan_id
