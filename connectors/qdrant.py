@@ -216,21 +216,7 @@ class QdrantConnector(Connector):
             offset = next_offset
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
-        info = self.describe()
-        records = self._call(
-            "retrieve",
-            self.client().retrieve,
-            collection_name=info.name,
-            ids=list(ids),
-            with_payload=True,
-            with_vectors=True,
-        )
-        out = []
-        for r in records:
-            vec = r.vector
-            vectors = {k: list(v) for k, v in vec.items()} if isinstance(vec, Mapping) else {"": list(vec or [])}
-            out.append(StoredPoint(id=r.id, vectors=vectors, payload=dict(r.payload or {})))
-        return out
+        return self.fetch_points(ids, collection=self.describe().name)
 
     # -- writing (quarantine) ------------------------------------------------------------------------
     def _target(self, collection: str | None) -> str:
