@@ -26,6 +26,11 @@ system-deps:
 		echo "installing Debian postgresql" >&2; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
+	@# Chromium renders the HTML report in tests/report/test_html.py (headless, offline).
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing Debian chromium" >&2; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 demo: install
 	$(VENV)/bin/vecaudit demo

@@ -64,9 +64,22 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from auditor.cli import db, demo, export, findings, history, plugins, quarantine, redteam, review, scan, scans
+    from auditor.cli import (
+        db,
+        demo,
+        export,
+        findings,
+        history,
+        plugins,
+        quarantine,
+        redteam,
+        report,
+        review,
+        scan,
+        scans,
+    )
 
-    for module in (scan, scans, findings, export, review, history, db, plugins, demo, redteam, quarantine):
+    for module in (scan, scans, findings, export, report, review, history, db, plugins, demo, redteam, quarantine):
         for command in module.COMMANDS:
             cli.add_command(command)
 
