@@ -173,7 +173,7 @@ def _credential_like(value: str, context: str) -> bool:
         return False
     if not re.search(r"[\d\W_]", value) or (value.isdigit() and len(value) < 8):
         return False
-    if re.fullmatch(r"[\w.]+\([^)]*\)?", value) or re.fullmatch(r"[a-z_]+\.[a-z_.]+", value):
-        return False  # a call or attribute path: code reading the secret, not the secret
+    if re.search(r"[\[\](){}]|environ|getenv|process\.env", value) or re.fullmatch(r"[a-z_]+\.[a-z_.]+", value):
+        return False  # a call, lookup or attribute path: code reading the secret, not the secret
     return not (is_templated_secret(value) or is_prefixed_with_dollar_sign(value) or is_sequential_string(value)
                 or is_indirect_reference(context))
