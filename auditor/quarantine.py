@@ -7,6 +7,7 @@ import base64
 import getpass
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -17,7 +18,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from auditor.connector import Connector
@@ -474,10 +475,26 @@ class Quarantine:
         return Outcome(item.point_id, item.collection, None, "dry-run", f"would {item.change}")
 
     def _claim(self, item: PlanItem, token: str) -> tuple[int | None, str | None]:
-        """Create (or take over an abandoned) action for the point; ``(action_id, None)`` or ``(None, why not)``."""
+        """Create (or take over an abandoned) action for the point; ``(action_id, None)`` or ``(None, why not)``.
+
+        Mutual exclusion without a unique index: a run commits its new row, then looks for any *other* active
+        row on the point and withdraws its own if it finds one. Of two racing runs, the one that checks last
+        always sees the other's committed row, so at most one proceeds (ids alone would not do: PostgreSQL
+        hands out ids in insert order, not commit order). If both withdraw, they retry after a random pause.
+        """
+        for _ in range(6):
+            outcome = _retry_locked(partial(self._claim_once, item, token))
+            if outcome is not None:
+                return outcome
+            time.sleep(random.uniform(0.02, 0.2))
+        return None, "other runs kept quarantining this point at the same time; run apply again"
+
+    def _claim_once(self, item: PlanItem, token: str) -> tuple[int | None, str | None] | None:
         with self.ledger.session() as s:
             active = _active_action(s, item.collection_id, item.point_key)
-            if active is None:
+            if active is not None:
+                state, active_id, lock = active.state, active.id, active.lock_token
+            else:
                 row = QuarantineActionRow(
                     collection_id=item.collection_id,
                     point_key=item.point_key,
@@ -493,33 +510,32 @@ class Quarantine:
                 s.add(row)
                 s.flush()
                 mine = row.id
-            else:
-                mine = None
-        if mine is not None:
-            # Two runs may insert at once; the lowest id owns the point, the other withdraws its row.
+        if active is None:
             with self.ledger.session() as s:
-                first = _active_action(s, item.collection_id, item.point_key)
-                if first is not None and first.id != mine:
-                    s.execute(
-                        update(QuarantineActionRow)
-                        .where(QuarantineActionRow.id == mine)
-                        .values(state="failed", lock_token=None, error=f"lost the race to action {first.id}")
-                        .execution_options(synchronize_session=False)
+                rival = s.scalar(
+                    select(QuarantineActionRow.id).where(
+                        QuarantineActionRow.collection_id == item.collection_id,
+                        QuarantineActionRow.point_key == item.point_key,
+                        QuarantineActionRow.state.in_(ACTIVE_STATES),
+                        QuarantineActionRow.id != mine,
                     )
-                    return None, f"action {first.id} is quarantining this point concurrently"
-            return mine, None
-        assert active is not None
-        if active.state in ("applied", "releasing"):
-            verb = "quarantined" if active.state == "applied" else "being released"
-            return None, f"already {verb} by action {active.id}"
+                )
+                if rival is None:
+                    return mine, None
+                # never touched the store and holds no backup: withdrawing it leaves nothing to audit
+                s.execute(delete(QuarantineActionRow).where(QuarantineActionRow.id == mine))
+            return None
+        if state in ("applied", "releasing"):
+            verb = "quarantined" if state == "applied" else "being released"
+            return None, f"already {verb} by action {active_id}"
         with self.ledger.session() as s:
-            if _take_lock(s, active.id, active.state, token):
-                return active.id, None
-        return None, f"action {active.id} is in progress in another run (lock {active.lock_token})"
+            if _take_lock(s, active_id, state, token):
+                return active_id, None
+        return None, f"action {active_id} is in progress in another run (lock {lock})"
 
     def _apply_one(self, connector: Connector, item: PlanItem, force: bool) -> Outcome:
         token = new_lock_token()
-        action_id, why_not = _retry_locked(lambda: self._claim(item, token))
+        action_id, why_not = self._claim(item, token)
         if action_id is None:
             return Outcome(item.point_id, item.collection, None, "skipped", why_not or "", ok=True)
         _fault_point("apply:claim")

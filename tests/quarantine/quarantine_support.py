@@ -46,7 +46,7 @@ class Case:
     original: Snapshot
 
 
-def build_case(tmp_path: Path, embed: Any, *, distance: str = "cosine") -> Case:
+def build_case(tmp_path: Path, embed: Any, *, distance: str = "cosine", ledger_url: str | None = None) -> Case:
     """40 real HotpotQA passages plus PoisonedRAG poisons planted three ways, scanned and reviewed."""
     clean = load_jsonl("hotpotqa_retrieved.jsonl")[:36]
     poisons = load_jsonl("poisonedrag.jsonl")[:4]
@@ -60,7 +60,12 @@ def build_case(tmp_path: Path, embed: Any, *, distance: str = "cosine") -> Case:
     payloads[DOC_ID_CLASH]["doc_id"] = payloads[1]["doc_id"]
     store = tmp_path / "store"
     uri = build_qdrant_store(store, vectors, payloads, distance=distance)
-    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    if ledger_url is None:
+        ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        fresh = Ledger(ledger_url)
+        fresh.upgrade()
+        fresh.dispose()
     result = run_scan(uri, ledger_url, detectors=["integrity"], field_map=FIELD_MAP)
     assert result.status == "completed"
     by_point: dict[int, list[int]] = {}

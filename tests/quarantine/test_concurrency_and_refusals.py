@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quarantine_support import NO_TENANT, POISONS, case, case_template, findings_of, run_cli, snapshot
+from quarantine_support import (
+    NO_TENANT,
+    POISONS,
+    assert_quarantined,
+    assert_restored,
+    build_case,
+    case,
+    case_template,
+    findings_of,
+    run_cli,
+    snapshot,
+)
 from sqlalchemy import update
 
 from auditor.connector import SourceURI
@@ -79,6 +90,38 @@ def test_concurrent_applies_on_one_finding_apply_once(case: Any) -> None:
     finally:
         client.close()
         ledger.dispose()
+
+
+@pytest.mark.postgres
+def test_race_and_round_trip_on_a_postgresql_ledger(tmp_path: Path, embed: Any, fresh_postgres_db: str) -> None:
+    """The same guarantees with the production ledger: the conditional UPDATE blocks on PostgreSQL's row lock."""
+    from qdrant_client import QdrantClient
+
+    pg_case = build_case(tmp_path, embed, ledger_url=fresh_postgres_db)
+    client = QdrantClient(path=str(pg_case.path))
+
+    def shared(c: Any) -> QdrantConnector:
+        return QdrantConnector(SourceURI.parse(pg_case.uri), collection=c.name, client=client)
+
+    ledger = Ledger(pg_case.ledger_url).open()
+    try:
+        for round_ in range(3):
+            outcomes = race(pg_case, client, pg_case.confirmed[NO_TENANT], runs=3)
+            assert sorted(o.state for o in outcomes) == ["applied", "skipped", "skipped"], (round_, outcomes)
+            (applied,) = list_actions(ledger, states=["applied"])
+            if round_ < 2:
+                assert Quarantine(ledger, connector_factory=shared).release([applied.id])[0].state == "released"
+    finally:
+        client.close()
+        ledger.dispose()
+    ledger = Ledger(pg_case.ledger_url).open()
+    runner = Quarantine(ledger, actor="alice")
+    rest = [pg_case.confirmed[p] for p in POISONS if p != NO_TENANT]
+    assert all(o.state == "applied" for o in runner.apply(plan(ledger, Selection(finding_ids=rest))))
+    assert_quarantined(pg_case.uri, pg_case.original, POISONS, "tag")
+    assert all(o.state == "released" for o in runner.release([a.id for a in list_actions(ledger, states=["applied"])]))
+    assert_restored(pg_case.uri, pg_case.original)
+    ledger.dispose()
 
 
 def test_an_action_held_by_a_live_run_is_left_alone_and_a_dead_runs_is_taken_over(case: Any) -> None:
