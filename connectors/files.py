@@ -99,7 +99,9 @@ class FileConnector(Connector):
     def _parquet(self) -> Any:
         import pyarrow.parquet as pq
 
-        return call_backend("open parquet", self.where, pq.ParquetFile, str(self.path))
+        # pre_buffer and threads read several row groups ahead (measured: 146 MB instead of 39 MB of growth on
+        # 98 MB of vectors); memory stays bounded by one row group without them.
+        return call_backend("open parquet", self.where, pq.ParquetFile, str(self.path), pre_buffer=False)
 
     def _describe_parquet(self) -> tuple[int, int, dict[str, str]]:
         pf = self._parquet()
@@ -128,7 +130,7 @@ class FileConnector(Connector):
         groups = list(range(first_group, pf.num_row_groups))
         if not groups:
             return
-        batches = pf.iter_batches(batch_size=batch_size, row_groups=groups)
+        batches = pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False)
         for record_batch in guarded_iter(batches, "read parquet", self.where):
             if skip:
                 cut = min(skip, record_batch.num_rows)

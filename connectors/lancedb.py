@@ -18,7 +18,6 @@ from connectors.common import (
     arrow_vector_dim,
     call_backend,
     distance_option,
-    guarded_iter,
     parse_distance,
     pick_arrow_columns,
     resolve_name,
@@ -107,16 +106,16 @@ class LanceDBConnector(Connector):
         offset = int(start["offset"]) if start else 0
         if version != table.version:
             call_backend("check out version", self.where, table.checkout, version)
-        reader = call_backend(
-            "open reader", self.where,
-            lambda: table.search().select([self.id_column, self.vector, *info.payload_schema])
-            .offset(offset).limit(None).to_batches(batch_size),
-        )
         total = int(call_backend("count", self.where, table.count_rows))
-        for record_batch in guarded_iter(reader, "read page", self.where):
-            ids, vectors, payloads = arrow_points(record_batch, vector=str(self.vector), id_column=str(self.id_column))
+        columns = [self.id_column, self.vector, *info.payload_schema]
+        # One offset/limit query per page: LanceDB's streaming reader (to_batches) buffers most of the table
+        # (measured: ~125 MB for 98 MB of vectors), a bounded query per page keeps memory flat.
+        while offset < total:
+            query = table.search().select(columns).offset(offset).limit(batch_size)
+            page = call_backend("read page", self.where, query.to_arrow)
+            ids, vectors, payloads = arrow_points(page, vector=str(self.vector), id_column=str(self.id_column))
             if not ids:
-                continue
+                return
             offset += len(ids)
             yield PointBatch(ids, vectors, payloads), ({"version": version, "offset": offset}
                                                        if offset < total else None)

@@ -78,11 +78,14 @@ class MilvusConnector(Connector):
                         db_name=self.uri.query.get("db", ""), timeout=float(self.options.get("timeout", 10)),
                     )
                     break
-                except ConnectorError:
+                except ConnectorError as e:
                     # A Milvus Lite file stays locked for a moment after another client closed it.
-                    if attempt == attempts - 1:
-                        raise
-                    time.sleep(1.0 + attempt)
+                    if attempt < attempts - 1:
+                        time.sleep(1.0 + attempt)
+                        continue
+                    if self.mode == "lite":
+                        e.hint = "Milvus Lite allows one process per file: stop the application holding it"
+                    raise
         return self._client
 
     def close(self) -> None:
