@@ -75,8 +75,8 @@ class InjectionDetector(Detector):
     logistic regression on hashed word/char n-grams and reports the document's highest sentence probability;
     ``learned_threshold`` (default from the weights file) was set for <= 1% false positives on clean dev
     documents — emails, code answers, Wikipedia, PubMed, hotpotqa, including ones about prompts and passwords
-    (benchmarks/content_quality.py). ``zero_width_min`` (default 3) zero-width characters count as hidden
-    text: one stray joiner is common in pasted web text.
+    (benchmarks/content_quality.py). zero-width characters count as hidden text in a run of 8 or more, or
+    when at least ``zero_width_min`` (default 2) of them split words (one stray joiner is common in web text).
     """
 
     name = "injection"
@@ -84,7 +84,7 @@ class InjectionDetector(Detector):
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     requires = frozenset({"text"})
-    defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 3}
+    defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 2}
 
     def begin(self, ctx: ScanContext) -> None:
         self._scorer: SentenceScorer | None = default_scorer() if self.params["learned"] else None
@@ -167,9 +167,13 @@ class InjectionDetector(Detector):
             hit(HIDDEN_TEXT, text[bidi.start() : bidi.start() + 80], carrier="bidi-override",
                 codepoint=f"U+{ord(bidi.group()):04X}")
             return
-        zero_width = pat.ZERO_WIDTH.findall(text)
-        if len(zero_width) >= int(self.params["zero_width_min"]):
-            hit(HIDDEN_TEXT, text[:80], carrier="zero-width-characters", count=len(zero_width))
+        # Zero-width characters hide text when they split words (evading keyword filters) or encode bits in
+        # long runs; a few word joiners around formulas (as Wikipedia's math markup has) are neither.
+        intra_word = pat.ZERO_WIDTH_IN_WORD.findall(text)
+        run = pat.ZERO_WIDTH_RUN.search(text)
+        if run or len(intra_word) >= int(self.params["zero_width_min"]):
+            hit(HIDDEN_TEXT, _normalise(text[max(0, (run.start() if run else 0) - 20) :][:120]),
+                carrier="zero-width-characters", count=len(pat.ZERO_WIDTH.findall(text)))
             return
         for m in pat.HTML_COMMENT.finditer(text):
             if pat.INSTRUCTION_WORDS.search(m.group(1)):

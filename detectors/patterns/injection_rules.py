@@ -57,7 +57,10 @@ EXFIL_LINK = re.compile(
     _I,
 )
 
-ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u180e]")
+# U+2061-2064 (invisible math operators) are left out: Wikipedia's math markup uses them legitimately.
+ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u180e]")
+ZERO_WIDTH_IN_WORD = re.compile("(?<=[A-Za-z])[\u200b\u200c\u200d\u2060\ufeff\u180e]+(?=[A-Za-z])")
+ZERO_WIDTH_RUN = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u180e]{8,}")
 TAG_CHARS = re.compile("[\U000e0000-\U000e007f]+")
 BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 HTML_COMMENT = re.compile(r"<!--(.*?)-->", re.S)
@@ -74,8 +77,8 @@ HEX_BLOB = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){16,}(?![0-9A-Fa-f])")
 ADDRESSED_TASK = re.compile(
     r"\b(?:in|to|at the (?:end|start|beginning|top|bottom) of)\s+your\s+(?:response|answer|reply|summary|output|"
     r"next message|final answer)\b"
-    r"|\b(?:when|while|before|after)\s+(?:you\s+)?(?:are\s+)?(?:summari[sz]|answer|respond|repl|generat|writ)\w*\s+"
-    r"(?:this|the|about|to)\b[^.\n]{0,60}?\b(?:make sure|be sure|always|also|first|please|you must|you should|"
+    r"|\b(?:when|while|before|after)\s+(?:you\s+)?(?:are\s+)?(?:summari[sz]|answer|respond|repl)\w*\s+"
+    r"(?:this|the|about|to)\b[^.\n]{0,60}?\b(?:make sure|be sure|please|you must|you should|"
     r"remember to|do not|don't|include|add|append|mention|tell)\b"
     r"|\b(?:tell|inform|remind|instruct|ask|urge|advise|warn)\s+the\s+user\s+(?:to|that)\b"
     r"|\b(?:append|prepend|add|include|insert|attach)\b[^.\n]{0,60}?\b(?:to|in|into|at the end of)\s+(?:your|the|every|"

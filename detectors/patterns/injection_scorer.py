@@ -19,15 +19,16 @@ MAX_SENTENCE = 400
 
 
 def sentences(text: str) -> list[tuple[int, str]]:
-    """``(offset, sentence)`` pieces of ``text``: split at sentence ends, newlines and ``|`` field breaks;
-    long pieces are cut into ``MAX_SENTENCE``-character windows."""
+    """``(offset, sentence)`` pieces of ``text`` of three words or more: split at sentence ends, newlines and
+    ``|`` field breaks; long pieces are cut into ``MAX_SENTENCE``-character windows."""
     out: list[tuple[int, str]] = []
     pos = 0
     for m in [*_SENTENCE_END.finditer(text), None]:
         end = m.start() if m else len(text)
         piece = text[pos:end]
         stripped = piece.strip()
-        if len(stripped) >= 8:
+        # Under three words ("Any questions?") there is too little to tell an injected task from a reply.
+        if len(stripped) >= 8 and len(stripped.split()) >= 3:
             base = pos + piece.index(stripped[0])
             for k in range(0, len(stripped), MAX_SENTENCE):
                 out.append((base + k, stripped[k : k + MAX_SENTENCE]))

@@ -9,20 +9,21 @@ from conftest import load_jsonl
 
 from detectors.secrets import SecretsDetector
 
+JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MjQyIn0.Zx9kP2mQ7rT1vW4yB8cD3fG6hJ0kL5nM9pR2sU4wXyA"
 # Generated for this test (not real credentials): kind -> (sentence, raw value, expected rule).
 PLANTED = {
     "aws": ("Upload with AKIAQ3ZT7XK2LM9PW4RB before noon.", "AKIAQ3ZT7XK2LM9PW4RB", "VA521"),
-    "github": ("CI token ghp_Q7vX2mR9kL4pT8wZ1cN6bJ3hF5dS0aYgUeKi", "ghp_Q7vX2mR9kL4pT8wZ1cN6bJ3hF5dS0aYgUeKi", "VA521"),
+    "github": ("CI token ghp_Q7vX2mR9kL4pT8wZ1cN6bJ3hF5dS0aYgUeKi", "ghp_Q7vX2mR9kL4pT8wZ1cN6bJ3hF5dS0aYgUeKi",
+               "VA521"),
     "slack": ("Bot: xoxb-284301944125-3924719237142-Hq2bXk9LmP3rT7vW1yN4cZ8d",
               "xoxb-284301944125-3924719237142-Hq2bXk9LmP3rT7vW1yN4cZ8d", "VA521"),
     "stripe": ("stripe.api_key = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "VA521"),
     "anthropic": ("key sk-ant-api03-" + "Zq8" * 31 + "AA in env", "sk-ant-api03-" + "Zq8" * 31 + "AA", "VA521"),
     "google": ("maps AIzaSyD3kL9mQ2pR7tV1wX4yZ6bC8dF0gH2jK5x here", "AIzaSyD3kL9mQ2pR7tV1wX4yZ6bC8dF0gH2jK5x", "VA521"),
     "private_key": ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAAB\n"
-                    "-----END OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAAB", "VA522"),
-    "jwt": ("Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MjQyIn0.Zx9kP2mQ7rT1vW4yB8cD3fG6hJ0kL5nM9pR2sU4wXyA",
-            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MjQyIn0.Zx9kP2mQ7rT1vW4yB8cD3fG6hJ0kL5nM9pR2sU4wXyA",
-            "VA523"),
+                    "-----END OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAAB",
+                    "VA522"),
+    "jwt": ("Bearer " + JWT, JWT, "VA523"),
     "prose_password": ("The router password is Mango#7741 for now.", "Mango#7741", "VA524"),
     "config_password": ('DB_PASSWORD = "Tr0ub4dor&3x"', "Tr0ub4dor&3x", "VA524"),
     "url_password": ("postgres://app:Vk93mPq2Lx@db.internal:5432/prod", "Vk93mPq2Lx", "VA524"),

@@ -43,7 +43,9 @@ def _scan(tmp_path: Path, url: str, vectors: np.ndarray, rows: list[dict[str, An
                     settings=ScanSettings(**settings), params={"vector-text-mismatch": params or {}})
 
 
-def test_planted_tampering_is_found_and_clean_points_are_not(tmp_path: Path, corpus: Any, sqlite_ledger_url: str) -> None:
+def test_planted_tampering_is_found_and_clean_points_are_not(
+    tmp_path: Path, corpus: Any, sqlite_ledger_url: str
+) -> None:
     rows, vecs, questions = corpus
     rng = np.random.default_rng(7)
     vecs = vecs.copy()
