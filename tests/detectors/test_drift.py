@@ -19,8 +19,8 @@ DETECTORS = ["drift", "integrity"]
 @pytest.fixture(scope="module")
 def texts(embed):  # type: ignore[no-untyped-def]
     wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:150]]
-    pubmed = [r["text"] for r in load_jsonl("pubmed.jsonl")[:140]]
-    code = [r["text"] for r in load_jsonl("code.jsonl")[:60]]
+    pubmed = [r["text"] for r in load_jsonl("pubmed.jsonl")[:100]]
+    code = [r["text"] for r in load_jsonl("code.jsonl")[:45]]
     base = load_jsonl("poisonedrag.jsonl")[0]["text"]
     burst = [f"{base} (mirror {i})" for i in range(25)]
     vectors = embed(wiki + pubmed + code + burst)
@@ -50,9 +50,9 @@ def _store(tmp_path: Path, texts: dict[str, Any]) -> str:
     wiki_t, wiki_v = texts["wiki"]
     pub_t, pub_v = texts["pubmed"]
     payloads = [{"text": t, "tenant": "acme"} for t in wiki_t[:100]] + [
-        {"text": t, "tenant": "globex"} for t in pub_t[:100]
+        {"text": t, "tenant": "globex"} for t in pub_t[:70]
     ]
-    return build_qdrant_store(tmp_path / "store", np.vstack([wiki_v[:100], pub_v[:100]]), payloads)
+    return build_qdrant_store(tmp_path / "store", np.vstack([wiki_v[:100], pub_v[:70]]), payloads)
 
 
 def _drift(result: Any) -> dict[str | None, Any]:
@@ -67,7 +67,7 @@ def test_growth_from_the_same_distribution_is_not_drift(tmp_path: Path, sqlite_l
     wiki_t, wiki_v = texts["wiki"]
     pub_t, pub_v = texts["pubmed"]
     _upsert(uri, 1000, wiki_t[100:150], wiki_v[100:150], "acme")  # +50% more encyclopedia articles
-    _upsert(uri, 2000, pub_t[100:140], pub_v[100:140], "globex")  # +40% more abstracts
+    _upsert(uri, 2000, pub_t[70:100], pub_v[70:100], "globex")  # +43% more abstracts
     second = run_scan(uri, sqlite_ledger_url, detectors=DETECTORS)
     assert second.status == "completed"
     assert not [r for r in second.findings if r.finding.detector == "drift"]
@@ -85,7 +85,7 @@ def test_tenant_moving_to_another_domain_is_drift(tmp_path: Path, sqlite_ledger_
     assert finding.point_id is None and finding.score >= finding.threshold
     ev = finding.evidence
     assert ev["mmd2"] > ev["null_quantile_999"] and ev["p_value"] <= 0.001
-    assert ev["count_before"] == 100 and ev["count_now"] == 160 and ev["since_scan"] == second.scan_id - 1
+    assert ev["count_before"] == 100 and ev["count_now"] == 145 and ev["since_scan"] == second.scan_id - 1
     assert ev["centroid_cosine_distance"] > 0.01
     assert second.exit_code() == 0  # medium severity: below the default --fail-on high
 
