@@ -19,6 +19,8 @@ from connectors.common import call_backend, parse_distance, refuse_password_in_u
 
 # Milvus caps offset + limit of one query at 16384 rows.
 _MAX_QUERY_WINDOW = 16_384
+# Rows per query when reading (see iter_batches): large enough to amortise a query, small enough for memory.
+_READ_WINDOW = 4096
 
 
 class MilvusConnector(Connector):
@@ -164,27 +166,29 @@ class MilvusConnector(Connector):
         """Keyset pages ``pk > last ORDER BY pk``. pymilvus' own query_iterator is not used: it builds its next
         expression with unescaped string keys, which breaks on a key holding a double quote."""
         info = self.describe()
-        limit = min(batch_size, _MAX_QUERY_WINDOW - 1)
+        # Each Milvus query costs about a scan of the segment whatever its limit (measured on Milvus Lite: 0.6 s
+        # per 513-row query on 20k points), so fetch large windows and cut them into pages.
+        window = min(max(batch_size, _READ_WINDOW), _MAX_QUERY_WINDOW - 1)
         last = start
         while True:
             expr = "" if last is None else f"{self._pk} > {self._key_literal(last)}"
-            # iterator=True makes Milvus return the page sorted by primary key (what its iterators rely on).
-            # One row more than the page tells whether another page follows (the cursor is None on the last).
-            rows = call_backend("read page", self.where, self.client().query, info.name, filter=expr, limit=limit + 1,
+            # iterator=True makes Milvus return the rows sorted by primary key (what its iterators rely on);
+            # one row more than the window tells whether more follow (the cursor is None on the last page).
+            rows = call_backend("read page", self.where, self.client().query, info.name, filter=expr, limit=window + 1,
                                 output_fields=["*"], iterator="True", reduce_stop_for_best="True")
-            if not rows:
-                return
-            done = len(rows) <= limit
-            rows = rows[:limit]
-            batch = PointBatch(ids=[], vectors=[], payloads=[])
-            for row in rows:
-                pid, vec, payload = self._point(row)
-                batch.ids.append(pid)
-                batch.vectors.append(vec)
-                batch.payloads.append(payload)
-            last = batch.ids[-1]
-            yield batch, (None if done else last)
-            if done:
+            more = len(rows) > window
+            rows = rows[:window]
+            for lo in range(0, len(rows), batch_size):
+                batch = PointBatch(ids=[], vectors=[], payloads=[])
+                for row in rows[lo:lo + batch_size]:
+                    pid, vec, payload = self._point(row)
+                    batch.ids.append(pid)
+                    batch.vectors.append(vec)
+                    batch.payloads.append(payload)
+                last = batch.ids[-1]
+                final = not more and lo + batch_size >= len(rows)
+                yield batch, (None if final else last)
+            if not more:
                 return
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
