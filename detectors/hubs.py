@@ -1,0 +1,179 @@
+"""Retrieval hubs: points that appear in the nearest-neighbour lists of abnormally many others (k-occurrence
+skew), optionally measured directly against real queries; the signature of passages optimised to be retrieved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.errors import ConfigError
+from auditor.findings import (
+    ATLAS_FALSE_RAG_ENTRY,
+    ATLAS_RAG_POISONING,
+    OWASP_DATA_POISONING,
+    OWASP_VECTOR_WEAKNESS,
+    Finding,
+    Rule,
+)
+from auditor.graph import gather, prepare
+from auditor.types import Confidence, Distance, Severity
+from detectors.outliers import robust_z
+from detectors.textsignals import token_soup
+
+_TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY)
+K_OCCURRENCE_HUB = Rule("VA331", "Retrieval hub: in the neighbour lists of abnormally many points", Severity.LOW,
+                        Confidence.LOW, _TAGS)
+QUERY_DOMINANT = Rule("VA332", "Retrieved for an abnormal share of real queries", Severity.MEDIUM, Confidence.MEDIUM,
+                      _TAGS)
+ADVERSARIAL_HUB = Rule("VA333", "Hub whose text is a token soup (optimised adversarial passage)", Severity.HIGH,
+                       Confidence.HIGH, _TAGS)
+
+
+def query_hits(
+    vectors: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], queries: npt.NDArray[np.float32],
+    distance: Distance, k: int,
+) -> npt.NDArray[np.int64]:
+    """For every row, how many of ``queries`` (float32 ``(q, d)``) retrieve it in their top ``k``; exact, read
+    in blocks of the (memmapped) collection, int64 ``(n,)``."""
+    n = len(vectors)
+    q = prepare(queries, Distance.COSINE if distance is Distance.COSINE else Distance.DOT)
+    best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(q), 0), dtype=np.int64)
+    q_sq = (q * q).sum(axis=1)
+    step = 32_768
+    for start in range(0, n, step):
+        rows = np.arange(start, min(n, start + step))
+        rows = rows[valid[rows]]
+        if not len(rows):
+            continue
+        block = gather(vectors, rows, distance)
+        s = q @ block.T
+        if distance in (Distance.EUCLID, Distance.MANHATTAN):
+            s = -np.sqrt(np.maximum(q_sq[:, None] + (block * block).sum(axis=1)[None, :] - 2.0 * s, 0.0))
+        all_s = np.concatenate([best_s, s], axis=1)
+        all_i = np.concatenate([best_i, np.broadcast_to(rows, s.shape)], axis=1)
+        kk = min(k, all_s.shape[1])
+        top = np.argpartition(-all_s, kk - 1, axis=1)[:, :kk]
+        best_s = np.take_along_axis(all_s, top, axis=1)
+        best_i = np.take_along_axis(all_i, top, axis=1)
+    return np.bincount(best_i.reshape(-1), minlength=n).astype(np.int64)
+
+
+def read_queries(path: str | Path, limit: int) -> list[str]:
+    """Non-empty lines of a UTF-8 queries file (one query per line), at most ``limit``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh]
+    except OSError as e:
+        raise ConfigError(f"cannot read queries file {str(path)!r}: {e.strerror}",
+                          hint="give --queries a text file with one query per line") from e
+    queries = [line for line in lines if line]
+    return queries[:limit]
+
+
+class HubDetector(Detector):
+    """Hubs of the neighbour graph, and documents that dominate retrieval for real queries.
+
+    VA331 score: the k-occurrence N_k (how many points list this one among their ``k`` nearest), reported as its
+    robust z against the collection, (N_k - median) / max(1.4826 MAD, ``min_scale``); flagged at ``z`` 6.0 *and* N_k
+    >= ``min_ratio`` (5) x k (the mean of N_k is exactly k). Hubness is natural in high dimension, so the rule is
+    LOW; its budget is 0.2% of a clean store (the dev corpora flag 0-0.1%, benchmarks/results/embedding.md). VA333
+    (HIGH): a point with hub z >= ``soup_z`` (3.0) whose text scores >= ``soup`` (0.5) on the token-soup scale of
+    :func:`detectors.textsignals.token_soup` — gradient-crafted corpus-poisoning passages are both. VA332 (needs
+    ``queries_file``, one query per line, embedded with the scan's embedder): share of queries that retrieve the
+    point in their top ``query_k``; flagged at >= ``min_query_share`` (5%) of the queries, at least ``min_queries``
+    (3) of them, and >= 10x the share expected by chance (k / n). """
+
+    name = "hub"
+    version = "1"
+    description = "k-occurrence hubs, token-soup hubs, and retrieval dominance over a query log"
+    rules = (K_OCCURRENCE_HUB, QUERY_DOMINANT, ADVERSARIAL_HUB)
+    requires = frozenset({"vectors", "graph"})
+    defaults: ClassVar[dict[str, Any]] = {
+        "k": 10, "z": 6.0, "min_ratio": 5.0, "soup_z": 3.0, "soup": 0.5, "min_scale": 1.0,
+        "queries_file": None, "query_k": 10, "min_query_share": 0.05, "min_queries": 3, "max_queries": 100_000,
+        "max_evidence": 10,
+    }
+
+    def neighbours_needed(self) -> int:
+        return int(self.params["k"])
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        valid = ctx.valid_mask()
+        k = int(self.params["k"])
+        if int(valid.sum()) > k + 1:
+            yield from self._graph_hubs(ctx, valid, k)
+        queries_file = self.params["queries_file"] or ctx.settings.extra.get("queries_file")
+        if queries_file and valid.any():
+            yield from self._query_dominance(ctx, valid, str(queries_file))
+
+    def _graph_hubs(self, ctx: ScanContext, valid: npt.NDArray[np.bool_], k: int) -> Iterable[Finding]:
+        table = ctx.table
+        graph = ctx.graph(k)
+        idx = graph.indices[:, :k]
+        # edges between bit-identical vectors say nothing about retrieval: ties are listed in arbitrary order
+        _, copy_class = np.unique(np.asarray(table.vector_hashes), return_inverse=True)
+        distinct = (idx >= 0) & (copy_class[np.maximum(idx, 0)] != copy_class[:, None])
+        occurrence = np.bincount(idx[distinct], minlength=len(idx)).astype(np.int64)
+        raw = occurrence.astype(np.float64)
+        raw[~valid] = np.nan
+        z, median, _scale = robust_z(raw, float(self.params["min_scale"]))
+        z = np.nan_to_num(z, nan=-np.inf)
+        limit, soup_limit = float(self.params["z"]), float(self.params["soup_z"])
+        min_count = float(self.params["min_ratio"]) * k
+        show = int(self.params["max_evidence"])
+        candidates = np.flatnonzero((z >= min(limit, soup_limit)) & (occurrence >= min(min_count, 2 * k)))
+        for row in candidates:
+            soup = token_soup(table.texts[row]) if ctx.field_map.text else 0.0
+            listed_by = np.flatnonzero(((idx == row) & distinct).any(axis=1))[:show]
+            evidence = {
+                "k": k, "k_occurrence": int(occurrence[row]), "times_average": round(float(occurrence[row]) / k, 2),
+                "robust_z": round(float(z[row]), 3), "median_occurrence": median, "token_soup": round(soup, 3),
+                "listed_by": [table.ids[int(j)] for j in listed_by], "graph_exact": graph.exact,
+            }
+            if soup >= float(self.params["soup"]) and z[row] >= soup_limit:
+                yield Finding(ADVERSARIAL_HUB, self.name, table.ids[row], float(z[row]),
+                              f"in the {k}-NN lists of {occurrence[row]} points and its text reads as a token soup "
+                              f"({soup:.2f})", soup_limit, evidence, table.tenants[row])
+            elif z[row] >= limit and occurrence[row] >= min_count:
+                yield Finding(K_OCCURRENCE_HUB, self.name, table.ids[row], float(z[row]),
+                              f"in the {k}-NN lists of {occurrence[row]} points ({occurrence[row] / k:.1f}x the "
+                              f"average)", limit, evidence, table.tenants[row])
+
+    def _query_dominance(self, ctx: ScanContext, valid: npt.NDArray[np.bool_], path: str) -> Iterable[Finding]:
+        table = ctx.table
+        queries = read_queries(path, int(self.params["max_queries"]))
+        if not queries:
+            ctx.note(f"hub: queries file {path!r} has no queries")
+            return
+        embedded = ctx.embedder().encode(queries)
+        if embedded.shape[1] != ctx.info.dim:
+            raise ConfigError(
+                f"the embedder gives {embedded.shape[1]}-d query vectors, the collection has {ctx.info.dim}",
+                hint="give --model the model the collection was embedded with",
+            )
+        query_k = int(self.params["query_k"])
+        hits = query_hits(table.vectors, valid, embedded, ctx.info.distance, query_k)
+        n_valid = int(valid.sum())
+        expected = len(queries) * min(query_k, n_valid) / max(n_valid, 1)
+        share = hits / len(queries)
+        need = max(float(self.params["min_query_share"]) * len(queries), float(self.params["min_queries"]),
+                   10.0 * expected)
+        ctx.note(f"hub: measured retrieval of {n_valid} points by {len(queries)} queries (top {query_k})")
+        for row in np.flatnonzero(hits >= need):
+            yield Finding(
+                QUERY_DOMINANT, self.name, table.ids[row], float(share[row]),
+                f"retrieved in the top {query_k} of {hits[row]} of {len(queries)} queries "
+                f"({share[row]:.1%}, {hits[row] / max(expected, 1e-12):.0f}x chance)",
+                need / len(queries),
+                {"queries": len(queries), "retrieved_by": int(hits[row]), "share": round(float(share[row]), 4),
+                 "expected_by_chance": round(expected, 4), "query_k": query_k,
+                 "token_soup": round(token_soup(table.texts[row]), 3) if ctx.field_map.text else None},
+                table.tenants[row],
+            )

@@ -1,0 +1,198 @@
+"""Embedding outliers: points far from their k nearest neighbours (or with a high local outlier factor),
+judged against the whole collection and against the point's own tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.errors import DetectorError
+from auditor.findings import (
+    ATLAS_POISON_TRAINING,
+    OWASP_DATA_POISONING,
+    OWASP_VECTOR_WEAKNESS,
+    Finding,
+    Rule,
+)
+from auditor.graph import NeighbourGraph, build_graph
+from auditor.types import Confidence, Severity
+
+_TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
+COLLECTION_OUTLIER = Rule("VA301", "Embedding far from the rest of the collection", Severity.LOW, Confidence.MEDIUM,
+                          _TAGS)
+TENANT_OUTLIER = Rule("VA302", "Embedding far from the rest of its tenant", Severity.LOW, Confidence.MEDIUM, _TAGS)
+
+
+def knn_distance(graph: NeighbourGraph, k: int) -> npt.NDArray[np.float64]:
+    """Mean dissimilarity to the ``k`` nearest neighbours, float64 ``(n,)``; NaN where a point has none."""
+    dist = graph.truncated(k).distances().astype(np.float64)
+    present = graph.truncated(k).indices >= 0
+    dist[~present] = np.nan
+    with np.errstate(invalid="ignore"):
+        counts = present.sum(axis=1)
+        out = np.where(counts > 0, np.nansum(np.where(present, dist, 0.0), axis=1) / np.maximum(counts, 1), np.nan)
+    return out
+
+
+def local_outlier_factor(graph: NeighbourGraph, k: int) -> npt.NDArray[np.float64]:
+    """LOF (Breunig et al. 2000) from the shared graph, float64 ``(n,)``; ~1 inside a cluster, higher = outlier.
+
+    Hand-written (a few array lines) because scikit-learn's LocalOutlierFactor would search the neighbours again
+    or need a sparse precomputed matrix of non-negative metric distances, which a dot-product graph is not;
+    dissimilarities are shifted to be >= 0 for that reason.
+    """
+    g = graph.truncated(k)
+    idx = g.indices
+    present = idx >= 0
+    dist = g.distances().astype(np.float64)
+    finite = dist[present]
+    shift = -min(0.0, float(finite.min())) if finite.size else 0.0
+    dist = np.where(present, dist + shift, np.nan)
+    counts = present.sum(axis=1)
+    last = np.maximum(counts - 1, 0)
+    k_dist = np.where(counts > 0, dist[np.arange(len(idx)), last], np.nan)
+    safe = np.maximum(idx, 0)
+    reach = np.where(present, np.maximum(k_dist[safe], dist), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_reach = np.nanmean(np.where(present, reach, np.nan), axis=1) if idx.shape[1] else np.full(len(idx), np.nan)
+        lrd = 1.0 / np.maximum(mean_reach, 1e-12)
+        neighbour_lrd = np.nanmean(np.where(present, lrd[safe], np.nan), axis=1) if idx.shape[1] else lrd
+        return np.asarray(neighbour_lrd / lrd, dtype=np.float64)
+
+
+def robust_z(values: npt.NDArray[np.float64], min_scale: float) -> tuple[npt.NDArray[np.float64], float, float]:
+    """``(x - median) / max(1.4826 * MAD, min_scale)`` over the finite values; NaN stays NaN."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.full(len(values), np.nan), float("nan"), float("nan")
+    median = float(np.median(finite))
+    scale = max(1.4826 * float(np.median(np.abs(finite - median))), min_scale)
+    return (values - median) / scale, median, scale
+
+
+class OutlierDetector(Detector):
+    """Points whose embedding is far from everything else: another language, format or model, or a planted
+    off-topic document.
+
+    Raw score: mean dissimilarity to the ``k`` nearest neighbours (1 - cosine, -dot or Euclidean distance, per
+    the collection), or LOF with ``method="lof"``. Score reported: its robust z against the collection (VA301)
+    or against the point's own tenant with a neighbour graph built inside that tenant (VA302, only when a
+    tenant field is set and there are several tenants). ``min_scale`` (in score units, 0.01) keeps a tight
+    collection's tiny MAD from turning rounding into outliers.
+
+    VA302 also needs the point's kNN distance inside its tenant to be >= ``tenant_ratio`` (1.25) x its distance in
+    the whole collection — odd in its tenant *because* its neighbours live in other tenants — so a tenant's
+    ordinary spread (a small tenant of unrelated e-mails) does not flag.
+
+    Threshold ``z`` 3.0 for a false-positive budget of 0.5% of a clean store: mean kNN cosine distance is
+    bounded and narrow (median ~0.6-0.7, scale ~0.06-0.08 on all-MiniLM-L6-v2), so planted foreign documents
+    reach z 2.3-3.5, not normal-tail values; see benchmarks/results/embedding.md for the measured clean share.
+    Fluent poison is *not* an outlier (it sits in a tight group); that is the poison-cluster detector's job.
+    """
+
+    name = "outlier"
+    version = "1"
+    description = "kNN-distance / LOF outliers against the collection and against the point's own tenant"
+    rules = (COLLECTION_OUTLIER, TENANT_OUTLIER)
+    requires = frozenset({"vectors", "graph"})
+    defaults: ClassVar[dict[str, Any]] = {
+        "k": 10, "method": "knn", "z": 3.0, "min_scale": 0.01, "per_tenant": True, "min_tenant_size": 20,
+        "tenant_ratio": 1.25,
+        "max_neighbours_in_evidence": 5,
+    }
+
+    def begin(self, ctx: ScanContext) -> None:
+        if self.params["method"] not in ("knn", "lof"):
+            raise DetectorError(f"outlier method {self.params['method']!r} is unknown", hint="use knn or lof")
+        if int(self.params["k"]) < 1:
+            raise DetectorError("outlier k must be >= 1", hint="e.g. k=10")
+
+    def neighbours_needed(self) -> int:
+        return int(self.params["k"])
+
+    def _raw(self, graph: NeighbourGraph) -> npt.NDArray[np.float64]:
+        k = int(self.params["k"])
+        return local_outlier_factor(graph, k) if self.params["method"] == "lof" else knn_distance(graph, k)
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        valid = ctx.valid_mask()
+        k = int(self.params["k"])
+        if int(valid.sum()) <= k:
+            ctx.note(f"outlier: {int(valid.sum())} valid points, need more than k={k}; skipped")
+            return
+        graph = ctx.graph(k)
+        raw = self._raw(graph)
+        raw[~valid] = np.nan
+        yield from self._flag(ctx, COLLECTION_OUTLIER, np.flatnonzero(valid), raw, graph, "collection")
+        if ctx.field_map.tenant and self.params["per_tenant"]:
+            yield from self._per_tenant(ctx, valid, knn_distance(graph, k))
+
+    def _per_tenant(
+        self, ctx: ScanContext, valid: npt.NDArray[np.bool_], collection_knn: npt.NDArray[np.float64]
+    ) -> Iterable[Finding]:
+        groups = {t: np.asarray(rows, dtype=np.int64) for t, rows in ctx.rows_by_tenant().items() if t is not None}
+        if len(groups) < 2:
+            return  # one tenant: the collection-level score already is the tenant score
+        k = int(self.params["k"])
+        for tenant, rows in sorted(groups.items()):
+            rows = rows[valid[rows]]
+            if len(rows) < max(int(self.params["min_tenant_size"]), k + 1):
+                continue
+            sub = build_graph(ctx.table.vectors, k, ctx.info.distance, _mask(len(ctx.table), rows))
+            raw = self._raw(sub)
+            # odd in its tenant *because* its neighbours live in other tenants, not a tenant's ordinary spread
+            ratio = _ratio(knn_distance(sub, k), collection_knn)
+            keep = np.zeros(len(ctx.table), dtype=bool)
+            keep[rows] = ratio[rows] >= float(self.params["tenant_ratio"])
+            yield from self._flag(ctx, TENANT_OUTLIER, rows, raw, sub, f"tenant {tenant!r}", keep, ratio)
+
+    def _flag(
+        self, ctx: ScanContext, rule: Rule, rows: Sequence[int] | npt.NDArray[np.int64], raw: npt.NDArray[np.float64],
+        graph: NeighbourGraph, scope: str, keep: npt.NDArray[np.bool_] | None = None,
+        ratio: npt.NDArray[np.float64] | None = None,
+    ) -> Iterable[Finding]:
+        rows = np.asarray(rows, dtype=np.int64)
+        z_all, median, scale = robust_z(raw[rows], float(self.params["min_scale"]))
+        limit = float(self.params["z"])
+        table = ctx.table
+        show = int(self.params["max_neighbours_in_evidence"])
+        for local in np.flatnonzero(z_all >= limit):
+            row = int(rows[local])
+            if keep is not None and not keep[row]:
+                continue
+            nb = graph.indices[row]
+            keep = nb >= 0
+            yield Finding(
+                rule, self.name, table.ids[row], float(z_all[local]),
+                f"{self.params['method']} score {raw[row]:.4g} is {z_all[local]:.1f} robust deviations above the "
+                f"{scope}'s median {median:.4g}",
+                limit,
+                {
+                    "scope": scope, "method": self.params["method"], "k": int(self.params["k"]),
+                    "raw_score": float(raw[row]), "median": median, "scale": scale, "robust_z": float(z_all[local]),
+                    "graph_exact": graph.exact,
+                    **({"tenant_to_collection_distance": round(float(ratio[row]), 3)} if ratio is not None else {}),
+                    "nearest": [
+                        {"id": table.ids[int(j)], "similarity": round(float(s), 4)}
+                        for j, s in zip(nb[keep][:show], graph.sims[row][keep][:show], strict=True)
+                    ],
+                },
+                table.tenants[row],
+            )
+
+
+def _ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """a / b for positive dissimilarities; for signed ones (dot product) the shift a - b + 1."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), a - b + 1.0)
+
+
+def _mask(n: int, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return mask

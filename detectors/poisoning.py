@@ -1,0 +1,306 @@
+"""Knowledge-poisoning clusters (PoisonedRAG and kin): several distinct passages packed around one claim, often
+carrying the target question as retrieval bait, told apart from benign duplicates and ordinary topical groups."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.findings import (
+    ATLAS_FALSE_RAG_ENTRY,
+    ATLAS_RAG_POISONING,
+    OWASP_DATA_POISONING,
+    OWASP_VECTOR_WEAKNESS,
+    Finding,
+    Rule,
+)
+from auditor.graph import NeighbourGraph
+from auditor.types import Confidence, Distance, Severity
+from detectors.textsignals import content_words, jaccard, normalised, question_sentences, words
+
+_TAGS = (OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY)
+QUESTION_BAIT_CLUSTER = Rule(
+    "VA321", "Distinct passages share one question as retrieval bait (PoisonedRAG signature)", Severity.HIGH,
+    Confidence.HIGH, _TAGS,
+)
+CLAIM_CLUSTER = Rule(
+    "VA322", "Tight group of distinct passages repeating a claim their neighbourhood does not make", Severity.MEDIUM,
+    Confidence.MEDIUM, _TAGS,
+)
+
+
+#: A retrieval bait is a whole question; shorter question-shaped titles ("Who's Afraid of Virginia Woolf?") are not.
+_BAIT_WORDS = 6
+_SENTENCE = re.compile(r"(?<=[.!?])(?=\s|[A-Z\"'])")
+
+
+def row_norms(vectors: npt.NDArray[np.float32], step: int = 65_536) -> npt.NDArray[np.float64]:
+    """Euclidean norm of every row, read in slices of the (memmapped) matrix, float64 ``(n,)``."""
+    out = np.empty(len(vectors), dtype=np.float64)
+    for start in range(0, len(vectors), step):
+        out[start : start + step] = np.linalg.norm(np.asarray(vectors[start : start + step], np.float64), axis=1)
+    return out
+
+
+def neighbour_cosines(graph: NeighbourGraph, norms: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Cosine similarity of every graph edge whatever the collection's distance, float64 ``(n, k)``, NaN where
+    no neighbour: dot / (|a||b|) for dot, (|a|^2 + |b|^2 - d^2) / (2|a||b|) for Euclidean graphs."""
+    idx = graph.indices
+    present = idx >= 0
+    nb = norms[np.maximum(idx, 0)]
+    me = norms[:, None]
+    sims = graph.sims.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if graph.distance is Distance.COSINE:
+            cos = sims
+        elif graph.distance is Distance.DOT:
+            cos = sims / (me * nb)
+        else:
+            cos = (me**2 + nb**2 - sims**2) / (2.0 * me * nb)
+    return np.where(present, np.clip(cos, -1.0, 1.0), np.nan)
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class _Texts:
+    """Per-row text features, computed on first use (only rows in candidate groups are ever tokenised)."""
+
+    def __init__(self, texts: list[str | None]) -> None:
+        self.texts = texts
+        self._words: dict[int, frozenset[str]] = {}
+        self._questions: dict[int, list[frozenset[str]]] = {}
+        self._keys: dict[int, str] = {}
+        self._openings: dict[int, tuple[str, ...]] = {}
+
+    def content(self, row: int) -> frozenset[str]:
+        if row not in self._words:
+            self._words[row] = content_words(self.texts[row])
+        return self._words[row]
+
+    def questions(self, row: int) -> list[frozenset[str]]:
+        """Word sets of the row's question-shaped sentences of >= ``_BAIT_WORDS`` words."""
+        if row not in self._questions:
+            found = [q.split() for q in question_sentences(self.texts[row])]
+            self._questions[row] = [frozenset(q) for q in found if len(q) >= _BAIT_WORDS]
+        return self._questions[row]
+
+    def opening(self, row: int) -> tuple[str, ...]:
+        """Words of the first sentence (``Q + "." + passage`` keeps the bait there even without a "?")."""
+        if row not in self._openings:
+            head = _SENTENCE.split((self.texts[row] or "").lstrip()[:400], maxsplit=1)[0]
+            self._openings[row] = tuple(words(head))
+        return self._openings[row]
+
+    def key(self, row: int) -> str:
+        if row not in self._keys:
+            self._keys[row] = normalised(self.texts[row])
+        return self._keys[row]
+
+
+class PoisonClusterDetector(Detector):
+    """The PoisonedRAG signature: several *distinct* passages packed around one claim.
+
+    For each point, its group is the point plus the neighbours (of ``k``) within cosine ``member_sim``,
+    counting passages of the same document once (equal doc id, equal normalised text, or content-word Jaccard
+    >= ``same_doc_jaccard``): benign re-ingestion is the near-duplicate detector's business, not poisoning.
+
+    VA321 (HIGH) score: the number of other group members carrying the same bait as the point: a question-shaped
+    sentence of >= 6 words (word sets with Jaccard >= ``question_jaccard``) or the same verbatim opening sentence
+    of >= 6 words (PoisonedRAG stores ``Q + "." + passage``, and some target questions lack their "?"); flagged
+    at >= ``min_bait_members`` (2, i.e. three distinct passages with one bait). Clean corpora rarely repeat one
+    full question inside distinct passages (short question-like titles are ignored); budget 0.1% of a clean
+    store.
+
+    VA322 (MEDIUM) score in [0, 1]: mean of four signals, each clipped to [0, 1]:
+    cohesion of the group relative to the rest of the point's neighbourhood (mean group cosine minus the mean
+    cosine of non-members, / 0.2), lexical overlap (mean content-word Jaccard to members, / 0.3), novelty of the
+    shared claim (share of the terms used by >= 60% of the group that no non-member neighbour uses — a
+    different answer entity or number for the same question), and size (distinct members / 4). When
+    timestamps are configured, a group ingested within ``burst_seconds`` adds 0.1 (an ingestion burst).
+    Flagged at ``claim_score`` 0.62 with >= ``min_members`` (2) distinct members: the value at which a clean
+    dev store of ~7,000 passages stayed under the 0.5% false-positive budget (benchmarks/results/embedding.md).
+    A point already reported as VA321 is not reported again as VA322.
+    """
+
+    name = "poison-cluster"
+    version = "1"
+    description = "distinct passages packed around one claim, with shared question bait or a contested claim"
+    rules = (QUESTION_BAIT_CLUSTER, CLAIM_CLUSTER)
+    requires = frozenset({"vectors", "text", "graph"})
+    defaults: ClassVar[dict[str, Any]] = {
+        "k": 10, "member_sim": 0.6, "same_doc_jaccard": 0.8, "question_jaccard": 0.6, "min_bait_members": 2,
+        "min_members": 2, "claim_score": 0.62, "burst_seconds": 3600.0, "max_evidence": 10,
+    }
+
+    def neighbours_needed(self) -> int:
+        return int(self.params["k"])
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        table = ctx.table
+        valid = ctx.valid_mask()
+        k = int(self.params["k"])
+        if int(valid.sum()) < 3:
+            return
+        graph = ctx.graph(k).truncated(k)
+        cos = neighbour_cosines(graph, row_norms(table.vectors))
+        member_sim = float(self.params["member_sim"])
+        tight = np.nan_to_num(cos, nan=-1.0) >= member_sim
+        candidates = np.flatnonzero(valid & (tight.sum(axis=1) >= int(self.params["min_members"])))
+        texts = _Texts(table.texts)
+        times = [_timestamp(t) for t in table.timestamps] if ctx.field_map.timestamp else None
+        for row in candidates:
+            finding = self._judge(ctx, int(row), graph, cos[row], tight[row], texts, times)
+            if finding is not None:
+                yield finding
+
+    def _same_document(self, ctx: ScanContext, texts: _Texts, a: int, b: int) -> bool:
+        da, db = ctx.table.doc_ids[a], ctx.table.doc_ids[b]
+        if ctx.field_map.doc_id and da is not None and da == db:
+            return True
+        if texts.key(a) == texts.key(b):
+            return True
+        return jaccard(texts.content(a), texts.content(b)) >= float(self.params["same_doc_jaccard"])
+
+    def _judge(
+        self, ctx: ScanContext, row: int, graph: NeighbourGraph, cos: npt.NDArray[np.float64],
+        tight: npt.NDArray[np.bool_], texts: _Texts, times: list[float | None] | None,
+    ) -> Finding | None:
+        table = ctx.table
+        if not table.texts[row]:
+            return None
+        neighbours = graph.indices[row]
+        members: list[int] = []
+        member_cos: list[float] = []
+        others: list[int] = []
+        other_cos: list[float] = []
+        for j, c, close in zip(neighbours, cos, tight, strict=True):
+            j = int(j)
+            if j < 0 or not table.texts[j]:
+                continue
+            if close:
+                if self._same_document(ctx, texts, row, j) or any(
+                    self._same_document(ctx, texts, m, j) for m in members
+                ):
+                    continue
+                members.append(j)
+                member_cos.append(float(c))
+            else:
+                others.append(j)
+                other_cos.append(float(c))
+        if len(members) < int(self.params["min_members"]):
+            return None
+        group = [row, *members]
+        show = int(self.params["max_evidence"])
+        evidence: dict[str, Any] = {
+            "members": [table.ids[m] for m in group][:show],
+            "similarities": [round(c, 4) for c in member_cos][:show],
+            "graph_exact": graph.exact,
+        }
+        bait = self._shared_question(row, members, texts)
+        if bait:
+            evidence["shared_question"] = bait[1]
+            evidence["members_with_question"] = [table.ids[m] for m in bait[0]][:show]
+            if len(bait[0]) >= int(self.params["min_bait_members"]):
+                return Finding(
+                    QUESTION_BAIT_CLUSTER, self.name, table.ids[row], float(len(bait[0])),
+                    f"{len(bait[0]) + 1} distinct passages carry the same question ({bait[1]!r}) as retrieval bait",
+                    float(self.params["min_bait_members"]), evidence, table.tenants[row],
+                )
+        cohesion = float(np.mean(member_cos))
+        context = float(np.mean(other_cos)) if other_cos else float(np.min(member_cos)) - 0.2
+        overlap = float(np.mean([jaccard(texts.content(row), texts.content(m)) for m in members]))
+        novel, claim = self._novel_claim(group, others, texts)
+        signals = {
+            "cohesion_gap": min(1.0, max(0.0, (cohesion - context) / 0.2)),
+            "lexical_overlap": min(1.0, overlap / 0.3),
+            "claim_novelty": novel,
+            "size": min(1.0, len(members) / 4.0),
+        }
+        score = float(np.mean(list(signals.values())))
+        burst = self._burst(group, times)
+        if burst is not None:
+            evidence["ingestion_span_seconds"] = burst
+            if burst <= float(self.params["burst_seconds"]):
+                score = min(1.0, score + 0.1)
+        threshold = float(self.params["claim_score"])
+        if score < threshold:
+            return None
+        evidence.update({
+            "signals": {name: round(v, 3) for name, v in signals.items()},
+            "group_cosine": round(cohesion, 4), "neighbourhood_cosine": round(context, 4),
+            "shared_claim_terms": claim[:show],
+        })
+        return Finding(
+            CLAIM_CLUSTER, self.name, table.ids[row], score,
+            f"{len(members) + 1} distinct passages packed together (cosine {cohesion:.2f} vs {context:.2f} around "
+            f"them) repeating terms their neighbours lack: {', '.join(claim[:5]) or '-'}",
+            threshold, evidence, table.tenants[row],
+        )
+
+    def _shared_question(self, row: int, members: list[int], texts: _Texts) -> tuple[list[int], str] | None:
+        """Members sharing the point's bait: a question sentence (word-set Jaccard >= ``question_jaccard``) or a
+        verbatim opening sentence of >= ``_BAIT_WORDS`` words (the question prefix without its "?")."""
+        limit = float(self.params["question_jaccard"])
+        best: tuple[list[int], str] | None = None
+        for q in texts.questions(row):
+            sharing = [m for m in members if any(jaccard(q, other) >= limit for other in texts.questions(m))]
+            if sharing and (best is None or len(sharing) > len(best[0])):
+                best = (sharing, _question_text(texts, row, q))
+        opening = texts.opening(row)
+        if len(opening) >= _BAIT_WORDS:
+            same = [m for m in members if texts.opening(m) == opening]
+            if same and (best is None or len(same) > len(best[0])):
+                best = (same, " ".join(opening))
+        return best
+
+    @staticmethod
+    def _novel_claim(group: list[int], others: list[int], texts: _Texts) -> tuple[float, list[str]]:
+        counts: dict[str, int] = {}
+        for m in group:
+            for w in texts.content(m):
+                counts[w] = counts.get(w, 0) + 1
+        need = max(2, round(0.6 * len(group)))
+        shared = [w for w, c in counts.items() if c >= need]
+        if not shared:
+            return 0.0, []
+        around: set[str] = set()
+        for o in others:
+            around |= texts.content(o)
+        novel = sorted(w for w in shared if w not in around)
+        return len(novel) / len(shared), novel
+
+    @staticmethod
+    def _burst(group: list[int], times: list[float | None] | None) -> float | None:
+        if times is None:
+            return None
+        stamps = [times[m] for m in group]
+        known = [t for t in stamps if t is not None]
+        if len(known) < len(group):
+            return None
+        return float(max(known) - min(known))
+
+
+def _question_text(texts: _Texts, row: int, question: frozenset[str]) -> str:
+    for sentence in question_sentences(texts.texts[row]):
+        if frozenset(sentence.split()) == question:
+            return sentence
+    return " ".join(sorted(question))

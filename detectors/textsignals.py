@@ -1,0 +1,146 @@
+"""Text evidence shared by the embedding-space detectors: normalised text keys, question-shaped sentences,
+lexical overlap and a token-soup score for gibberish (HotFlip-style) passages."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s*|\n+")
+_QUESTION = re.compile(r"[^.!?\n]{12,300}\?")
+_QUESTION_START = frozenset(
+    "who whom whose what which when where why how is are was were do does did can could will would should "
+    "has have had in on at for from by of".split()
+)
+# Typical Latin-1/cp1252 mojibake pairs: re-ingested copies of one passage often differ only by these.
+_MOJIBAKE = {"â€™": "'", "â€œ": '"', "â€\x9d": '"', "â€“": "-", "â€”": "-", "Ã©": "é", "Ã¨": "è", "Â ": " "}
+
+
+def normalised(text: str | None) -> str:
+    """Comparison key for "the same document": NFKC, mojibake repaired, casefolded, words only."""
+    if not text:
+        return ""
+    for bad, good in _MOJIBAKE.items():
+        if bad in text:
+            text = text.replace(bad, good)
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_WORD.findall(text))
+
+
+def words(text: str | None) -> list[str]:
+    """Casefolded word tokens of ``text``."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text or "").casefold())
+
+
+def content_words(text: str | None) -> frozenset[str]:
+    """Set of words that carry content: no English stop words, no one-letter tokens."""
+    return frozenset(w for w in words(text) if len(w) > 1 and w not in ENGLISH_STOP_WORDS)
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """|a ∩ b| / |a ∪ b| in [0, 1]; 0 for two empty sets."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def containment(a: frozenset[str], b: frozenset[str]) -> float:
+    """Share of the smaller set found in the other, in [0, 1]."""
+    small = min(len(a), len(b))
+    return len(a & b) / small if small else 0.0
+
+
+def question_sentences(text: str | None) -> list[str]:
+    """Question-shaped sentences inside ``text`` (normalised), e.g. a PoisonedRAG retrieval bait
+    ``"Who wrote X?.<passage>"``. Short interjections ("Why?") and rhetorical fragments under four words
+    are ignored."""
+    if not text or "?" not in text:
+        return []
+    found: list[str] = []
+    for match in _QUESTION.finditer(text):
+        sentence = match.group(0)
+        # the question starts after the previous sentence end, or at a quote / bracket
+        sentence = re.split(r"[\"“”(\[]", sentence)[-1]
+        tokens = words(sentence)
+        if len(tokens) < 4:
+            continue
+        if tokens[0] not in _QUESTION_START and not any(t in _QUESTION_START for t in tokens[:3]):
+            continue
+        found.append(" ".join(tokens))
+    return found
+
+
+def opens_with_question(text: str | None) -> bool:
+    """Whether the passage *starts* with a question sentence (the PoisonedRAG ``Q + "." + passage`` form)."""
+    if not text:
+        return False
+    head = text.lstrip()[:320]
+    q = head.find("?")
+    if q < 12:
+        return False
+    first = head[: q + 1]
+    return not re.search(r"[.!]\s", first) and bool(question_sentences(first))
+
+
+def token_soup(text: str | None) -> float:
+    """How much ``text`` looks like a bag of tokens rather than prose, in [0, 1] (higher = more soup).
+
+    Adversarial passages optimised token by token (HotFlip, GASLITE, corpus poisoning) read like
+    ``"bobcat ##ivity roster)( olympics lanes"``: few function words, many fragments and symbols. Prose in
+    any language keeps a steady share of short, repeated function words; we measure that share (the most
+    frequent short words of the text itself, so it is not tied to English), the share of fragments
+    (sub-word pieces, mixed letters/digits, symbol runs) and the share of distinct words.
+    """
+    if not text:
+        return 0.0
+    raw = text.split()
+    if len(raw) < 8:
+        return 0.0
+    toks = words(text)
+    n = max(len(toks), 1)
+    english_function = sum(1 for t in toks if t in ENGLISH_STOP_WORDS) / n
+    short = [t for t in toks if len(t) <= 3 and t.isalpha()]
+    repeated_short = (len(short) - len(set(short))) / n
+    function_share = max(english_function, 1.5 * repeated_short)
+    fragments = sum(1 for t in raw if _is_fragment(t)) / len(raw)
+    distinct = len(set(toks)) / n
+    prose = min(1.0, function_share / 0.25)
+    return float(max(0.0, min(1.0, 0.6 * (1.0 - prose) + 0.3 * min(1.0, fragments / 0.3) + 0.1 * distinct)))
+
+
+def _is_fragment(token: str) -> bool:
+    if token.startswith("##") or (token.startswith("[") and token.endswith("]")):
+        return True
+    letters = sum(c.isalpha() for c in token)
+    digits = sum(c.isdigit() for c in token)
+    symbols = len(token) - letters - digits
+    if letters and digits:
+        return True
+    if symbols >= 2 and symbols >= letters:
+        return True
+    inner = token.strip(".,;:!?\"'()[]")
+    return len(inner) > 2 and any(c.isupper() for c in inner[1:]) and not inner.isupper()
+
+
+def shared_terms(texts: Iterable[str | None], min_share: float = 0.6) -> list[str]:
+    """Content words found in at least ``min_share`` of ``texts`` (the shared claim of a group), sorted."""
+    sets = [content_words(t) for t in texts]
+    if not sets:
+        return []
+    counts: dict[str, int] = {}
+    for s in sets:
+        for w in s:
+            counts[w] = counts.get(w, 0) + 1
+    need = max(2, round(min_share * len(sets)))
+    return sorted(w for w, c in counts.items() if c >= need)
+
+
+def preview(text: str | None, limit: int = 160) -> str:
+    """First ``limit`` characters of ``text`` on one line (for evidence)."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,106 @@
+"""Outlier detector on a real Qdrant store of real text: planted other-language and other-format documents,
+tenant-level outliers, and edge cases (tiny collections, identical vectors, one tenant)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_jsonl
+from support import build_qdrant_store, run_scan
+
+from auditor.graph import exact_graph
+from auditor.types import Distance, FieldMap
+from detectors.outliers import knn_distance, local_outlier_factor
+
+
+@pytest.fixture(scope="module")
+def corpus(embed):  # type: ignore[no-untyped-def]
+    # a topical host (PubMed abstracts) and a second tenant (e-mails); planted: Spanish wikipedia and code
+    pubmed = load_jsonl("pubmed.jsonl")[:200]
+    mail = load_jsonl("emails.jsonl")[:60]
+    es = load_jsonl("wikipedia_es.jsonl")[:4]
+    code = load_jsonl("code.jsonl")[:3]
+    texts = [r["text"] for r in pubmed + mail + es + code]
+    tenants = ["med"] * 200 + ["mail"] * 60 + ["med"] * 7
+    return texts, tenants, embed(texts)
+
+
+PLANTED = set(range(260, 267))
+
+
+def _by_rule(result, rule: str) -> dict:  # type: ignore[no-untyped-def]
+    return {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == rule}
+
+
+def test_planted_foreign_documents_are_collection_outliers(tmp_path: Path, corpus,  # type: ignore[no-untyped-def]
+                                                           sqlite_ledger_url: str) -> None:
+    texts, tenants, vecs = corpus
+    payloads = [{"text": t, "tenant": g} for t, g in zip(texts, tenants, strict=True)]
+    uri = build_qdrant_store(tmp_path / "s", vecs, payloads)
+    ranked = run_scan(uri, sqlite_ledger_url, detectors=["outlier"], params={"outlier": {"z": -1e9}})
+    scores = {pid: f.score for pid, f in _by_rule(ranked, "VA301").items()}
+    assert len(scores) == len(texts)
+    top = sorted(scores, key=scores.__getitem__, reverse=True)[: len(PLANTED)]
+    assert len(PLANTED & set(top)) >= 5  # Spanish and code rank above the 260 real host documents
+    result = run_scan(uri, sqlite_ledger_url, detectors=["outlier"])
+    assert result.status == "completed"
+    flagged = _by_rule(result, "VA301")
+    assert len(PLANTED & set(flagged)) >= 2 and len(set(flagged) - PLANTED) <= 2  # <1% of clean points
+    f = flagged[max(PLANTED & set(flagged))]
+    assert f.score >= f.threshold and f.evidence["nearest"] and f.evidence["scope"] == "collection"
+    assert f.rule.severity.value == "low" and any("LLM08" in t for t in f.tags)
+
+
+def test_lof_ranks_the_planted_documents_high(tmp_path: Path, corpus, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    texts, tenants, vecs = corpus
+    payloads = [{"text": t, "tenant": g} for t, g in zip(texts, tenants, strict=True)]
+    uri = build_qdrant_store(tmp_path / "s", vecs, payloads)
+    ranked = run_scan(uri, sqlite_ledger_url, detectors=["outlier"], params={"outlier": {"z": -1e9, "method": "lof"}})
+    scores = {pid: f.score for pid, f in _by_rule(ranked, "VA301").items()}
+    median = float(np.median(list(scores.values())))
+    assert all(scores[p] > median for p in PLANTED)
+
+
+def test_tenant_outlier_finds_a_document_filed_under_the_wrong_tenant(
+    tmp_path: Path, corpus, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    texts, tenants, vecs = corpus
+    tenants = list(tenants)
+    tenants[0] = "mail"  # one abstract in the e-mail tenant: ordinary in the collection, odd in its tenant
+    payloads = [{"text": t, "tenant": g} for t, g in zip(texts, tenants, strict=True)]
+    uri = build_qdrant_store(tmp_path / "s", vecs, payloads)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["outlier"])
+    tenant_flags = _by_rule(result, "VA302")
+    assert 0 in tenant_flags and 0 not in _by_rule(result, "VA301")
+    assert tenant_flags[0].evidence["scope"] == "tenant 'mail'" and tenant_flags[0].tenant == "mail"
+    assert tenant_flags[0].evidence["tenant_to_collection_distance"] >= 1.25
+    assert len(set(tenant_flags) - {0} - PLANTED) <= 2
+
+
+def test_single_tenant_reports_no_separate_tenant_rule(tmp_path: Path, corpus, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    texts, _, vecs = corpus
+    uri = build_qdrant_store(tmp_path / "s", vecs, [{"text": t, "tenant": "one"} for t in texts])
+    result = run_scan(uri, sqlite_ledger_url, detectors=["outlier"])
+    assert not _by_rule(result, "VA302") and PLANTED & set(_by_rule(result, "VA301"))
+
+
+def test_tiny_and_identical_collections_do_not_flag(tmp_path: Path, corpus, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    _, _, vecs = corpus
+    uri = build_qdrant_store(tmp_path / "tiny", vecs[:5], [{"text": "x", "tenant": "a"}] * 5)
+    tiny = run_scan(uri, sqlite_ledger_url, detectors=["outlier"])
+    assert tiny.status == "completed" and not tiny.findings
+    same = np.tile(vecs[0], (40, 1))
+    uri = build_qdrant_store(tmp_path / "same", same, [{"text": "x", "tenant": "a"}] * 40, distance="euclid")
+    result = run_scan(uri, sqlite_ledger_url, detectors=["outlier"], field_map=FieldMap(text="text"))
+    assert result.status == "completed" and not _by_rule(result, "VA301")
+
+
+def test_lof_is_one_inside_uniform_clusters_and_high_for_an_isolated_point() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (200, 8)), [[12.0] * 8]]).astype(np.float32)
+    g = exact_graph(x, 10, Distance.EUCLID)
+    lof = local_outlier_factor(g, 10)
+    assert np.median(lof[:200]) == pytest.approx(1.0, abs=0.15)
+    assert lof[200] > 3.0 and np.argmax(knn_distance(g, 10)) == 200

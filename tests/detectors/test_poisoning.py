@@ -1,0 +1,96 @@
+"""Poison-cluster detector on a real Qdrant store: PoisonedRAG authors' passages planted among the clean hotpotqa
+passages retrieved for the same questions, in both forms (with the question bait and passage alone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load_jsonl
+from support import build_qdrant_store, run_scan
+
+from auditor.types import FieldMap
+
+
+@pytest.fixture(scope="module")
+def planted(embed):  # type: ignore[no-untyped-def]
+    clean = load_jsonl("hotpotqa_retrieved.jsonl") + load_jsonl("wikipedia_en.jsonl")[:120]
+    poison = load_jsonl("poisonedrag.jsonl")
+    questions = sorted({p["target_id"] for p in poison})
+    bait_q, alone_q = questions[:4], questions[4:8]
+    with_bait = [p["question"] + "." + p["text"] for p in poison if p["target_id"] in bait_q]
+    alone = [p["text"] for p in poison if p["target_id"] in alone_q]
+    texts = [r["text"] for r in clean] + with_bait + alone
+    n = len(clean)
+    return {
+        "texts": texts, "vectors": embed(texts), "clean": n,
+        "bait": set(range(n, n + len(with_bait))), "alone": set(range(n + len(with_bait), len(texts))),
+    }
+
+
+def _scan(tmp_path: Path, ledger: str, texts, vectors, field_map: FieldMap | None = None, **payload_extra):  # type: ignore[no-untyped-def]
+    payloads = [{"text": t, "tenant": "kb", **{k: v[i] for k, v in payload_extra.items()}} for i, t in enumerate(texts)]
+    uri = build_qdrant_store(tmp_path / "store", vectors, payloads)
+    return run_scan(uri, ledger, detectors=["poison-cluster"], field_map=field_map or FieldMap(text="text"))
+
+
+def test_poisons_are_found_in_both_forms_and_clean_passages_are_not(tmp_path: Path, planted,  # type: ignore[no-untyped-def]
+                                                                      sqlite_ledger_url: str) -> None:
+    result = _scan(tmp_path, sqlite_ledger_url, planted["texts"], planted["vectors"])
+    assert result.status == "completed"
+    by_rule: dict[str, set[int]] = {}
+    for r in result.findings:
+        by_rule.setdefault(r.finding.rule_id, set()).add(r.finding.point_id)
+    assert planted["bait"] <= by_rule.get("VA321", set())  # every passage carrying the shared question bait
+    found_alone = planted["alone"] & by_rule.get("VA322", set())
+    assert len(found_alone) >= 0.8 * len(planted["alone"])
+    flagged = set().union(*by_rule.values()) if by_rule else set()
+    assert len(flagged - planted["bait"] - planted["alone"]) <= 2  # <= 0.6% of the 310 clean passages
+    bait = next(r.finding for r in result.findings if r.finding.rule_id == "VA321")
+    assert bait.effective_severity.value == "high" and "?" not in bait.evidence["shared_question"][-1:]
+    assert len(bait.evidence["members"]) >= 3 and bait.evidence["similarities"]
+    assert any("AML.T0070" in t for t in bait.tags) and any("LLM04" in t for t in bait.tags)
+    claim = next(r.finding for r in result.findings if r.finding.rule_id == "VA322")
+    assert claim.evidence["shared_claim_terms"] and set(claim.evidence["signals"]) == {
+        "cohesion_gap", "lexical_overlap", "claim_novelty", "size"}
+
+
+def test_ingestion_burst_raises_the_claim_score(tmp_path: Path, planted, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    texts, vectors = planted["texts"], planted["vectors"]
+    spread = [float(i * 3600) for i in range(len(texts))]
+    burst = list(spread)
+    for row in planted["alone"]:
+        burst[row] = 1_700_000_000.0 + row  # all within minutes
+    fm = FieldMap(text="text", timestamp="ts")
+    slow = _scan(tmp_path / "a", sqlite_ledger_url, texts, vectors, fm, ts=spread)
+    fast = _scan(tmp_path / "b", sqlite_ledger_url, texts, vectors, fm, ts=burst)
+
+    def scores(result):  # type: ignore[no-untyped-def]
+        return {r.finding.point_id: r.finding.score for r in result.findings if r.finding.rule_id == "VA322"}
+
+    common = set(scores(slow)) & set(scores(fast)) & planted["alone"]
+    assert common and all(scores(fast)[p] >= scores(slow)[p] for p in common)
+    assert any(scores(fast)[p] > scores(slow)[p] for p in common)
+    assert len(set(scores(fast)) & planted["alone"]) >= len(set(scores(slow)) & planted["alone"])
+    example = next(r.finding for r in fast.findings if r.finding.point_id in planted["alone"])
+    assert example.evidence["ingestion_span_seconds"] < 3600
+
+
+def test_duplicated_clean_passages_are_not_a_poison_cluster(tmp_path: Path, planted, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    # the same clean passage ingested four times (benign re-ingestion) is one document, not a coordinated group
+    clean = planted["texts"][: planted["clean"]]
+    texts = clean + [clean[7] + suffix for suffix in (" ", " (cached)", " [1]", " - Wikipedia")]
+    vectors = np.concatenate([planted["vectors"][: planted["clean"]],
+                              np.repeat(planted["vectors"][7:8], 4, axis=0)])
+    result = _scan(tmp_path, sqlite_ledger_url, texts, vectors)
+    flagged = {r.finding.point_id for r in result.findings}
+    assert not flagged & {7, *range(len(clean), len(texts))}
+
+
+def test_no_text_field_skips_and_tiny_store_is_quiet(tmp_path: Path, planted, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    uri = build_qdrant_store(tmp_path / "t", planted["vectors"][:2], [{"text": "a?"}, {"text": "b?"}])
+    tiny = run_scan(uri, sqlite_ledger_url, detectors=["poison-cluster"], field_map=FieldMap(text="text"))
+    assert tiny.status == "completed" and not tiny.findings
+    none = run_scan(uri, sqlite_ledger_url, detectors=["poison-cluster"], field_map=FieldMap())
+    assert any("poison-cluster skipped" in n for n in none.notes)
