@@ -99,7 +99,50 @@ next steps:
   vecaudit review
   vecaudit history {planted[0].point_id}
   vecaudit scan {store.uri} --collection docs --text-field text --tenant-field tenant""")
+    _quarantine_one(store.uri, ledger, planted, result)
     ledger.dispose()
+
+
+def _quarantine_one(store_uri: str, ledger: Ledger, planted: list[Any], result: ScanResult) -> None:
+    """End of the demo: confirm the findings on the planted poisons (else on one other caught plant),
+    quarantine them in tag mode, and show that a search guarded by ``auditor.guard.exclude_quarantined``
+    no longer returns them."""
+    from qdrant_client import QdrantClient
+
+    from auditor.guard import exclude_quarantined
+    from auditor.ledger import repository as repo
+    from auditor.quarantine import Quarantine, Selection, plan
+
+    attack = {p.point_id: p.attack for p in planted}
+    caught = [r for r in result.findings if r.finding.point_id in attack]
+    chosen = [r for r in caught if attack[r.finding.point_id] == "poison"] or caught[:1]
+    if not chosen:
+        return
+    with ledger.session() as s:
+        for rec in chosen:
+            repo.add_review(s, finding_id=rec.row_id, reviewer="demo", verdict="confirmed", note="planted by the demo")
+    outcomes = Quarantine(ledger, actor="demo").apply(plan(ledger, Selection(finding_ids=[r.row_id for r in chosen])))
+    quarantined = {o.point_id for o in outcomes if o.state == "applied"}
+    pid: Any = chosen[0].finding.point_id
+    client = QdrantClient(path=store_uri.removeprefix("qdrant+local://"))
+    try:
+        query: Any = client.retrieve("docs", [pid], with_vectors=True)[0].vector  # the query it was built to win
+        plain = [p.id for p in client.query_points("docs", query=query, limit=5).points]
+        guard = exclude_quarantined()
+        guarded = [p.id for p in client.query_points("docs", query=query, query_filter=guard, limit=5).points]
+    finally:
+        client.close()
+
+    def mark(ids: list[Any]) -> str:
+        return ", ".join(f"{i}*" if i in quarantined else str(i) for i in ids)
+
+    click.echo(
+        f"""
+quarantine: {len(chosen)} finding(s) confirmed, {len(quarantined)} point(s) quarantined (tag mode, * = quarantined)
+  top 5 for point {pid}'s vector, unfiltered:      {mark(plain)}
+  with query_filter=exclude_quarantined():  {mark(guarded)}
+  vecaudit quarantine list   ·   vecaudit quarantine release --point {pid} --yes"""
+    )
 
 
 def _write_json_report(ledger: Ledger, result: ScanResult, path: Path) -> None:
