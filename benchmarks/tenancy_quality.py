@@ -163,6 +163,17 @@ def run_scenario(name: str, texts: list[str], tenants: list[str], embed: Embeddi
         fp = len(hit - positives)
         return {"positives": len(positives), "recall": tp / max(1, len(positives)), "fp": fp, "fpr": fp / negatives}
 
+    # relabelling a document (misfiled / label plants) makes real cross-tenant duplicates wherever the corpus
+    # already holds near-identical texts (BIPIA's templated emails): such a copy finding is explained by
+    # another plant and counted apart, not as a false positive
+    relabelled = set(misfiled) | set(unlabeled) | set(misspelled)
+    explained: dict[str, int] = {}
+    for rule in ("VA411", "VA412"):
+        for pid, f in list(flagged.get(rule, {}).items()):
+            related = {pid, *(s["id"] for s in f.evidence["sources"])}
+            if pid not in truth[rule] and related & relabelled:
+                explained[rule] = explained.get(rule, 0) + 1
+                del flagged[rule][pid]
     rows: dict[str, Any] = {}
     rows["exact copies (VA411)"] = measure(["VA411"], truth["VA411"], total - len(truth["VA411"]))
     rows["near copies (VA412)"] = measure(["VA412"], truth["VA412"], total - len(truth["VA412"]))
@@ -185,7 +196,7 @@ def run_scenario(name: str, texts: list[str], tenants: list[str], embed: Embeddi
     vote_fp = sum(1 for i, v in enumerate(votes) if v and v[0][1] > 5 and i in clean) / len(clean)
     return {"name": name, "points": total, "tenants": len(names), "rows": rows, "misfiled_count": len(misfiled),
             "misfiled_grid": misfiled_grid, "direction_correct": sum(directions), "direction_total": len(directions),
-            "knn_vote_fpr": vote_fp, "scan_seconds": seconds}
+            "knn_vote_fpr": vote_fp, "scan_seconds": seconds, "explained": explained}
 
 
 def markdown(results: list[dict[str, Any]], default: tuple[float, float]) -> str:
@@ -201,7 +212,8 @@ def markdown(results: list[dict[str, Any]], default: tuple[float, float]) -> str
                    f"{d['recall']:.3f} | {d['fp']} | {d['fpr']:.4%} |")
         out.append(f"\nCopy direction from the ledger correct for {r['direction_correct']}/{r['direction_total']} "
                    f"reported copies. Plain kNN vote (>5 of 10 neighbours in one other tenant) would flag "
-                   f"{r['knn_vote_fpr']:.2%} of clean points.\n")
+                   f"{r['knn_vote_fpr']:.2%} of clean points. Copy findings explained by a relabelled document "
+                   f"(counted apart): {r['explained']}.\n")
         out.append("misfiled threshold sweep (min_margin nats x min_vote):\n")
         out.append("| min_margin | min_vote | recall | FP | FPR |\n|---:|---:|---:|---:|---:|")
         for g in r["misfiled_grid"]:
