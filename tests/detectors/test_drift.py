@@ -20,7 +20,7 @@ DETECTORS = ["drift", "integrity"]
 def texts(embed):  # type: ignore[no-untyped-def]
     wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:150]]
     pubmed = [r["text"] for r in load_jsonl("pubmed.jsonl")[:100]]
-    code = [r["text"] for r in load_jsonl("code.jsonl")[:45]]
+    code = [r["text"] for r in load_jsonl("code.jsonl")[:60]]
     base = load_jsonl("poisonedrag.jsonl")[0]["text"]
     burst = [f"{base} (mirror {i})" for i in range(25)]
     vectors = embed(wiki + pubmed + code + burst)
@@ -85,7 +85,7 @@ def test_tenant_moving_to_another_domain_is_drift(tmp_path: Path, sqlite_ledger_
     assert finding.point_id is None and finding.score >= finding.threshold
     ev = finding.evidence
     assert ev["mmd2"] > ev["null_quantile_999"] and ev["p_value"] <= 0.001
-    assert ev["count_before"] == 100 and ev["count_now"] == 145 and ev["since_scan"] == second.scan_id - 1
+    assert ev["count_before"] == 100 and ev["count_now"] == 160 and ev["since_scan"] == second.scan_id - 1
     assert ev["centroid_cosine_distance"] > 0.01
     assert second.exit_code() == 0  # medium severity: below the default --fail-on high
 
