@@ -77,9 +77,11 @@ def _register() -> None:
         review,
         scan,
         scans,
+        tenants,
     )
 
-    for module in (scan, scans, findings, export, report, review, history, db, plugins, demo, redteam, quarantine):
+    modules = (scan, scans, findings, export, report, review, history, db, plugins, demo, redteam, quarantine, tenants)
+    for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)
 
