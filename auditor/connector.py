@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -60,7 +60,8 @@ class SourceURI:
             f"{k}={'***' if any(s in k.lower() for s in ('key', 'token', 'password', 'secret')) else v}"
             for k, v in self.query.items()
         )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        # built by hand: urlunsplit drops the "//" of an empty authority (qdrant+local:///path)
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,6 @@ def test_uri_redaction_drops_passwords_and_keys() -> None:
     uri = SourceURI.parse("pgvector://bob:hunter2@db:5432/rag?table=t&api_key=abc")
     assert "hunter2" not in uri.redacted() and "abc" not in uri.redacted()
     assert uri.redacted().startswith("pgvector://bob@db:5432/rag")
+    local = SourceURI.parse("qdrant+local:///data/store")
+    assert local.redacted() == "qdrant+local:///data/store"
+    assert SourceURI.parse(local.redacted()).path == "/data/store"  # what the ledger stores parses back
