@@ -211,6 +211,9 @@ def _planted_values(rng: random.Random) -> list[tuple[str, str, str]]:
     an = string.ascii_letters + string.digits
     b62 = string.ascii_letters + string.digits
     first = rng.choice(["maria", "john", "wei", "fatima", "oliver", "anna"])
+    visa = _luhn_complete("4", 16, rng)
+    # Assigned area codes: libphonenumber rightly rejects numbers in unassigned ones.
+    area = rng.choice([212, 312, 415, 617, 206, 303, 512, 702, 404, 305])
     return [
         ("secrets", "aws", f"The deploy script uses AKIA{_rand(rng, string.ascii_uppercase + string.digits, 16)} "
                            "for the upload bucket."),
@@ -233,9 +236,9 @@ def _planted_values(rng: random.Random) -> list[tuple[str, str, str]]:
         ("secrets", "generic", f"X-Auth-Token: {_rand(rng, an, 32)}"),
         ("pii", "email", f"Write to {first}.{_rand(rng, string.ascii_lowercase, 6)}@"
                          f"{rng.choice(['gmail.com', 'acme.io', 'uni-koeln.de'])}."),
-        ("pii", "phone_us", f"Call me at ({rng.randint(201, 989)}) {rng.randint(200, 989)}-{rng.randint(1000, 9999)}."),
+        ("pii", "phone_us", f"Call me at ({area}) {rng.randint(201, 549)}-{rng.randint(1000, 9999)}."),
         ("pii", "phone_intl", f"Office: +44 20 7{rng.randint(100, 999)} {rng.randint(1000, 9999)}"),
-        ("pii", "card_visa", f"card {' '.join(_luhn_complete('4', 16, rng)[i:i + 4] for i in range(0, 16, 4))}"),
+        ("pii", "card_visa", f"card {' '.join(visa[i:i + 4] for i in range(0, 16, 4))}"),
         ("pii", "card_mastercard", f"paid with {_luhn_complete(str(rng.randint(51, 55)), 16, rng)}"),
         ("pii", "card_amex", f"Amex {_luhn_complete(rng.choice(['34', '37']), 15, rng)}"),
         ("pii", "iban", f"Transfer to {_iban(rng.choice(['DE', 'GB', 'FR', 'ES', 'NL']), rng)} by Friday."),
