@@ -166,7 +166,7 @@ class OutlierDetector(Detector):
             if keep is not None and not keep[row]:
                 continue
             nb = graph.indices[row]
-            keep = nb >= 0
+            present = nb >= 0
             yield Finding(
                 rule, self.name, table.ids[row], float(z_all[local]),
                 f"{self.params['method']} score {raw[row]:.4g} is {z_all[local]:.1f} robust deviations above the "
@@ -179,7 +179,7 @@ class OutlierDetector(Detector):
                     **({"tenant_to_collection_distance": round(float(ratio[row]), 3)} if ratio is not None else {}),
                     "nearest": [
                         {"id": table.ids[int(j)], "similarity": round(float(s), 4)}
-                        for j, s in zip(nb[keep][:show], graph.sims[row][keep][:show], strict=True)
+                        for j, s in zip(nb[present][:show], graph.sims[row][present][:show], strict=True)
                     ],
                 },
                 table.tenants[row],
