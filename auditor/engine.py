@@ -207,8 +207,8 @@ class Scanner:
             status = "partial" if len(ctx.table) else "failed"
             error, error_exit = f"{type(e).__name__}: {e}", ExitCode.INCOMPLETE
             log.debug("scan failed:\n%s", traceback.format_exc())
-        if status == "completed" and any(n.startswith("detector ") and " failed:" in n for n in ctx.notes):
-            status = "partial"
+        if status == "completed" and ctx.shared.get("failed_detectors"):
+            status = "partial"  # the store was read completely; the other detectors' findings are recorded
 
         if carry is not None:
             ctx.note(
@@ -322,6 +322,7 @@ class Scanner:
         except Exception as e:
             log.debug("detector %s failed in %s", det.name, stage, exc_info=True)
             ctx.note(f"detector {det.name} failed: {type(e).__name__}: {e} (in {stage})")
+            ctx.shared.setdefault("failed_detectors", set()).add(det.name)
             return []
 
     # -- ledger -----------------------------------------------------------------------------------------
@@ -343,8 +344,10 @@ class Scanner:
         stages = stages or {}
         counts: dict[str, Any] = {"points": len(table), "findings": 0, "basis": self._settings_basis()}
         recorded: list[repo.RecordedFinding] = []
+        failed = ctx.shared.get("failed_detectors", set())
+        read_complete = status == "completed" or (status == "partial" and error is None)
         with self.ledger.session() as s:
-            if status == "completed":
+            if read_complete:
                 changes, change_counts = _point_changes(ctx)
                 repo.record_point_changes(s, collection_id=collection_id, scan_id=scan_id, changes=changes)
                 counts.update(change_counts)
@@ -383,7 +386,10 @@ class Scanner:
                     summaries=ctx.shared.get("tenant_summaries", {}),
                 )
                 repo.resolve_absent_findings(
-                    s, collection_id=collection_id, scan_id=scan_id, detectors=[d.name for d in active]
+                    s,
+                    collection_id=collection_id,
+                    scan_id=scan_id,
+                    detectors=[d.name for d in active if d.name not in failed],
                 )
                 counts["findings"] = len(recorded)
                 counts["carried"] = len(carried)
@@ -396,7 +402,7 @@ class Scanner:
                 points_scanned=len(table),
                 notes=ctx.notes,
                 error=error,
-                cursor=cursor_to_json(cursor) if status != "completed" else None,
+                cursor=None if read_complete else cursor_to_json(cursor),
             )
         return ScanResult(
             scan_id=scan_id,
@@ -409,7 +415,6 @@ class Scanner:
             error=error,
             error_exit=error_exit,
         )
-
 
     def _notify(self, result: ScanResult, collection: str) -> None:
         from auditor.notify import post_json, should_notify, summary_payload

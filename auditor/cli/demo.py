@@ -19,6 +19,7 @@ from auditor.engine import Scanner, ScanOptions, ScanResult
 from auditor.ledger import Ledger
 from auditor.redteam.runner import EXPECTED, score
 from auditor.registry import connector_for, detector_classes
+from auditor.report.html import write_report
 from auditor.types import FieldMap
 
 FIELD_MAP = FieldMap(text="text", tenant="tenant", doc_id="doc_id")
@@ -90,7 +91,10 @@ def demo_command(directory: Path) -> None:
     click.echo(f"\n{caught} of {len(planted)} planted points caught in {time.monotonic() - started:.0f}s")
     report = directory / "findings.json"
     _write_json_report(ledger, result, report)
-    click.echo(f"report written to {report}")
+    _quarantine_one(store.uri, ledger, planted, result)
+    html = directory / "report.html"
+    write_report(ledger, result.scan_id, str(html))
+    click.echo(f"\nreports written to {report} and {html}")
     click.echo(f"""
 next steps:
   export VECAUDIT_LEDGER={store.ledger_url}
@@ -98,8 +102,10 @@ next steps:
   vecaudit findings show {result.findings[0].row_id if result.findings else 1}
   vecaudit review
   vecaudit history {planted[0].point_id}
-  vecaudit scan {store.uri} --collection docs --text-field text --tenant-field tenant""")
-    _quarantine_one(store.uri, ledger, planted, result)
+  vecaudit quarantine list
+  vecaudit tenants --collection docs
+  vecaudit scan {store.uri} --collection docs --text-field text --tenant-field tenant
+  vecaudit redteam {store.uri} --collection docs --text-field text --tenant-field tenant --into {directory}-redteam""")
     ledger.dispose()
 
 

@@ -15,6 +15,7 @@ def test_demo_finds_integrity_and_tampering_and_writes_a_report(tmp_path: Path) 
     result = CliRunner().invoke(cli, ["demo", "--dir", str(target)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "next steps:" in result.stdout
+    assert (target / "report.html").stat().st_size > 10_000
     report = json.loads((target / "findings.json").read_text())
     rules = {(f["rule_id"], f["point_id"]) for f in report["findings"]}
     by_rule = {r for r, _ in rules}

@@ -84,3 +84,29 @@ def test_second_scan_reports_tampered_and_stale_points(tmp_path: Path, wiki, sql
     assert got == {("VA201", 2), ("VA202", 4)}
     assert (second.counts["new"], second.counts["deleted"], second.counts["changed"]) == (1, 1, 2)
     assert second.exit_code() == 1
+
+
+def test_a_crashing_detector_makes_the_scan_partial_but_keeps_the_others(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    from auditor.engine import ScanOptions, Scanner
+    from auditor.ledger import Ledger
+    from auditor.registry import connector_for
+    from detectors.integrity import IntegrityDetector
+    from detectors.provenance import ProvenanceDetector
+
+    class BrokenProvenance(ProvenanceDetector):
+        def finish(self, ctx):  # type: ignore[no-untyped-def]
+            raise IndexError("boom")
+
+    rows, vecs = wiki
+    vecs = vecs[:30].copy()
+    vecs[2] = 0.0
+    uri = build_qdrant_store(tmp_path / "store", vecs, [{"text": r["text"], "tenant": "a"} for r in rows[:30]])
+    ledger = Ledger(sqlite_ledger_url).open()
+    with connector_for(uri, collection="docs") as conn:
+        opts = ScanOptions(field_map=FieldMap(text="text", tenant="tenant"), show_progress=False)
+        result = Scanner(ledger, conn, [IntegrityDetector(), BrokenProvenance()], opts).run()
+    assert result.status == "partial" and result.exit_code() == 3
+    assert any("provenance failed: IndexError: boom" in n for n in result.notes)
+    assert ("VA102", 2) in {(r.finding.rule_id, r.finding.point_id) for r in result.findings}
