@@ -79,6 +79,21 @@ def bf16_supported(device: str) -> bool:
         return False
 
 
+# Loaded models by (path, device): a scan, the demo and the red-team share one copy of the weights
+# (inference never mutates them) instead of loading the model once per Embedder.
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars from transformers: vecaudit draws its own progress on stderr."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers always comes with sentence-transformers
+        pass
+
+
 class Embedder:
     """Encodes texts to float32 ``(n, d)`` unit vectors with a sentence-transformers model.
 
@@ -110,7 +125,11 @@ class Embedder:
             device = resolve_device(self.device)
             path = resolve_model(self.model_name)
             try:
-                self._model = SentenceTransformer(path, device=device)
+                key = (path, str(device))
+                if key not in _LOADED:
+                    _quiet_transformers()
+                    _LOADED[key] = SentenceTransformer(path, device=device)
+                self._model = _LOADED[key]
             except Exception as e:
                 raise ConfigError(
                     f"cannot load embedding model {self.model_name!r}: {e}",
