@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from auditor.errors import ConfigError
+from auditor.scratch import recreate_owned_dir
 
 COLLECTION = "docs"
 MARKER = ".vecaudit-demo"
@@ -54,16 +53,8 @@ class DemoStore:
 
 
 def prepare_dir(path: Path) -> None:
-    """Empty ``path`` for the demo; refuse to delete a folder the demo did not create."""
-    if path.exists():
-        if not (path / MARKER).exists():
-            raise ConfigError(
-                f"{path} exists and was not made by `vecaudit demo`; not touching it",
-                hint="pass --dir to a new or demo folder",
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / MARKER).write_text("created by vecaudit demo; safe to delete\n")
+    """Empty ``path`` for the demo; refuse to delete a folder vecaudit did not create."""
+    recreate_owned_dir(path, marker=MARKER, command="demo", option="--dir")
 
 
 def build_store(path: Path, embed: Callable[[list[str]], np.ndarray]) -> DemoStore:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from auditor.ledger import Ledger
 from auditor.progress import progress_bar
 from auditor.redteam.generators import Doc, Embed, Plan, build_plan
 from auditor.registry import connector_for
+from auditor.scratch import recreate_owned_dir
 from auditor.types import Distance, FieldMap, resolve_field
 
 MARKER = ".vecaudit-redteam"
@@ -86,16 +86,8 @@ def read_source(connector: Connector, *, sample: int | None, seed: int, show_pro
 
 
 def prepare_scratch(path: Path) -> None:
-    """Empty ``path`` for a red-team copy; refuse to delete a folder red-team did not create."""
-    if path.exists():
-        if not (path / MARKER).exists():
-            raise ConfigError(
-                f"{path} exists and was not made by `vecaudit redteam`; not touching it",
-                hint="pass --into a new folder",
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / MARKER).write_text("scratch copy made by vecaudit redteam; safe to delete\n")
+    """Empty ``path`` for the red-team copy; refuse to delete a folder vecaudit did not create."""
+    recreate_owned_dir(path, marker=MARKER, command="redteam", option="--into")
 
 
 def write_copy(path: Path, collection: str, copied: CopiedCollection) -> str:
