@@ -420,4 +420,49 @@ def cosine_preimage(target: np.ndarray, *, max_steps: int = 256) -> np.ndarray:
                     x = np.where(off & ((moved / norm).astype(np.float32) == want), moved, x)
             if np.array_equal(normalise(x), want):
                 return x
+    # Fallback: the stored vector came from some vector of another norm. From seeded starting scales, build the
+    # candidate that divides back onto ``target`` and move the scale to the candidate's own float32 norm until
+    # the two agree (a fixed point is a pre-image).
+    def candidate(norm: np.float32) -> np.ndarray:
+        x = (want.astype(np.float64) * float(norm)).astype(np.float32)
+        for nudge in (np.float32(np.inf), np.float32(-np.inf)):
+            off = (x / norm).astype(np.float32) != want
+            if off.any():
+                moved = np.nextafter(x, nudge)
+                x = np.where(off & ((moved / norm).astype(np.float32) == want), moved, x)
+        return x
+
+    def settle(x: np.ndarray, norm: np.float32) -> np.ndarray | None:
+        # Components often have two float32 values that divide onto the same target: pick among them, largest
+        # first, until the candidate's computed norm is exactly ``norm``.
+        for _ in range(64):
+            current = np.float32(np.linalg.norm(x))
+            if current == norm:
+                return x
+            outward = (x >= 0) == (current < norm)
+            moved = np.nextafter(x, np.where(outward, np.float32(np.inf), np.float32(-np.inf)))
+            allowed = np.flatnonzero(((moved / norm).astype(np.float32) == want) & (moved != x))
+            if not allowed.size:
+                return None
+            j = allowed[np.argmax(np.abs(x[allowed]))]
+            x = x.copy()
+            x[j] = moved[j]
+        return None
+
+    starts = np.exp(np.random.default_rng(0).uniform(np.log(0.01), np.log(100.0), size=max_steps))
+    for start in starts:  # fixed point: move the scale to the candidate's own norm
+        norm = np.float32(start)
+        for _ in range(6):
+            x = candidate(norm)
+            if np.array_equal(normalise(x), want):
+                return x
+            norm = np.float32(np.linalg.norm(x))
+    for start in starts[:64]:  # then choose among equivalent component values to hit the norm exactly
+        norm = np.float32(start)
+        for _ in range(3):
+            x = candidate(norm)
+            settled = settle(x, norm)
+            if settled is not None and np.array_equal(normalise(settled), want):
+                return settled
+            norm = np.float32(np.linalg.norm(x))
     return want

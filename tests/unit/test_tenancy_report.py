@@ -51,8 +51,17 @@ def test_report_counts_and_matrix(tmp_path: Path, corpus: Any, sqlite_ledger_url
     doc = report.as_dict()
     # single scan: which tenant had the copy first is unknown, so both directions are counted
     assert doc["matrix"]["copies"] == {"acme": {"globex": 1}, "globex": {"acme": 1}}
-    # the moved abstract, and the copied wikipedia text, which reads like acme but sits under globex
-    assert doc["matrix"]["misfiled"] == {"globex": {"acme": 1}, "acme": {"globex": 1}}
+    # the matrix counts exactly the misfiled findings, and only the two planted points can be among them:
+    # the moved abstract (65) and the copied wikipedia text under globex (120). At the default margin the
+    # abstract (margin 2.2 nats, every neighbour in acme) is just below the 2.5 threshold on 120 points.
+    misfiled = {r.finding.point_id for r in result.findings if r.finding.detector == "misfiled"}
+    assert misfiled and misfiled <= {65, 120}
+    cells = sum(n for row in doc["matrix"]["misfiled"].values() for n in row.values())
+    assert cells == len(misfiled)
+    ranked = run_scan(uri, sqlite_ledger_url.replace(".db", "-ranked.db"), detectors=["misfiled"],
+                      params={"misfiled": {"min_margin": -50.0, "min_vote": 0.0}})
+    scores = sorted(((r.finding.score, r.finding.point_id) for r in ranked.findings), reverse=True)
+    assert {pid for _, pid in scores[:2]} == {65, 120}  # the planted points outrank every clean one
     text = report.tables()
     assert "(unlabeled)" in text and "copies (rows: from tenant" in text and "misfiled" in text
 
