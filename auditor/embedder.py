@@ -4,6 +4,7 @@ bf16 autocast where the hardware has bf16 units and it agrees with fp32, CUDA wh
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -82,6 +83,8 @@ def bf16_supported(device: str) -> bool:
 # Loaded models by (path, device): a scan, the demo and the red-team share one copy of the weights
 # (inference never mutates them) instead of loading the model once per Embedder.
 _LOADED: dict[tuple[str, str], Any] = {}
+_ENCODED: dict[tuple[str, str, str], dict[bytes, npt.NDArray[np.float32]]] = {}
+_CACHE_LIMIT = 50_000  # texts per model: ~75 MB of 384-d vectors
 
 
 def _quiet_transformers() -> None:
@@ -197,6 +200,24 @@ class Embedder:
         self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        # Texts this process already encoded with this model (the demo and red-team scan the texts they just
+        # embedded) come from a bounded cache instead of the model.
+        cache = _ENCODED.setdefault((resolve_model(self.model_name), str(self.device), self.active_precision), {})
+        keys = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+        first_seen: dict[bytes, int] = {}
+        for i, key in enumerate(keys):
+            if key not in cache:
+                first_seen.setdefault(key, i)
+        missing = list(first_seen.values())
+        if missing:
+            fresh = self._encode_fresh([texts[i] for i in missing], show_progress=show_progress, desc=desc)
+            if len(cache) + len(missing) > _CACHE_LIMIT:
+                cache.clear()
+            for i, vector in zip(missing, fresh, strict=True):
+                cache[keys[i]] = vector
+        return np.stack([cache[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _encode_fresh(self, texts: list[str], *, show_progress: bool, desc: str) -> npt.NDArray[np.float32]:
         if not show_progress:
             return self._encode_raw(list(texts), self.active_precision)
         from auditor.progress import progress_bar
