@@ -87,6 +87,11 @@ _ENCODED: dict[tuple[str, str, str], dict[bytes, npt.NDArray[np.float32]]] = {}
 _CACHE_LIMIT = 50_000  # texts per model: ~75 MB of 384-d vectors
 
 
+def clear_encoding_cache() -> None:
+    """Forget every cached encoding (benchmarks time the model, not the cache)."""
+    _ENCODED.clear()
+
+
 def _quiet_transformers() -> None:
     """No weight-loading progress bars from transformers: vecaudit draws its own progress on stderr."""
     try:
