@@ -130,7 +130,8 @@ class PoisonClusterDetector(Detector):
     full question inside distinct passages (short question-like titles are ignored); budget 0.1% of a clean
     store.
 
-    VA322 (LOW, low confidence until it meets its false-positive budget) score in [0, 1]: mean of four signals, each clipped to [0, 1]:
+    VA322 (LOW, low confidence until it meets its false-positive budget) score in [0, 1]: mean of four signals,
+    each clipped to [0, 1]:
     cohesion of the group relative to the rest of the point's neighbourhood (mean group cosine minus the mean
     cosine of non-members, / 0.2), lexical overlap (mean content-word Jaccard to members, / 0.3), novelty of the
     shared claim (share of the terms used by >= 60% of the group that no non-member neighbour uses — a

@@ -89,7 +89,7 @@ def test_second_scan_reports_tampered_and_stale_points(tmp_path: Path, wiki, sql
 def test_a_crashing_detector_makes_the_scan_partial_but_keeps_the_others(
     tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
 ) -> None:
-    from auditor.engine import ScanOptions, Scanner
+    from auditor.engine import Scanner, ScanOptions
     from auditor.ledger import Ledger
     from auditor.registry import connector_for
     from detectors.integrity import IntegrityDetector

@@ -63,7 +63,8 @@ def test_fetch_is_bit_exact_for_every_named_vector(named_store: str) -> None:
         points = {p.id: p for p in conn.fetch([3, 4, 999])}
     assert set(points) == {3, 4}
     row = page.ids.index(3)
-    assert np.asarray(points[3].vectors["dense"], np.float32).tobytes() == np.asarray(page.vectors[row], np.float32).tobytes()
+    stored = np.asarray(page.vectors[row], np.float32).tobytes()
+    assert np.asarray(points[3].vectors["dense"], np.float32).tobytes() == stored
     assert set(points[3].vectors) == {"dense", "title"}
     assert points[3].payload["meta"]["body"] == "text 3"
 
