@@ -35,7 +35,7 @@ system-deps:
 demo: install
 	$(VENV)/bin/vecaudit demo
 
-test: install system-deps
+test: install system-deps lint
 	$(PY) -m pytest -q
 
 lint: install
@@ -43,4 +43,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) demo-store demo-ledger.db demo-report.html
+	rm -rf $(VENV) demo-store redteam-store demo-store-redteam
