@@ -7,9 +7,8 @@ import json
 import click
 
 from auditor.cli.findings import findings_group
-from auditor.cli.options import info, ledger_option, open_ledger, severity_type
+from auditor.cli.options import info, ledger_option, open_ledger, severity_type, status_filter_options, statuses_from
 from auditor.ledger import repository as repo
-from auditor.ledger.models import REVIEW_STATUSES
 from auditor.report.export import collect, json_document
 from auditor.report.sarif import sarif_log
 from auditor.types import Severity
@@ -24,14 +23,7 @@ from auditor.types import Severity
 @click.option("--scan", "scan_id", type=int, help="Only findings of this scan, with that scan's scores and evidence.")
 @click.option("--collection", help="Only this collection.")
 @click.option("--severity", type=severity_type(), help="At or above this severity.")
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    type=click.Choice(REVIEW_STATUSES),
-    help="Only these review statuses (repeatable) [default: all but resolved].",
-)
-@click.option("--all", "show_all", is_flag=True, help="Include resolved findings.")
+@status_filter_options
 def export_command(
     ledger_url: str | None,
     fmt: str,
@@ -53,7 +45,7 @@ def export_command(
       vecaudit findings export --format json --severity high | jq '.findings[].rule_id'
     """
     ledger = open_ledger(ledger_url)
-    status = list(statuses) or (None if show_all else [s for s in REVIEW_STATUSES if s != "resolved"])
+    status = statuses_from(statuses, show_all)
     flt = repo.FindingFilter(
         severity=Severity.parse(severity) if severity else None,
         status=status,

@@ -8,7 +8,15 @@ import json
 import click
 from sqlalchemy.orm import Session
 
-from auditor.cli.options import format_option, info, ledger_option, open_ledger, severity_type
+from auditor.cli.options import (
+    format_option,
+    info,
+    ledger_option,
+    open_ledger,
+    severity_type,
+    status_filter_options,
+    statuses_from,
+)
 from auditor.cli.output import (
     FINDING_HEADERS,
     emit_json,
@@ -19,7 +27,7 @@ from auditor.cli.output import (
 )
 from auditor.errors import ConfigError
 from auditor.ledger import repository as repo
-from auditor.ledger.models import REVIEW_STATUSES, FindingRow
+from auditor.ledger.models import FindingRow
 from auditor.types import Severity
 
 VERDICT_CHOICES = ("confirmed", "false_positive", "accepted", "open", "resolved")
@@ -42,14 +50,7 @@ def findings_group() -> None:
 @findings_group.command("list")
 @ledger_option
 @click.option("--severity", type=severity_type(), help="At or above this severity.")
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    type=click.Choice(REVIEW_STATUSES),
-    help="Only these review statuses (repeatable) [default: all but resolved].",
-)
-@click.option("--all", "show_all", is_flag=True, help="Include resolved findings.")
+@status_filter_options
 @click.option("--detector", "detectors", multiple=True, help="Only this detector (repeatable).")
 @click.option("--rule", "rules", multiple=True, help="Only this rule id (repeatable).")
 @click.option("--scan", "scan_id", type=int, help="Only findings that occurred in this scan.")
@@ -78,7 +79,7 @@ def list_command(
       vecaudit findings list --status open --format json | jq '.findings[].point_id'
     """
     ledger = open_ledger(ledger_url)
-    status = list(statuses) or (None if show_all else [s for s in REVIEW_STATUSES if s != "resolved"])
+    status = statuses_from(statuses, show_all)
     flt = repo.FindingFilter(
         severity=Severity.parse(severity) if severity else None,
         status=status,

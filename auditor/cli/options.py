@@ -82,3 +82,24 @@ def info(message: str) -> None:
     """An informational line on stderr, suppressed by -q."""
     if not is_quiet():
         click.echo(message, err=True)
+
+
+def status_filter_options(fn: F) -> F:
+    """``--status`` (repeatable) and ``--all``: which review statuses a findings listing includes."""
+    from auditor.ledger.models import REVIEW_STATUSES
+
+    fn = click.option("--all", "show_all", is_flag=True, help="Include resolved findings.")(fn)
+    return click.option(
+        "--status",
+        "statuses",
+        multiple=True,
+        type=click.Choice(REVIEW_STATUSES),
+        help="Only these review statuses (repeatable) [default: all but resolved].",
+    )(fn)
+
+
+def statuses_from(statuses: tuple[str, ...], show_all: bool) -> list[str] | None:
+    """The statuses a listing asked for: the given ones, every one with ``--all``, else all but resolved."""
+    from auditor.ledger.models import REVIEW_STATUSES
+
+    return list(statuses) or (None if show_all else [s for s in REVIEW_STATUSES if s != "resolved"])

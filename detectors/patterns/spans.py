@@ -3,6 +3,7 @@ and report one finding per point and rule with per-tenant counts once the whole 
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -63,8 +64,9 @@ class SensitiveSpanDetector(Detector):
     #: Word used in messages and notes ("secret", "personal value").
     noun: ClassVar[str] = "value"
 
+    @abc.abstractmethod
     def scan_text(self, text: str) -> list[Hit]:
-        raise NotImplementedError
+        """The validated values of this detector's kinds found in ``text``."""
 
     def begin(self, ctx: ScanContext) -> None:
         self._pending: list[_Pending] = []
