@@ -24,6 +24,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
         "batch_size": int,
         "fail_on": str,
         "grpc": bool,
+        "state_dir": str,
         "fields": dict,
         "detectors": dict,
         "embedding": dict,
@@ -53,6 +54,7 @@ class Config:
     batch_size: int | None = None
     fail_on: str | None = None
     grpc: bool | None = None
+    state_dir: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
     detectors_enable: list[str] | None = None
     detectors_disable: list[str] = field(default_factory=list)
@@ -107,6 +109,7 @@ def load_config(path: str | Path | None, *, known_detectors: set[str] | None = N
         batch_size=data.get("batch_size"),
         fail_on=data.get("fail_on"),
         grpc=data.get("grpc"),
+        state_dir=data.get("state_dir"),
         fields=dict(data.get("fields", {})),
         embedding=dict(data.get("embedding", {})),
         tenancy=dict(data.get("tenancy", {})),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from auditor.findings import point_key
 from auditor.types import MISSING, CollectionInfo, FieldMap, PointId, RecordBatch, tenant_label
 
 if TYPE_CHECKING:
     from auditor.connector import Connector
     from auditor.embedder import Embedder
     from auditor.graph import NeighbourGraph
+    from auditor.statecache import StateCache
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,13 @@ class ScanContext:
         self._graph_k = 0
         self._embedder: Embedder | None = None
         self._valid: npt.NDArray[np.bool_] | None = None
+        #: Incremental scans: where graphs and re-embeddings are staged for the next scan (None: not kept) ...
+        self.state: StateCache | None = None
+        #: ... and whether the earlier scan's state there may be reused by this one.
+        self.reuse_state = False
+        #: Per graph name, how many rows were reused from the earlier scan and how many searched again.
+        self.graph_reuse: dict[str, dict[str, int]] = {}
+        self._reuse_rows: npt.NDArray[np.int64] | None = None
 
     def request_neighbours(self, k: int) -> None:
         """Declare before pass 2 that some detector needs ``k`` neighbours (the graph is built once)."""
@@ -169,12 +179,55 @@ class ScanContext:
 
     def graph(self, k: int | None = None) -> NeighbourGraph:
         """The shared k-nearest-neighbour graph over all valid vectors of the collection."""
-        from auditor.graph import build_graph
-
         want = max(k or 0, self._graph_k, 1)
         if self._graph is None or self._graph.k < want:
-            self._graph = build_graph(self.table.vectors, want, self.info.distance, self.valid_mask())
+            self._graph = self._graph_over("all", self.valid_mask(), want)
         return self._graph
+
+    def subgraph(self, name: str, members: npt.NDArray[np.bool_], k: int) -> NeighbourGraph:
+        """A k-NN graph over the valid rows where ``members`` is True (e.g. one tenant's points); like the
+        shared graph, an incremental scan patches the one the last scan built under the same ``name``."""
+        return self._graph_over(f"sub:{name}", self.valid_mask() & members, k)
+
+    def _graph_over(self, name: str, valid: npt.NDArray[np.bool_], k: int) -> NeighbourGraph:
+        from auditor.graph import build_graph, patch_graph
+
+        started = time.perf_counter()
+        graph = None
+        if self.state is not None and self.reuse_state:
+            stored = self.state.graph(name)
+            reuse = self._earlier_rows()
+            patched = None if stored is None or reuse is None else patch_graph(
+                self.table.vectors, k, self.info.distance, valid, stored, reuse
+            )
+            if patched is not None:
+                graph, self.graph_reuse[name] = patched
+        if graph is None:
+            graph = build_graph(self.table.vectors, k, self.info.distance, valid)
+        if self.state is not None:
+            try:
+                self.state.stage_graph(name, graph, valid)
+            except OSError as e:
+                self.note(f"incremental state not kept: {e}")
+                self.state = None
+        timings = self.shared.setdefault("timings", {})
+        timings[f"graph.{name}"] = timings.get(f"graph.{name}", 0.0) + time.perf_counter() - started
+        return graph
+
+    def _earlier_rows(self) -> npt.NDArray[np.int64] | None:
+        """Per row, the earlier scan's row of the same point with the same vector, else -1 (None: no state)."""
+        if self._reuse_rows is None:
+            rows = self.state.rows() if self.state is not None else None
+            if rows is None:
+                return None
+            by_key, hashes = rows
+            reuse = np.full(len(self.table), -1, dtype=np.int64)
+            for i, (pid, vector_hash) in enumerate(zip(self.table.ids, self.table.vector_hashes, strict=True)):
+                r = by_key.get(point_key(pid))
+                if r is not None and hashes[r] == vector_hash:
+                    reuse[i] = r
+            self._reuse_rows = reuse
+        return self._reuse_rows
 
     def embedder(self) -> Embedder:
         """The sentence-transformers model of this scan (bundled all-MiniLM-L6-v2 unless ``--model``)."""
@@ -184,6 +237,12 @@ class ScanContext:
             self._embedder = Embedder(
                 self.settings.model, device=self.settings.device, batch_size=self.settings.embed_batch_size
             )
+            if self.state is not None:
+                self._embedder.remember(self.state.encodings if self.reuse_state else None)
+        return self._embedder
+
+    def embedder_if_loaded(self) -> Embedder | None:
+        """The embedder when some detector asked for it, else None (never loads the model)."""
         return self._embedder
 
     def note(self, message: str) -> None:

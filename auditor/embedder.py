@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,24 @@ class Embedder:
         self.active_precision = "fp32"
         self.precision_agreement: float | None = None
         self._model: Any = None
+        #: Every encoding returned, by text digest, once :meth:`remember` was called (for the next scan).
+        self.recorded: dict[bytes, npt.NDArray[np.float32]] | None = None
+        self._earlier: Callable[[str], dict[bytes, npt.NDArray[np.float32]]] | None = None
+        self._memo: dict[bytes, npt.NDArray[np.float32]] | None = None
+        #: Texts that went through the model (not served by a cache).
+        self.encoded_fresh = 0
+
+    @property
+    def cache_key(self) -> str:
+        """What an encoding depends on besides the text: model, device and precision."""
+        self._load()
+        return json.dumps([resolve_model(self.model_name), str(self.device), self.active_precision])
+
+    def remember(self, earlier: Callable[[str], dict[bytes, npt.NDArray[np.float32]]] | None = None) -> None:
+        """Record every encoding this embedder returns in ``recorded``; serve texts an earlier scan encoded
+        from ``earlier(cache_key)`` instead of the model (incremental scans)."""
+        self.recorded = {}
+        self._earlier = earlier
 
     def _load(self) -> Any:
         if self._model is None:
@@ -208,19 +227,27 @@ class Embedder:
         # Texts this process already encoded with this model (the demo and red-team scan the texts they just
         # embedded) come from a bounded cache instead of the model.
         cache = _ENCODED.setdefault((resolve_model(self.model_name), str(self.device), self.active_precision), {})
+        if self._memo is None and self._earlier is not None:
+            self._memo = self._earlier(self.cache_key)
+        memo = self._memo or {}
         keys = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
         first_seen: dict[bytes, int] = {}
         for i, key in enumerate(keys):
-            if key not in cache:
+            if key not in cache and key not in memo:
                 first_seen.setdefault(key, i)
         missing = list(first_seen.values())
+        known = {k: memo[k] if k in memo else cache[k] for k in set(keys) if k in memo or k in cache}
         if missing:
             fresh = self._encode_fresh([texts[i] for i in missing], show_progress=show_progress, desc=desc)
+            self.encoded_fresh += len(missing)
             if len(cache) + len(missing) > _CACHE_LIMIT:
                 cache.clear()
             for i, vector in zip(missing, fresh, strict=True):
-                cache[keys[i]] = vector
-        return np.stack([cache[k] for k in keys]).astype(np.float32, copy=False)
+                cache[keys[i]] = known[keys[i]] = vector
+        vectors = [known[k] for k in keys]
+        if self.recorded is not None:
+            self.recorded.update(zip(keys, vectors, strict=True))
+        return np.stack(vectors).astype(np.float32, copy=False)
 
     def _encode_fresh(self, texts: list[str], *, show_progress: bool, desc: str) -> npt.NDArray[np.float32]:
         if not show_progress:

@@ -8,6 +8,7 @@ import dataclasses
 import getpass
 import json
 import logging
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,11 @@ class ScanOptions:
     show_progress: bool = True
     operator: str | None = None
     spill_dir: str | None = None
-    #: Pass 1 of ``pointwise_observe`` detectors only on points new or changed since the last completed scan.
+    #: Pass 1 of ``pointwise_observe`` detectors only on points new or changed since the last completed scan;
+    #: pass 2 patches the neighbour graphs and reuses the re-embeddings the last incremental scan kept.
     incremental: bool = False
+    #: Where incremental scans keep that state (default: auditor.statecache.default_state_dir()).
+    state_dir: str | None = None
     #: Webhook that receives a JSON summary of new findings (see auditor.notify).
     notify_url: str | None = None
     #: Take the per-collection ledger lock (two scans of one collection never overlap).
@@ -167,6 +171,12 @@ class Scanner:
             connector=self.connector,
             spill_dir=opts.spill_dir,
         )
+        if opts.incremental:
+            from auditor.statecache import StateCache, default_state_dir
+
+            ctx.state = StateCache(opts.state_dir or default_state_dir(), collection_key)
+            ctx.state.begin(scan_id)
+            ctx.reuse_state = True
         if lock is not None and lock.recovered_from:
             ctx.note(f"recovered a stale scan lock from {lock.recovered_from}")
         if previous_scan is not None:
@@ -192,11 +202,15 @@ class Scanner:
                 ctx.request_neighbours(det.neighbours_needed())
             if carry is not None:
                 carry.detectors &= {d.name for d in active}
+            started = time.perf_counter()
             cursor = self._pass_one(ctx, active, findings, carry, carried)
+            ctx.shared.setdefault("timings", {})["pass1"] = time.perf_counter() - started
             stages.update((id(f), "observe") for f in findings)
             ctx.table.seal()
+            started = time.perf_counter()
             ctx.shared["tenant_summaries"] = summaries.summarise(ctx, seed=opts.settings.seed)
             self._pass_two(ctx, active, findings)
+            ctx.shared["timings"]["pass2"] = time.perf_counter() - started
         except KeyboardInterrupt:
             status, error, error_exit = "failed", "interrupted", ExitCode.INTERRUPTED
         except VecauditError as e:
@@ -210,6 +224,8 @@ class Scanner:
         if status == "completed" and ctx.shared.get("failed_detectors"):
             status = "partial"  # the store was read completely; the other detectors' findings are recorded
 
+        if ctx.state is not None:
+            self._keep_state(ctx, status)
         if carry is not None:
             ctx.note(
                 f"incremental: pass 1 of {', '.join(sorted(carry.detectors)) or 'no detector'} on new or changed "
@@ -223,6 +239,32 @@ class Scanner:
             ctx.close()
 
     # -- incremental ------------------------------------------------------------------------------------
+    @staticmethod
+    def _keep_state(ctx: ScanContext, status: str) -> None:
+        """Commit what this scan staged for the next incremental scan (or drop it); say what was reused."""
+        state = ctx.state
+        assert state is not None
+        embedder = ctx.embedder_if_loaded()
+        for name, c in sorted(ctx.graph_reuse.items()):
+            ctx.note(
+                f"incremental: neighbour graph {name!r} patched: {c['reused']:,} rows reused, "
+                f"{c['searched']:,} searched again"
+            )
+        if embedder is not None and embedder.recorded is not None:
+            reused = len(embedder.recorded) - embedder.encoded_fresh
+            if reused > 0:
+                ctx.note(f"incremental: {reused:,} re-embeddings reused, {embedder.encoded_fresh:,} texts encoded")
+        try:
+            if status != "completed":
+                state.abandon()
+                return
+            if embedder is not None and embedder.recorded:
+                state.stage_encodings(embedder.cache_key, embedder.recorded)
+            state.commit([point_key(p) for p in ctx.table.ids], list(ctx.table.vector_hashes))
+        except OSError as e:
+            log.warning("incremental state not kept in %s: %s", state.path, e)
+            ctx.note(f"incremental state not kept ({e}): the next incremental scan rebuilds the graph")
+
     def _settings_basis(self) -> dict[str, Any]:
         """What must be equal between two scans for pass-1 findings to carry over (besides detector configs)."""
         opts = self.options
@@ -314,7 +356,9 @@ class Scanner:
 
     @staticmethod
     def _guard(ctx: ScanContext, det: Detector, stage: str, fn: Any) -> list[Finding]:
-        """Run one detector stage; a detector bug makes the scan partial instead of losing the others."""
+        """Run one detector stage; a detector bug makes the scan partial instead of losing the others.
+        Seconds spent per detector and stage add up in ``ctx.shared["timings"]`` (kept in the scan's counts)."""
+        started = time.perf_counter()
         try:
             return list(fn())
         except (VecauditError, KeyboardInterrupt):
@@ -324,6 +368,10 @@ class Scanner:
             ctx.note(f"detector {det.name} failed: {type(e).__name__}: {e} (in {stage})")
             ctx.shared.setdefault("failed_detectors", set()).add(det.name)
             return []
+        finally:
+            timings = ctx.shared.setdefault("timings", {})
+            key = f"{det.name}.{stage}"
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
 
     # -- ledger -----------------------------------------------------------------------------------------
     def _record(
@@ -343,6 +391,7 @@ class Scanner:
         table = ctx.table
         stages = stages or {}
         counts: dict[str, Any] = {"points": len(table), "findings": 0, "basis": self._settings_basis()}
+        counts["seconds"] = {k: round(v, 3) for k, v in sorted(ctx.shared.get("timings", {}).items())}
         recorded: list[repo.RecordedFinding] = []
         failed = ctx.shared.get("failed_detectors", set())
         read_complete = status == "completed" or (status == "partial" and error is None)

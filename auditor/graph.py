@@ -10,12 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from auditor.types import Distance
+
+if TYPE_CHECKING:
+    from auditor.statecache import StoredGraph
 
 log = logging.getLogger(__name__)
 
@@ -100,26 +105,49 @@ def exact_graph(
     kk = min(k, m - 1)
     if kk <= 0:
         return NeighbourGraph(indices, sims, distance, exact=True)
-    base = gather(vectors, valid_rows, distance)
-    sq = (base * base).sum(axis=1) if distance in (Distance.EUCLID, Distance.MANHATTAN) else None
-    block_rows = int(max(16, min(4096, _BLOCK_ELEMENTS // m)))
-    for start in range(0, m, block_rows):
-        block = base[start : start + block_rows]
-        s = block @ base.T
-        if sq is not None:
-            # -||a-b|| from the dot product; clipped at 0 against rounding
-            d2 = np.maximum(sq[start : start + len(block), None] + sq[None, :] - 2.0 * s, 0.0)
-            s = -np.sqrt(d2)
-        rows = np.arange(len(block))
-        s[rows, start + rows] = -np.inf  # exclude self
+    search = _ExactSearch(gather(vectors, valid_rows, distance), distance)
+    top, top_s = search.top(np.arange(m, dtype=np.int64), kk)
+    indices[valid_rows, :kk] = valid_rows[top]
+    sims[valid_rows, :kk] = top_s
+    return NeighbourGraph(indices, sims, distance, exact=True)
+
+
+class _ExactSearch:
+    """Blocked exact similarity search among the rows of ``base`` (``prepare``-d vectors)."""
+
+    def __init__(self, base: npt.NDArray[np.float32], distance: Distance) -> None:
+        self.base = base
+        self.distance = distance
+        self.sq = (base * base).sum(axis=1) if distance in (Distance.EUCLID, Distance.MANHATTAN) else None
+        self.block_rows = int(max(16, min(4096, _BLOCK_ELEMENTS // max(len(base), 1))))
+
+    def blocks(self, queries: npt.NDArray[np.int64]) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """``(query rows, similarity block)`` per block of queries; a query's own column is ``-inf``."""
+        for start in range(0, len(queries), self.block_rows):
+            q = queries[start : start + self.block_rows]
+            s = self.base[q] @ self.base.T
+            if self.sq is not None:
+                # -||a-b|| from the dot product; clipped at 0 against rounding
+                s = -np.sqrt(np.maximum(self.sq[q, None] + self.sq[None, :] - 2.0 * s, 0.0))
+            s[np.arange(len(q)), q] = -np.inf  # exclude self
+            yield q, s
+
+    @staticmethod
+    def top_of(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         part_s = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-part_s, axis=1, kind="stable")
-        top = np.take_along_axis(part, order, axis=1)
-        target = valid_rows[start : start + len(block)]
-        indices[target, :kk] = valid_rows[top]
-        sims[target, :kk] = np.take_along_axis(part_s, order, axis=1)
-    return NeighbourGraph(indices, sims, distance, exact=True)
+        return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_s, order, axis=1)
+
+    def top(self, queries: npt.NDArray[np.int64], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``kk`` most similar rows of each query row (self excluded), closest first."""
+        idx = np.empty((len(queries), kk), dtype=np.int64)
+        sims = np.empty((len(queries), kk), dtype=np.float32)
+        done = 0
+        for q, s in self.blocks(queries):
+            idx[done : done + len(q)], sims[done : done + len(q)] = self.top_of(s, kk)
+            done += len(q)
+        return idx, sims
 
 
 def _pair_sims(
@@ -221,3 +249,81 @@ def build_graph(
         return exact_graph(vectors, k, distance, valid)
     log.info("building an approximate %d-NN graph over %d points (pynndescent)", k, m)
     return approximate_graph(vectors, k, distance, valid, seed=seed)
+
+
+def patch_graph(
+    vectors: npt.NDArray[np.float32],
+    k: int,
+    distance: Distance,
+    valid: npt.NDArray[np.bool_],
+    previous: StoredGraph,
+    reuse: npt.NDArray[np.int64],
+) -> tuple[NeighbourGraph, dict[str, int]] | None:
+    """This scan's graph from an earlier scan's, recomputing only what changed; None when it cannot.
+
+    ``reuse[i]`` is the earlier row of current row ``i`` when the point's vector is unchanged, else -1. An
+    unchanged point keeps its list, merged with the new or moved points that come closer than its k-th
+    neighbour; a point that lost a neighbour (deleted or moved) and every new or moved point are searched
+    exactly. The result is exact when the earlier graph was (up to the order of exactly tied neighbours), and
+    no worse than it when it was approximate. Cost: O((changed + their reverse neighbours) x n x d).
+    """
+    n = len(vectors)
+    valid_rows = _valid_rows(n, valid)
+    m = len(valid_rows)
+    kk = min(k, m - 1)
+    if previous.distance is not distance or previous.indices.shape[1] < kk or kk <= 0:
+        return None
+    position = previous.positions()
+    prev_row = reuse[valid_rows].copy()
+    has = prev_row >= 0
+    prev_row[has] = np.where(position[prev_row[has]] >= 0, prev_row[has], -1)  # only rows the graph covered
+    kept = np.flatnonzero(prev_row >= 0)
+    prev_to_local = np.full(previous.size, -1, dtype=np.int64)
+    prev_to_local[prev_row[kept]] = kept
+    old = previous.indices[position[prev_row[kept]], :kk]
+    old_local = np.where(old >= 0, prev_to_local[np.maximum(old, 0)], -1)
+    # a list that lost an entry, or was short (fewer points than k earlier), must be searched again
+    dirty = (old_local < 0).any(axis=1)
+    clean = kept[~dirty]
+    idx = np.full((m, kk), -1, dtype=np.int64)
+    sims = np.full((m, kk), -np.inf, dtype=np.float32)
+    idx[clean] = old_local[~dirty]
+    sims[clean] = previous.sims[position[prev_row[clean]], :kk]
+    moved = np.setdiff1d(np.arange(m, dtype=np.int64), kept, assume_unique=True)
+    search = _ExactSearch(gather(vectors, valid_rows, distance), distance)
+    # each clean row admits a moved point that beats its current k-th neighbour
+    bar = np.full(m, np.inf, dtype=np.float32)
+    bar[clean] = sims[clean, kk - 1]
+    pairs: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]] = []
+    for q, s in search.blocks(moved):
+        idx[q], sims[q] = search.top_of(s, kk)
+        qi, rows = np.nonzero(s > bar[None, :])
+        pairs.append((rows.astype(np.int64), q[qi], s[qi, rows]))
+    if pairs:
+        _merge_candidates(idx, sims, *(np.concatenate(parts) for parts in zip(*pairs, strict=True)))
+    again = kept[dirty]
+    if len(again):
+        idx[again], sims[again] = search.top(again, kk)
+    indices = np.full((n, k), -1, dtype=np.int64)
+    out_sims = np.full((n, k), -np.inf, dtype=np.float32)
+    indices[valid_rows, :kk] = np.where(idx >= 0, valid_rows[np.maximum(idx, 0)], -1)
+    out_sims[valid_rows, :kk] = sims
+    counts = {"reused": len(clean), "searched": len(moved) + len(again)}
+    return NeighbourGraph(indices, out_sims, distance, previous.exact), counts
+
+
+def _merge_candidates(
+    idx: npt.NDArray[np.int64], sims: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64], cand: npt.NDArray[np.int64], cand_s: npt.NDArray[np.float32],
+) -> None:
+    """Merge candidate neighbours ``cand`` (similarity ``cand_s``) into the lists of ``rows``, in place."""
+    kk = idx.shape[1]
+    order = np.argsort(rows, kind="stable")
+    rows, cand, cand_s = rows[order], cand[order], cand_s[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(rows)], strict=True):
+        r = int(rows[start])
+        all_i = np.concatenate([idx[r], cand[start:end]])
+        all_s = np.concatenate([sims[r], cand_s[start:end]])
+        best = np.argsort(-all_s, kind="stable")[:kk]
+        idx[r], sims[r] = all_i[best], all_s[best]

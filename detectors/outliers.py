@@ -19,7 +19,7 @@ from auditor.findings import (
     Finding,
     Rule,
 )
-from auditor.graph import NeighbourGraph, build_graph
+from auditor.graph import NeighbourGraph
 from auditor.types import Confidence, Severity
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
@@ -143,7 +143,7 @@ class OutlierDetector(Detector):
             rows = rows[valid[rows]]
             if len(rows) < max(int(self.params["min_tenant_size"]), k + 1):
                 continue
-            sub = build_graph(ctx.table.vectors, k, ctx.info.distance, _mask(len(ctx.table), rows))
+            sub = ctx.subgraph(f"tenant:{tenant}", _mask(len(ctx.table), rows), k)
             raw = self._raw(sub)
             # odd in its tenant *because* its neighbours live in other tenants, not a tenant's ordinary spread
             ratio = _ratio(knn_distance(sub, k), collection_knn)

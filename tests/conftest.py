@@ -3,6 +3,7 @@ real PostgreSQL server started here)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -19,6 +20,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# `scan --incremental` keeps state under the user's cache directory: never the real one in tests
+os.environ["VECAUDIT_STATE_DIR"] = tempfile.mkdtemp(prefix="vecaudit-test-state-")
+atexit.register(shutil.rmtree, os.environ["VECAUDIT_STATE_DIR"], True)
 
 DATA = Path(__file__).parent / "data"
 

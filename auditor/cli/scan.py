@@ -115,7 +115,14 @@ def build_settings(config: Config, **flags: Any) -> ScanSettings:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling.")
 @click.option(
-    "--incremental", is_flag=True, help="Pass 1 only on points new or changed since the last completed scan."
+    "--incremental",
+    is_flag=True,
+    help="Re-examine only points new or changed since the last completed scan; reuse its graph and re-embeddings.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Where --incremental keeps neighbour graphs and re-embeddings [$VECAUDIT_STATE_DIR or ~/.cache/vecaudit].",
 )
 @click.option("--notify", "notify_url", metavar="URL", help="POST a JSON summary of new findings to this webhook.")
 @click.pass_context
@@ -138,6 +145,7 @@ def scan_command(
     batch_size: int | None,
     grpc: bool | None,
     incremental: bool,
+    state_dir: str | None,
     notify_url: str | None,
     **flags: Any,
 ) -> None:
@@ -184,6 +192,7 @@ def scan_command(
             batch_size=batch_size or config.batch_size or 512,
             show_progress=not is_quiet(),
             incremental=incremental,
+            state_dir=state_dir or config.state_dir,
             notify_url=notify_url,
         )
         result = Scanner(ledger, connector, dets, scan_opts).run()

@@ -82,6 +82,20 @@ def _statuses(ledger_url: str) -> dict[str, str]:
         ledger.dispose()
 
 
+def _change_store(uri: str, vecs: Any, extra: list[str], retext: dict[int, str]) -> None:
+    """Re-text some points, swap point 30's vector for 31's, delete point 40, add point 1000 (globex)."""
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
+    for point, text in retext.items():
+        client.set_payload("docs", payload={"text": text}, points=[point])
+    client.update_vectors("docs", points=[models.PointVectors(id=30, vector=vecs[31].tolist())])
+    client.delete("docs", points_selector=[40])
+    new = models.PointStruct(id=1000, vector=vecs[-2].tolist(), payload={"text": extra[1], "tenant": "globex"})
+    client.upsert("docs", points=[new])
+    client.close()
+
+
 @pytest.fixture(scope="module")
 def corpus(embed):  # type: ignore[no-untyped-def]
     rows = load_jsonl("wikipedia_en.jsonl")[:150]
@@ -99,8 +113,6 @@ def corpus(embed):  # type: ignore[no-untyped-def]
 
 
 def test_incremental_scan_equals_full_scan(tmp_path: Path, corpus) -> None:  # type: ignore[no-untyped-def]
-    from qdrant_client import QdrantClient, models
-
     texts, vecs, extra = corpus
     n = len(texts)
     payloads = [{"text": t, "tenant": "acme" if i % 2 == 0 else "globex"} for i, t in enumerate(texts)]
@@ -113,18 +125,7 @@ def test_incremental_scan_equals_full_scan(tmp_path: Path, corpus) -> None:  # t
     assert planted <= {(r.finding.rule_id, r.finding.point_id) for r in first.findings}
     shutil.copy(tmp_path / "full.db", tmp_path / "inc.db")  # the same history in both ledgers
 
-    client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
-    client.set_payload("docs", payload={"text": extra[2]}, points=[5])  # marker gone
-    client.set_payload("docs", payload={"text": texts[21] + " " + extra[0]}, points=[21])  # globex point, new marker
-    client.update_vectors("docs", points=[models.PointVectors(id=30, vector=vecs[31].tolist())])  # tampered
-    client.delete("docs", points_selector=[40])
-    client.upsert(
-        "docs",
-        points=[
-            models.PointStruct(id=1000, vector=vecs[n + 1].tolist(), payload={"text": extra[1], "tenant": "globex"})
-        ],
-    )
-    client.close()
+    _change_store(uri, vecs, extra, {5: extra[2], 21: texts[21] + " " + extra[0]})  # 5: marker gone, 21: new one
     changed_points = 4  # 5, 21, 30 changed; 1000 new
 
     for round_no in (1, 2):  # the second round has no changes: carried findings are carried again
@@ -175,3 +176,57 @@ def test_changed_detector_parameters_fall_back_to_a_full_pass(tmp_path: Path, co
         ledger.dispose()
     assert marker.observed == 40
     assert result.counts["carried"] == 0
+
+
+def test_incremental_pass_two_reuses_graphs_and_reembeddings(tmp_path: Path, corpus) -> None:  # type: ignore[no-untyped-def]
+    """Every default detector, real text and model: the incremental scan patches the neighbour graphs (the
+    collection's and each tenant's) and re-embeds only the new or re-texted points, with the findings of a full
+    scan."""
+    from auditor.embedder import clear_encoding_cache
+    from auditor.registry import detector_classes
+
+    texts, vecs, extra = corpus
+    n = len(texts)
+    payloads = [{"text": t, "tenant": "acme" if i % 2 == 0 else "globex"} for i, t in enumerate(texts)]
+    uri = build_qdrant_store(tmp_path / "store", vecs[:n], payloads)
+    state_dir = tmp_path / "state"
+    classes = detector_classes()
+
+    def scan(ledger_url: str, *, incremental: bool) -> ScanResult:
+        dets = [cls() for cls in classes.values() if cls.enabled_by_default]
+        ledger = Ledger(ledger_url).open()
+        connector = connector_for(uri, collection="docs")
+        opts = ScanOptions(
+            field_map=FieldMap(text="text", tenant="tenant"),
+            settings=ScanSettings(extra={"tenant_markers": MARKERS}),
+            show_progress=False,
+            incremental=incremental,
+            state_dir=str(state_dir),
+        )
+        try:
+            return Scanner(ledger, connector, dets, opts).run()
+        finally:
+            connector.close()
+            ledger.dispose()
+
+    full_ledger = f"sqlite:///{tmp_path / 'full.db'}"
+    first = scan(full_ledger, incremental=True)  # no earlier scan: a full scan that leaves its state
+    assert first.status == "completed"
+    assert (state_dir).is_dir() and any(state_dir.rglob("graph-*.npz"))
+    shutil.copy(tmp_path / "full.db", tmp_path / "inc.db")
+
+    _change_store(uri, vecs, extra, {5: extra[2]})  # re-texted: its vector now mismatches
+
+    clear_encoding_cache()  # what the incremental scan does not re-embed must come from the kept state
+    inc = scan(f"sqlite:///{tmp_path / 'inc.db'}", incremental=True)
+    full = scan(full_ledger, incremental=False)
+    assert inc.status == full.status == "completed"
+    assert _signature(inc) == _signature(full)
+    got = {(r.finding.rule_id, r.finding.point_id) for r in inc.findings}
+    assert {("VA501", 5), ("VA501", 30)} <= got  # the tamper detector still sees the changed points
+    notes = "\n".join(inc.notes)
+    assert "neighbour graph 'all' patched" in notes
+    assert "neighbour graph 'sub:tenant:acme' patched" in notes
+    # two texts are new to the state (point 5's and point 1000's); the other 148 come from it
+    assert "148 re-embeddings reused, 2 texts encoded" in notes, notes
+    assert "patched" not in "\n".join(full.notes)
