@@ -103,3 +103,54 @@ def test_all_identical_vectors_do_not_list_self() -> None:
         assert not np.any(g.indices == np.arange(50)[:, None])
         assert np.all(g.indices >= 0)
         assert np.allclose(g.sims, 1.0, atol=1e-5)
+
+
+def _stored(graph, members: np.ndarray):  # type: ignore[no-untyped-def]
+    from auditor.statecache import StoredGraph
+
+    rows = np.flatnonzero(members)
+    return StoredGraph(rows, graph.indices[rows], graph.sims[rows], graph.distance, graph.exact, len(members))
+
+
+@pytest.mark.parametrize("distance", [Distance.COSINE, Distance.DOT, Distance.EUCLID])
+def test_patched_graph_equals_a_rebuilt_one(wiki_vectors, distance: Distance) -> None:  # type: ignore[no-untyped-def]
+    """Moved, deleted, new and invalid points: patching the earlier exact graph gives the exact graph."""
+    from auditor.graph import patch_graph
+
+    rng = np.random.default_rng(1)
+    before = np.asarray(wiki_vectors[:200], dtype=np.float32) * rng.uniform(0.5, 2.0, size=(200, 1)).astype(np.float32)
+    valid_before = np.ones(200, dtype=bool)
+    valid_before[7] = False
+    earlier = exact_graph(before, 8, distance, valid_before)
+    keep = np.setdiff1d(np.arange(200), [3, 50, 51])  # deleted
+    now = np.concatenate([before[keep], np.asarray(wiki_vectors[200:220], dtype=np.float32)])  # 20 new points
+    moved = [10, 11, 120]
+    now[moved] = np.asarray(wiki_vectors[220:223], dtype=np.float32)
+    reuse = np.concatenate([keep, np.full(20, -1)]).astype(np.int64)
+    reuse[moved] = -1
+    valid = np.ones(len(now), dtype=bool)
+    valid[6] = False  # earlier row 7 (invalid then, still invalid)
+    patched = patch_graph(now, 8, distance, valid, _stored(earlier, valid_before), reuse)
+    assert patched is not None
+    graph, counts = patched
+    rebuilt = exact_graph(now, 8, distance, valid)
+    assert np.array_equal(graph.indices, rebuilt.indices)
+    np.testing.assert_allclose(graph.sims, rebuilt.sims, rtol=1e-5, atol=1e-5)
+    assert counts["reused"] > 100 and counts["searched"] < len(now) // 2
+
+
+def test_patched_subgraph_follows_membership(wiki_vectors) -> None:  # type: ignore[no-untyped-def]
+    """A point that changes group (same vector) leaves one group's graph and joins the other's."""
+    from auditor.graph import patch_graph
+
+    x = np.asarray(wiki_vectors[:120], dtype=np.float32)
+    group_a = np.arange(120) % 2 == 0
+    earlier = exact_graph(x, 5, Distance.COSINE, group_a)
+    now_a = group_a.copy()
+    now_a[4], now_a[5] = False, True  # 4 left group a, 5 joined it
+    reuse = np.arange(120, dtype=np.int64)
+    patched = patch_graph(x, 5, Distance.COSINE, now_a, _stored(earlier, group_a), reuse)
+    assert patched is not None
+    assert np.array_equal(patched[0].indices, exact_graph(x, 5, Distance.COSINE, now_a).indices)
+    assert patch_graph(x, 9, Distance.COSINE, now_a, _stored(earlier, group_a), reuse) is None  # wants more k
+    assert patch_graph(x, 5, Distance.EUCLID, now_a, _stored(earlier, group_a), reuse) is None  # other distance
