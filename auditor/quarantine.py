@@ -375,7 +375,9 @@ def _check_capability(connector: Connector, mode: str) -> None:
         modes = sorted(c.split(":", 1)[1] for c in caps if c.startswith("quarantine:"))
         raise QuarantineError(
             f"{type(connector).__name__} cannot quarantine in {mode} mode",
-            hint=f"modes it supports: {', '.join(modes)}" if modes else "this store has no quarantine support",
+            hint=f"modes it supports: {', '.join(modes)}"
+            if modes
+            else "this store is read-only for vecaudit (e.g. a file export): quarantine the points in the live store",
         )
 
 

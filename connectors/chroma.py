@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,11 @@ from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredP
 from connectors.common import call_backend, first_line, parse_distance, refuse_password_in_uri, resolve_name
 
 _INCLUDE = ["embeddings", "metadatas", "documents"]
+# Chroma metadata holds scalars and flat lists only: a dict value (the quarantine flag) is written as the list
+# [_JSON_MARKER, json] and read back as the dict. The retrieval guard filters on the marker:
+# where={"vecaudit_quarantine": {"$not_contains": "vecaudit:json"}} (Chroma has no "key absent" operator).
+_JSON_MARKER = "vecaudit:json"
+_SCALARS = (str, int, float, bool)
 
 
 class ChromaConnector(Connector):
@@ -25,10 +31,15 @@ class ChromaConnector(Connector):
     next to the metadata keys, so ``--text-field document`` audits it. Server auth: ``CHROMA_AUTH_TOKEN`` is
     sent as a bearer token; ``?tenant=`` and ``?database=`` pick a Chroma tenant/database. Distance comes from
     the collection's HNSW/SPANN configuration (Chroma's default is l2).
+
+    Quarantine: tag (metadata flag, written as a JSON list, see ``_JSON_MARKER``) and move (to a sibling
+    collection with the same configuration). Chroma stores the vectors of a cosine collection with a rounding of
+    its own (up to 2 ulp of float32), so a point moved out and back matches the original to float32 tolerance;
+    the ledger backup keeps the exact bits. Tag mode never rewrites vectors.
     """
 
     schemes = ("chroma", "chroma+http", "chroma+https")
-    capabilities = frozenset({"probe"})
+    capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
@@ -39,6 +50,7 @@ class ChromaConnector(Connector):
         self.document_field = str(self.options.get("document_field") or uri.query.get("document_field") or "document")
         self._client: Any = None
         self._collection: Any = None
+        self._others: dict[str, Any] = {}
         self._info: CollectionInfo | None = None
 
     @property
@@ -92,6 +104,7 @@ class ChromaConnector(Connector):
 
     def close(self) -> None:
         self._collection = None
+        self._others = {}
         self._client = None
 
     # -- reading ------------------------------------------------------------------------------------
@@ -120,7 +133,7 @@ class ChromaConnector(Connector):
         return self._info
 
     def _payload(self, metadata: Mapping[str, Any] | None, document: str | None) -> dict[str, Any]:
-        payload = dict(metadata or {})
+        payload = {k: _decode(v) for k, v in (metadata or {}).items()}
         if document is not None:
             payload[self.document_field] = document
         return payload
@@ -151,7 +164,24 @@ class ChromaConnector(Connector):
             yield batch, (offset if offset < info.count else None)
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
-        coll = self._open_collection()
+        return self.fetch_points(ids)
+
+    # -- writing (quarantine) ------------------------------------------------------------------------
+    def _coll(self, name: str | None) -> Any:
+        """The audited collection (``name`` None or its own name) or another one of the store, e.g. the
+        quarantine collection."""
+        if name is None or name == self.collection:
+            return self._open_collection()
+        if name not in self._others:
+            from chromadb.errors import NotFoundError
+
+            self._others[name] = call_backend("open collection", f"Chroma collection {name!r}",
+                                              self.client().get_collection, name, embedding_function=None,
+                                              not_found=(NotFoundError,))
+        return self._others[name]
+
+    def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
+        coll = self._coll(collection)
         wanted = [str(i) for i in ids]
         if not wanted:
             return []
@@ -159,6 +189,70 @@ class ChromaConnector(Connector):
         found = {pid: StoredPoint(id=pid, vectors={"": np.asarray(vec, dtype=np.float32).tolist()}, payload=payload)
                  for pid, vec, payload in self._points(result)}
         return [found[i] for i in wanted if i in found]
+
+    def _split(self, payload: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """A payload as Chroma's (document, metadata)."""
+        metadata = {k: _encode(v) for k, v in payload.items() if k != self.document_field}
+        return payload.get(self.document_field), metadata
+
+    def _update(self, coll: Any, point: StoredPoint, metadata: dict[str, Any], document: str | None) -> None:
+        """One metadata update; a changed document goes with the stored embedding, else Chroma would embed it."""
+        changed = document is not None and document != point.payload.get(self.document_field)
+        call_backend("write payload", self.where, coll.update, ids=[str(point.id)],
+                     metadatas=[metadata] if metadata else None, documents=[document] if changed else None,
+                     embeddings=[np.asarray(point.vectors[""], dtype=np.float32)] if changed else None)
+
+    def set_payload(self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None) -> None:
+        coll = self._coll(collection)
+        document, metadata = self._split(payload)
+        for point in self.fetch_points(ids, collection=collection):
+            # update() merges metadata keys and leaves the embedding as stored
+            self._update(coll, point, metadata, document)
+
+    def overwrite_payload(
+        self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None
+    ) -> None:
+        coll = self._coll(collection)
+        document, metadata = self._split(payload)
+        for point in self.fetch_points(ids, collection=collection):
+            if document is None and self.document_field in point.payload:
+                raise ConnectorError(f"cannot remove the document of point {point.id} in {self.where} by a payload "
+                                     "write", hint="Chroma keeps a document once set")
+            # update() deletes a metadata key set to None; every other key is replaced
+            removed = {k: None for k in point.payload if k != self.document_field and k not in metadata}
+            self._update(coll, point, {**metadata, **removed}, document)
+
+    def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
+        """Delete, then add: Chroma's upsert keeps old metadata keys and documents the new point does not name."""
+        coll = self._coll(collection)
+        if not points:
+            return
+        call_backend("upsert", self.where, coll.delete, ids=[str(p.id) for p in points])
+        for point in points:
+            if set(point.vectors) != {""}:
+                raise ConnectorError(f"point {point.id} has named vectors {sorted(point.vectors)}; a Chroma "
+                                     "collection holds one unnamed vector")
+            document, metadata = self._split(point.payload)
+            call_backend("upsert", self.where, coll.add, ids=[str(point.id)],
+                         embeddings=[np.asarray(point.vectors[""], dtype=np.float32)],
+                         metadatas=[metadata] if metadata else None,
+                         documents=None if document is None else [document])
+
+    def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
+        if ids:
+            call_backend("delete", self.where, self._coll(collection).delete, ids=[str(i) for i in ids])
+
+    def collection_exists(self, name: str) -> bool:
+        return name in [c.name for c in call_backend("list collections", self.where, self.client().list_collections)]
+
+    def ensure_collection_like(self, name: str) -> None:
+        if self.collection_exists(name):
+            return
+        source = self._open_collection()
+        config = dict(getattr(source, "configuration_json", None) or {})
+        index = {k: config[k] for k in ("hnsw", "spann") if isinstance(config.get(k), Mapping)}
+        call_backend("create collection", f"Chroma collection {name!r}", self.client().get_or_create_collection,
+                     name, configuration=index or None, metadata=source.metadata or None, embedding_function=None)
 
     # -- isolation probes ---------------------------------------------------------------------------
     def probe_search(
@@ -184,3 +278,18 @@ class ChromaConnector(Connector):
             score = -float(dist) if info.distance is Distance.EUCLID else 1.0 - float(dist)
             hits.append(ProbeHit(id=pid, score=score, payload=self._payload(meta, doc)))
         return hits
+
+
+def _encode(value: Any) -> Any:
+    """A payload value as Chroma metadata: scalars and flat lists as they are, anything else as marked JSON."""
+    if value is None or isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, _SCALARS) for v in value):
+        return value
+    return [_JSON_MARKER, json.dumps(value, ensure_ascii=False)]
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list) and len(value) == 2 and value[0] == _JSON_MARKER and isinstance(value[1], str):
+        return json.loads(value[1])
+    return value

@@ -38,11 +38,16 @@ class FileConnector(Connector):
       numbers) and any other 1-D array of length n as a payload field. Object (pickled) arrays are refused.
       Cursor: row.
 
-    Exports carry no metric: give it with ``?distance=`` (default cosine, marked as assumed).
+    Exports carry no metric: give it with ``?distance=`` (default cosine, marked as assumed). Exports are
+    read-only: quarantine is refused (quarantine the points in the live store the export came from).
     """
 
     schemes = ("file",)
     capabilities = frozenset[str]()
+
+    def _unsupported(self, what: str) -> Any:
+        raise ConnectorError(f"{self.where} is a read-only export: it does not support {what}",
+                             hint="quarantine the points in the live store the export was taken from")
 
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,

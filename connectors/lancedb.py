@@ -3,6 +3,7 @@ record batches from a pinned table version."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
-from auditor.errors import ConfigError, StoreNotFoundError
+from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import (
     arrow_points,
@@ -31,10 +32,13 @@ class LanceDBConnector(Connector):
     Query parameters: ``table``, ``vector`` (auto-detected when one float-list column exists), ``id``
     (default ``id``), ``distance`` (default: the metric of a vector index on the column, else LanceDB's default
     l2, marked as assumed).
+
+    Quarantine: move only (to a sibling table with the same schema, merge-insert on the id column, vectors
+    bit-exact). Tag mode would add a flag column to the audited table, changing every row's payload: refused.
     """
 
     schemes = ("lancedb",)
-    capabilities = frozenset({"probe"})
+    capabilities = frozenset({"probe", "quarantine:move"})
 
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
@@ -44,21 +48,28 @@ class LanceDBConnector(Connector):
                          vector=vector or uri.query.get("vector"), options=options)
         self.id_column: str | None = uri.query.get("id")
         self._table: Any = None
+        self._db: Any = None
+        self._others: dict[str, Any] = {}
         self._info: CollectionInfo | None = None
 
     @property
     def where(self) -> str:
         return f"LanceDB table {self.collection!r} at {self.uri.redacted()}"
 
-    def table(self) -> Any:
-        if self._table is None:
+    def database(self) -> Any:
+        if self._db is None:
             import lancedb
 
             path = Path(self.uri.path)
             # lancedb.connect creates a missing folder: check first, the audit must not create stores.
             if not path.is_dir():
                 raise StoreNotFoundError(f"no LanceDB database at {path}", hint="give the folder lancedb.connect wrote")
-            db = call_backend("open database", self.where, lancedb.connect, str(path))
+            self._db = call_backend("open database", self.where, lancedb.connect, str(path))
+        return self._db
+
+    def table(self) -> Any:
+        if self._table is None:
+            db = self.database()
             names = list(call_backend("list tables", self.where, db.list_tables).tables)
             if not self.collection:
                 raise ConfigError("no table given", hint=f"add ?table=NAME; tables here: {', '.join(names) or 'none'}")
@@ -70,6 +81,8 @@ class LanceDBConnector(Connector):
 
     def close(self) -> None:
         self._table = None
+        self._others = {}
+        self._db = None
 
     # -- reading ------------------------------------------------------------------------------------
     def describe(self) -> CollectionInfo:
@@ -121,16 +134,78 @@ class LanceDBConnector(Connector):
                                                        if offset < total else None)
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
+        return self.fetch_points(ids)
+
+    # -- writing (quarantine) ------------------------------------------------------------------------
+    def _other(self, collection: str | None) -> Any:
+        """The audited table (``collection`` None or its own name) or another table of the database."""
         self.describe()
-        if not ids:
-            return []
+        if collection is None or collection == self.collection:
+            return self.table()
+        if collection not in self._others:
+            self._others[collection] = call_backend("open table", f"LanceDB table {collection!r}",
+                                                    self.database().open_table, collection)
+        return self._others[collection]
+
+    def _id_filter(self, ids: Sequence[PointId]) -> str:
         literals = ", ".join(str(int(i)) if isinstance(i, int) else "'" + str(i).replace("'", "''") + "'"
                              for i in ids)
-        table = call_backend("fetch", self.where, lambda: self.table().search()
-                             .where(f"`{self.id_column}` IN ({literals})").limit(None).to_arrow())
-        found_ids, vectors, payloads = arrow_points(table, vector=str(self.vector), id_column=str(self.id_column))
-        return [StoredPoint(id=pid, vectors={"": [] if vec is None else np.asarray(vec).tolist()}, payload=payload)
+        return f"`{self.id_column}` IN ({literals})"
+
+    def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
+        table = self._other(collection)
+        if not ids:
+            return []
+        found = call_backend("fetch", self.where, lambda: table.search().where(self._id_filter(ids)).limit(None)
+                             .to_arrow())
+        found_ids, vectors, payloads = arrow_points(found, vector=str(self.vector), id_column=str(self.id_column))
+        return [StoredPoint(id=pid, vectors={str(self.vector): [] if vec is None else np.asarray(vec).tolist()},
+                            payload=payload)
                 for pid, vec, payload in zip(found_ids, vectors, payloads, strict=True)]
+
+    def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
+        """Merge-insert on the id column. A payload key the table lacks is added as a string column (JSON text)
+        to a quarantine table; the audited table's schema is never changed."""
+        import pyarrow as pa
+
+        table = self._other(collection)
+        if not points:
+            return
+        columns = set(table.schema.names)
+        extra = sorted({k for p in points for k in p.payload} - columns)
+        if extra:
+            if collection is None or collection == self.collection:
+                raise ConnectorError(f"payload key(s) {', '.join(extra)} are not columns of {self.where}",
+                                     hint="vecaudit never changes the schema of an audited table")
+            call_backend("add columns", f"LanceDB table {collection!r}", table.add_columns,
+                         [pa.field(k, pa.string()) for k in extra])
+        schema = table.schema
+        text_columns = {f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}
+        rows = []
+        for point in points:
+            vector = point.vectors.get(str(self.vector), point.vectors.get(""))
+            if vector is None:
+                raise ConnectorError(f"point {point.id} has no vector {self.vector!r}")
+            rows.append({**{k: json.dumps(v) if k in text_columns and isinstance(v, (dict, list)) else v
+                            for k, v in point.payload.items()},
+                         str(self.id_column): point.id, str(self.vector): vector})
+        data = call_backend("prepare rows", self.where, pa.Table.from_pylist, rows, schema=schema)
+        call_backend("upsert", self.where, lambda: table.merge_insert(self.id_column).when_matched_update_all()
+                     .when_not_matched_insert_all().execute(data))
+
+    def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
+        if ids:
+            table = self._other(collection)
+            call_backend("delete", self.where, table.delete, self._id_filter(ids))
+
+    def collection_exists(self, name: str) -> bool:
+        return name in list(call_backend("list tables", self.where, self.database().list_tables).tables)
+
+    def ensure_collection_like(self, name: str) -> None:
+        if not self.collection_exists(name):
+            schema = self.table().schema
+            call_backend("create table", f"LanceDB table {name!r}", self.database().create_table, name,
+                         schema=schema, exist_ok=True)
 
     # -- isolation probes ---------------------------------------------------------------------------
     def probe_search(

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import call_backend, parse_distance, refuse_password_in_uri, resolve_name
+
+
+@dataclass(frozen=True)
+class _Schema:
+    pk: str
+    pk_is_int: bool
+    vectors: list[str]
+    fields: list[str]
+    dynamic: bool
+    raw: dict[str, Any]
+
 
 # Milvus caps offset + limit of one query at 16384 rows.
 _MAX_QUERY_WINDOW = 16_384
@@ -30,10 +42,14 @@ class MilvusConnector(Connector):
     Server credentials: ``MILVUS_TOKEN`` (``user:password`` or an API key); ``?db=`` picks a database. A
     collection that is not loaded is loaded for the scan and released again on ``close``. Only
     ``FLOAT_VECTOR`` fields are audited; ``--vector`` picks one when there are several.
+
+    Quarantine: move (to a sibling collection with the same fields, dynamic fields on, an AUTOINDEX of the same
+    metric) and tag (the flag is a dynamic field, so the collection needs ``enable_dynamic_field``). Writes are
+    full-row upserts of the vectors as read: Milvus keeps float vectors bit-exact, cosine included.
     """
 
     schemes = ("milvus", "milvus+https")
-    capabilities = frozenset({"probe"})
+    capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
@@ -47,6 +63,7 @@ class MilvusConnector(Connector):
         self._pk = ""
         self._pk_is_int = True
         self._vector_fields: list[str] = []
+        self._schemas: dict[str, _Schema] = {}
 
     @property
     def where(self) -> str:
@@ -192,18 +209,128 @@ class MilvusConnector(Connector):
                 return
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
-        info = self.describe()
+        return self.fetch_points(ids)
+
+    # -- writing (quarantine) ------------------------------------------------------------------------
+    def _schema(self, name: str) -> _Schema:
+        """Primary key, vector fields and dynamic-field flag of collection ``name`` (read once)."""
+        if name not in self._schemas:
+            from pymilvus import DataType
+
+            desc = call_backend("describe", f"Milvus collection {name!r}", self.client().describe_collection, name)
+            fields = desc["fields"]
+            pk = next(f for f in fields if f.get("is_primary"))
+            self._schemas[name] = _Schema(
+                pk=pk["name"], pk_is_int=pk["type"] == DataType.INT64,
+                vectors=[f["name"] for f in fields if f["type"] == DataType.FLOAT_VECTOR],
+                fields=[f["name"] for f in fields], dynamic=bool(desc.get("enable_dynamic_field")), raw=desc,
+            )
+        return self._schemas[name]
+
+    def _target(self, collection: str | None) -> tuple[str, _Schema]:
+        name = collection or self.describe().name
+        return name, self._schema(name)
+
+    def _rows(self, ids: Sequence[PointId], name: str, schema: _Schema) -> list[dict[str, Any]]:
+        keys = [int(i) for i in ids] if schema.pk_is_int else [str(i) for i in ids]
+        return list(call_backend("fetch", self.where, self.client().get, name, ids=keys, output_fields=["*"]))
+
+    def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
         if not ids:
             return []
-        keys = [int(i) for i in ids] if self._pk_is_int else [str(i) for i in ids]
-        rows = call_backend("fetch", self.where, self.client().get, info.name, ids=keys, output_fields=["*"])
+        name, schema = self._target(collection)
         out = []
-        for row in rows:
-            payload = {k: v for k, v in row.items() if k != self._pk and k not in self._vector_fields}
-            vectors = {name: np.asarray(row[name], dtype=np.float32).tolist() for name in self._vector_fields
-                       if row.get(name) is not None}
-            out.append(StoredPoint(id=row[self._pk], vectors=vectors, payload=payload))
+        for row in self._rows(ids, name, schema):
+            payload = {k: v for k, v in row.items() if k != schema.pk and k not in schema.vectors}
+            vectors = {field: np.asarray(row[field], dtype=np.float32).tolist() for field in schema.vectors
+                       if row.get(field) is not None}
+            out.append(StoredPoint(id=row[schema.pk], vectors=vectors, payload=payload))
         return out
+
+    def _check_keys(self, name: str, schema: _Schema, keys: Sequence[str]) -> None:
+        unknown = [k for k in keys if k not in schema.fields]
+        if unknown and not schema.dynamic:
+            raise ConnectorError(
+                f"cannot write payload key(s) {', '.join(unknown)} to Milvus collection {name!r}: it has no dynamic "
+                "field", hint="tag mode needs enable_dynamic_field=True; use --mode move for this collection",
+            )
+
+    def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            call_backend("upsert", f"Milvus collection {name!r}", self.client().upsert, name, rows)
+
+    def _replace(self, name: str, schema: _Schema, rows: list[dict[str, Any]]) -> None:
+        """Delete, then insert: an upsert keeps dynamic keys the new row lacks (measured on Milvus Lite), so it
+        cannot remove a flag. Re-running after a crash in between inserts the row again."""
+        if rows:
+            self.delete_points([row[schema.pk] for row in rows], collection=name)
+            call_backend("insert", f"Milvus collection {name!r}", self.client().insert, name, rows)
+
+    def set_payload(self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None) -> None:
+        # Full-row upserts of the rows as read (partial_update needs Milvus 2.6); vectors come back bit-exact.
+        name, schema = self._target(collection)
+        self._check_keys(name, schema, list(payload))
+        self._upsert(name, [{**row, **payload} for row in self._rows(ids, name, schema)])
+
+    def overwrite_payload(
+        self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None
+    ) -> None:
+        name, schema = self._target(collection)
+        self._check_keys(name, schema, list(payload))
+        keep = {schema.pk, *schema.vectors}
+        self._replace(name, schema, [{**{k: v for k, v in row.items() if k in keep}, **payload}
+                                     for row in self._rows(ids, name, schema)])
+
+    def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
+        name, schema = self._target(collection)
+        rows = []
+        for point in points:
+            self._check_keys(name, schema, list(point.payload))
+            vectors = dict(point.vectors)
+            if "" in vectors and len(schema.vectors) == 1:  # a backup taken through another connector
+                vectors = {schema.vectors[0]: vectors.pop("")}
+            missing = set(schema.vectors) - set(vectors)
+            if missing:
+                raise ConnectorError(f"point {point.id} lacks vector field(s) {', '.join(sorted(missing))} of "
+                                     f"Milvus collection {name!r}")
+            pid = int(point.id) if schema.pk_is_int else str(point.id)
+            rows.append({schema.pk: pid, **{k: vectors[k] for k in schema.vectors}, **point.payload})
+        self._replace(name, schema, rows)
+
+    def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
+        if not ids:
+            return
+        name, schema = self._target(collection)
+        keys = [int(i) for i in ids] if schema.pk_is_int else [str(i) for i in ids]
+        call_backend("delete", f"Milvus collection {name!r}", self.client().delete, name, ids=keys)
+
+    def collection_exists(self, name: str) -> bool:
+        return bool(call_backend("check collection", self.where, self.client().has_collection, name))
+
+    def ensure_collection_like(self, name: str) -> None:
+        """Same fields as the audited collection (ids kept: no auto_id), dynamic fields on (the flag of a moved
+        point), one AUTOINDEX per vector field with the source's metric (the quarantine is not searched)."""
+        if self.collection_exists(name):
+            return
+        source = self._schema(self.describe().name)
+        client = self.client()
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=True,
+                                      description=f"vecaudit quarantine of {self.collection}")
+        for field in source.raw["fields"]:
+            extra = {k: field[k] for k in ("nullable", "default_value", "element_type") if k in field}
+            schema.add_field(field["name"], field["type"], is_primary=bool(field.get("is_primary")),
+                             **dict(field.get("params") or {}), **extra)
+        index = client.prepare_index_params()
+        for vector in source.vectors:
+            metric = "COSINE"
+            for index_name in call_backend("list indexes", self.where, client.list_indexes, self.collection,
+                                           field_name=vector):
+                described = call_backend("describe index", self.where, client.describe_index, self.collection,
+                                         index_name)
+                metric = described.get("metric_type") or metric
+            index.add_index(vector, index_type="AUTOINDEX", metric_type=metric)
+        call_backend("create collection", f"Milvus collection {name!r}", client.create_collection, name,
+                     schema=schema, index_params=index)
 
     # -- isolation probes ---------------------------------------------------------------------------
     def probe_search(

@@ -34,10 +34,15 @@ class PgvectorConnector(Connector):
     (default: the opclass of a vector index on the column, else cosine, marked as assumed).
     Credentials: libpq's environment only (``PGPASSWORD``, ``PGPASSFILE``, ``PGSSLMODE``...); a password
     written in the URI is refused. The session is ``READ ONLY``; the cursor is the last id read.
+
+    Quarantine (the only writes, each in its own explicit ``READ WRITE`` transaction): move, to a sibling table
+    ``CREATE TABLE ... (LIKE source INCLUDING ALL)``; tag, a key merged into the JSONB payload column, so only with
+    ``&payload=COL``. With ``&payload=COL`` move is refused when the table has columns outside the point (they
+    would not survive a release). pgvector stores float32 as given: vectors come back bit-exact.
     """
 
     schemes = ("pgvector",)
-    capabilities = frozenset({"probe"})
+    capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
@@ -212,17 +217,19 @@ class PgvectorConnector(Connector):
 
         call_backend("register vector type", self.where, register_vector, self.connection())
 
-    def _select(self) -> Any:
+    def _select(self, table: Any = None, columns: Mapping[str, str] | None = None) -> Any:
+        """SELECT id, vector, payload column(s) FROM the audited table, or ``table`` with its ``columns``."""
         from psycopg import sql
 
         assert self.vector is not None and self.id_column is not None
         if self.payload_column:
             payload_cols = [self.payload_column]
         else:
-            payload_cols = [c for c in self._columns if c not in (self.vector, self.id_column)]
+            payload_cols = [c for c in (columns or self._columns) if c not in (self.vector, self.id_column)]
         self._payload_names = payload_cols
         fields = [sql.Identifier(self.id_column), sql.Identifier(self.vector), *map(sql.Identifier, payload_cols)]
-        return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(fields), self._qualified)
+        return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(fields),
+                                                   self._qualified if table is None else table)
 
     def _point(self, row: Sequence[Any]) -> tuple[PointId, Any, dict[str, Any]]:
         pid = row[0] if isinstance(row[0], (int, str)) else str(row[0])
@@ -267,19 +274,166 @@ class PgvectorConnector(Connector):
                 return
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
+        return self.fetch_points(ids)
+
+    # -- writing (quarantine) ------------------------------------------------------------------------
+    def _table(self, collection: str | None) -> tuple[Any, dict[str, str]]:
+        """SQL identifier and ``{column: type name}`` of the audited table (``collection`` None or its name) or of
+        a sibling table (the quarantine table: the audited columns plus any flag column vecaudit added)."""
         from psycopg import sql
 
         self.describe()
+        if collection is None or collection == self.collection:
+            return self._qualified, self._columns
+        table = sql.Identifier(*collection.split(".", 1))
+        rows = self._query("read columns",
+                           "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                           "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+                           "ORDER BY a.attnum", [table.as_string(self.connection())])
+        return table, {name: typname for name, typname in rows}
+
+    def _is_audited(self, collection: str | None) -> bool:
+        return collection is None or collection == self.collection
+
+    def _id_match(self) -> Any:
+        from psycopg import sql
+
+        return sql.SQL("{}::text = ANY(%s)").format(sql.Identifier(str(self.id_column)))
+
+    def _write(self, operation: str, statements: Sequence[tuple[Any, Sequence[Any]]]) -> None:
+        """Run write statements in one transaction, the only READ WRITE one of this otherwise read-only session."""
+        conn = self.connection()
+
+        def run() -> None:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ WRITE")
+                for statement, params in statements:
+                    conn.execute(statement, params)
+
+        call_backend(operation, self.where, run)
+
+    def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
+        from psycopg import sql
+
+        table, columns = self._table(collection)
         if not ids:
             return []
-        stmt = sql.SQL("{} WHERE {}::text = ANY(%s)").format(self._select(), sql.Identifier(str(self.id_column)))
+        stmt = sql.SQL("{} WHERE {}").format(self._select(table, columns), self._id_match())
         rows = self._query("fetch", stmt, [[str(i) for i in ids]])
         out = []
         for row in rows:
             pid, vec, payload = self._point(row)
-            vectors = {"": [] if vec is None else np.asarray(vec, dtype=np.float32).tolist()}
+            vectors = {str(self.vector): [] if vec is None else np.asarray(vec, dtype=np.float32).tolist()}
             out.append(StoredPoint(id=pid, vectors=vectors, payload=payload))
         return out
+
+    def _payload_column_for_tag(self) -> str:
+        if self.payload_column:
+            return self.payload_column
+        json_columns = [c for c, t in self._columns.items() if t in ("jsonb", "json")]
+        raise ConnectorError(
+            f"{self.where} has no JSONB payload column to hold a quarantine flag, so tag mode is unsupported",
+            hint=(f"name its JSONB column with &payload={json_columns[0]}" if json_columns
+                  else "use --mode move (the point goes to a sibling table)"),
+        )
+
+    def set_payload(self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None) -> None:
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        table, _ = self._table(collection)
+        column = sql.Identifier(self._payload_column_for_tag())
+        stmt = sql.SQL("UPDATE {} SET {} = (coalesce({}::jsonb, '{{}}'::jsonb) || %s)::{} WHERE {}").format(
+            table, column, column, sql.SQL(self._formats[str(self.payload_column)]), self._id_match())
+        self._write("set payload", [(stmt, [Jsonb(dict(payload)), [str(i) for i in ids]])])
+
+    def overwrite_payload(
+        self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None
+    ) -> None:
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        table, _ = self._table(collection)
+        column = sql.Identifier(self._payload_column_for_tag())
+        stmt = sql.SQL("UPDATE {} SET {} = %s::{} WHERE {}").format(
+            table, column, sql.SQL(self._formats[str(self.payload_column)]), self._id_match())
+        self._write("overwrite payload", [(stmt, [Jsonb(dict(payload)), [str(i) for i in ids]])])
+
+    def _row_values(self, point: StoredPoint, columns: Mapping[str, str]) -> tuple[list[str], list[Any]]:
+        """Column names and values of a point: id, vector, then the JSONB payload column or one column per key."""
+        from psycopg.types.json import Jsonb
+
+        vector = point.vectors.get(str(self.vector), point.vectors.get(""))
+        if vector is None:
+            raise ConnectorError(f"point {point.id} has no vector {self.vector!r}")
+        names = [str(self.id_column), str(self.vector)]
+        values: list[Any] = [point.id, np.asarray(vector, dtype=np.float32)]
+        if self.payload_column:
+            return [*names, self.payload_column], [*values, Jsonb(dict(point.payload))]
+        for key, value in point.payload.items():
+            names.append(key)
+            values.append(Jsonb(value) if columns[key] in ("jsonb", "json") and value is not None else value)
+        return names, values
+
+    def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
+        """Delete then insert each point in one transaction (needs no unique constraint on the id column). A
+        payload key without a column (the flag of a moved point) becomes a JSONB column of the quarantine table;
+        the audited table's schema is never changed."""
+        from psycopg import sql
+
+        table, columns = self._table(collection)
+        statements: list[tuple[Any, Sequence[Any]]] = []
+        if not self.payload_column:
+            keys = {k for p in points for k in p.payload}
+            unknown = sorted(keys - set(columns) | keys & {str(self.id_column), str(self.vector)})
+            if unknown and self._is_audited(collection):
+                raise ConnectorError(f"payload key(s) {', '.join(unknown)} are not payload columns of {self.where}",
+                                     hint="vecaudit never changes the schema of an audited table")
+            for key in unknown:
+                statements.append((sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} jsonb").format(
+                    table, sql.Identifier(key)), []))
+                columns = {**columns, key: "jsonb"}
+        for point in points:
+            names, values = self._row_values(point, columns)
+            statements.append((sql.SQL("DELETE FROM {} WHERE {}").format(table, self._id_match()), [[str(point.id)]]))
+            statements.append((sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                table, sql.SQL(", ").join(map(sql.Identifier, names)),
+                sql.SQL(", ").join([sql.Placeholder()] * len(values))), values))
+        if points:
+            self._write("upsert", statements)
+
+    def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
+        from psycopg import sql
+
+        if ids:
+            stmt = sql.SQL("DELETE FROM {} WHERE {}").format(self._table(collection)[0], self._id_match())
+            self._write("delete", [(stmt, [[str(i) for i in ids]])])
+
+    def collection_exists(self, name: str) -> bool:
+        from psycopg import sql
+
+        text = sql.Identifier(*name.split(".", 1)).as_string(self.connection())
+        return self._query("find table", "SELECT to_regclass(%s)::oid", [text])[0][0] is not None
+
+    def ensure_collection_like(self, name: str) -> None:
+        """``CREATE TABLE name (LIKE source INCLUDING ALL)``: same columns, defaults, constraints and indexes.
+        Row-level security policies and grants are not copied: only the quarantining role reads the copy."""
+        from psycopg import sql
+
+        self.describe()
+        if self.payload_column:
+            outside = [c for c in self._columns if c not in (self.id_column, self.vector, self.payload_column)]
+            if outside:
+                raise ConnectorError(
+                    f"move mode would lose column(s) {', '.join(outside)} of {self.where}: they are outside the "
+                    f"audited point (payload column {self.payload_column!r})",
+                    hint="use --mode tag, or audit without &payload= so every column is part of the point",
+                )
+        if self.collection_exists(name):
+            return
+        stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
+            sql.Identifier(*name.split(".", 1)), self._qualified)
+        self._write("create quarantine table", [(stmt, [])])
 
     # -- isolation probes and posture ---------------------------------------------------------------
     def _tenant_expression(self, tenant_field: str) -> Any:

@@ -318,4 +318,5 @@ def build_jsonl(path: Path, ids: Sequence[int], vectors: np.ndarray, payloads: S
 
 def build_npz(path: Path, ids: Sequence[int], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
     fields = {key: np.array([p[key] for p in payloads], dtype=str) for key in payloads[0]}
-    np.savez(path, vectors=vectors, ids=np.asarray(ids, dtype=np.int64), **fields)
+    arrays: dict[str, Any] = {"vectors": vectors, "ids": np.asarray(ids, dtype=np.int64), **fields}
+    np.savez(path, **arrays)
