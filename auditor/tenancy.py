@@ -15,11 +15,15 @@ from auditor.errors import ConfigError
 from auditor.ledger import repository as repo
 from auditor.ledger.models import CollectionRow, FindingOccurrenceRow, FindingRow
 
-#: rule id -> matrix kind; the finding's tenant is "to", its evidence ``from_tenant`` is "from"
+#: rule id -> matrix kind; the finding's tenant (where the point is filed) is "to"
 MATRIX_RULES: dict[str, str] = {
     "VA411": "copies", "VA412": "copies", "VA421": "misfiled",
     "VA431": "markers", "VA432": "markers", "VA433": "markers",
 }
+#: evidence key of the "from" tenant: the earlier tenant of a copy, the owner of a marker, and for a misfiled
+#: document the tenant it reads like (``likely_tenant``; ledgers written before the rename hold ``from_tenant``)
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {"VA421": ("likely_tenant", "from_tenant")}
+DEFAULT_SOURCE_KEYS = ("from_tenant",)
 UNLABELED = "(unlabeled)"
 
 
@@ -123,7 +127,8 @@ def finding_matrix(items: Any) -> dict[str, dict[str, dict[str, int]]]:
         kind = MATRIX_RULES.get(rule_id)
         if kind is None:
             continue
-        source = (evidence or {}).get("from_tenant")
+        ev = evidence or {}
+        source = next((ev[key] for key in SOURCE_KEYS.get(rule_id, DEFAULT_SOURCE_KEYS) if key in ev), None)
         src = UNLABELED if source is None else str(source)
         dst = UNLABELED if tenant is None else str(tenant)
         cell = matrix.setdefault(kind, {}).setdefault(src, {})

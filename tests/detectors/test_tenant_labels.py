@@ -76,3 +76,17 @@ def test_digit_only_differences_are_distinct_tenants(tmp_path: Path, corpus: Any
 
 def test_normalise_tenant() -> None:
     assert normalise_tenant(" Acme_Corp ") == normalise_tenant("acme corp") == "acmecorp"
+
+
+def test_tenant_cleared_after_ingest(tmp_path: Path, corpus: Any, sqlite_ledger_url: str) -> None:
+    # Qdrant drops a payload key that set_payload sets to null (an upserted null stays null): the cleared
+    # tenant arrives as a missing field, reported once, by integrity's VA108 (the benchmark's null plants)
+    from qdrant_client import QdrantClient
+
+    uri = _store(tmp_path, corpus, ["acme" if i % 2 else "globex" for i in range(80)])
+    client = QdrantClient(path=str(tmp_path / "store"))
+    client.set_payload("docs", {"tenant": None}, points=[3])
+    client.set_payload("docs", {"tenant": []}, points=[4])
+    client.close()
+    result = run_scan(uri, sqlite_ledger_url, detectors=["tenant-label", "integrity"])
+    assert _labels(result) == {3: {"VA108"}, 4: {"VA401"}}

@@ -52,14 +52,14 @@ def test_report_counts_and_matrix(tmp_path: Path, corpus: Any, sqlite_ledger_url
     # single scan: which tenant had the copy first is unknown, so both directions are counted
     assert doc["matrix"]["copies"] == {"acme": {"globex": 1}, "globex": {"acme": 1}}
     # the matrix counts exactly the misfiled findings, and only the two planted points can be among them:
-    # the moved abstract (65) and the copied wikipedia text under globex (120). At the default margin the
-    # abstract (margin 2.2 nats, every neighbour in acme) is just below the 2.5 threshold on 120 points.
+    # the moved abstract (65) and the copied wikipedia text under globex (120); on 120 points the model is
+    # too unsure for the default threshold to be certain, so this only bounds what may be reported.
     misfiled = {r.finding.point_id for r in result.findings if r.finding.detector == "misfiled"}
     assert misfiled and misfiled <= {65, 120}
     cells = sum(n for row in doc["matrix"]["misfiled"].values() for n in row.values())
     assert cells == len(misfiled)
     ranked = run_scan(uri, sqlite_ledger_url.replace(".db", "-ranked.db"), detectors=["misfiled"],
-                      params={"misfiled": {"min_margin": -50.0, "min_vote": 0.0}})
+                      params={"misfiled": {"min_score": -50.0}})
     scores = sorted(((r.finding.score, r.finding.point_id) for r in ranked.findings), reverse=True)
     assert {pid for _, pid in scores[:2]} == {65, 120}  # the planted points outrank every clean one
     text = report.tables()
@@ -81,5 +81,11 @@ def test_unknown_collection_is_a_usage_error(tmp_path: Path, sqlite_ledger_url: 
 
 def test_finding_matrix_ignores_other_rules() -> None:
     items = [("VA412", "b", {"from_tenant": "a"}), ("VA412", "b", {"from_tenant": "a"}),
-             ("VA421", None, {"from_tenant": "c"}), ("VA101", "x", {})]
-    assert finding_matrix(items) == {"copies": {"a": {"b": 2}}, "misfiled": {"c": {"(unlabeled)": 1}}}
+             ("VA421", None, {"likely_tenant": "c"}), ("VA421", "a", {"likely_tenant": "b", "tenants": ["x"]}),
+             ("VA101", "x", {})]
+    assert finding_matrix(items) == {"copies": {"a": {"b": 2}}, "misfiled": {"c": {"(unlabeled)": 1}, "b": {"a": 1}}}
+
+
+def test_finding_matrix_reads_misfiled_findings_of_older_ledgers() -> None:
+    # ledgers written before the rename hold the likely tenant of a misfiled document as ``from_tenant``
+    assert finding_matrix([("VA421", "a", {"from_tenant": "b"})]) == {"misfiled": {"b": {"a": 1}}}
