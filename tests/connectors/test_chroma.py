@@ -74,3 +74,23 @@ def test_vector_option_is_refused(store: Path) -> None:
     with connector_for(f"chroma://{store}", collection="docs", vector="dense") as conn, \
             pytest.raises(ConfigError, match="one unnamed vector"):
         conn.describe()
+
+
+def test_a_dict_flag_round_trips_and_the_guard_filters_on_its_marker(tmp_path: Path, small_data: Any) -> None:
+    """Chroma metadata cannot hold a dict: the flag is stored as a marked JSON list, read back as the dict, and
+    excluded by ``where={flag: {"$not_contains": "vecaudit:json"}}``; removing it leaves the vector as stored."""
+    # fresh settings: chromadb.HttpClient (an earlier test) rewrites the Settings object it is given
+    fresh = chromadb.Settings(anonymized_telemetry=False)
+    client = chromadb.PersistentClient(path=str(tmp_path / "db"), settings=fresh)
+    build_chroma(client, *small_data)
+    coll = client.get_collection("docs", embedding_function=None)
+    with connector_for(f"chroma://{tmp_path / 'db'}", collection="docs") as conn:
+        [before] = conn.fetch(["101"])
+        conn.set_payload(["101"], {"vecaudit_quarantine": {"action_id": 3, "finding_ids": [1, 2]}})
+        [flagged] = conn.fetch(["101"])
+        guarded = coll.get(where={"vecaudit_quarantine": {"$not_contains": "vecaudit:json"}})["ids"]
+        conn.overwrite_payload(["101"], before.payload)
+        [after] = conn.fetch(["101"])
+    assert flagged.payload["vecaudit_quarantine"] == {"action_id": 3, "finding_ids": [1, 2]}
+    assert "101" not in guarded and len(guarded) == 39
+    assert after == before

@@ -88,3 +88,27 @@ def test_npz_pickled_arrays_are_never_loaded(tmp_path: Path) -> None:
     np.savez(path, embeddings=np.ones((2, 3), np.float32))
     with connector_for(f"file://{path}") as conn, pytest.raises(ConfigError, match="no 2-D array 'vectors'"):
         conn.describe()
+
+
+def test_quarantine_on_an_export_exits_with_one_clear_message(tmp_path: Path) -> None:
+    """A finding on an export (a zero vector) cannot be quarantined there: exit 3, the reason, no traceback."""
+    from click.testing import CliRunner
+
+    from auditor.cli.main import cli
+
+    path = tmp_path / "dump.parquet"
+    vectors = [[0.6, 0.8, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    pq.write_table(pa.table({"id": [1, 2, 3], "vector": vectors, "text": ["a", "b", "c"]}), path)
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    runner = CliRunner()
+    scan = runner.invoke(cli, ["scan", f"file://{path}", "--detector", "integrity", "--ledger", ledger,
+                               "--format", "json"])
+    assert scan.exit_code == 1, scan.output  # the zero vector is a finding
+    scan_id = json.loads(scan.stdout)["scan"]["id"]
+    for mode in ("tag", "move"):
+        result = runner.invoke(cli, ["quarantine", "apply", "--scan", str(scan_id), "--force", "--yes", "--mode", mode,
+                                     "--ledger", ledger])
+        assert result.exit_code == 3, result.output
+        assert f"FileConnector cannot quarantine in {mode} mode" in result.output
+        assert "read-only" in result.output and "Traceback" not in result.output
+    assert pq.read_table(path).column("vector").to_pylist() == vectors

@@ -81,3 +81,35 @@ def test_unreachable_server() -> None:
             pytest.raises(ConnectorError) as caught:
         conn.describe()
     assert "connect failed" in str(caught.value) and "127.0.0.1" in str(caught.value)
+
+
+def test_tag_needs_a_dynamic_field_and_the_flag_is_filtered_by_not_exists(tmp_path: Path, small_data: Any) -> None:
+    """Tag mode writes the flag as a dynamic field, so retrieval guards with ``not exists <flag>``; a collection
+    without dynamic fields refuses tag mode before writing anything."""
+    from pymilvus import DataType, MilvusClient
+
+    path = tmp_path / "lite.db"
+    build_milvus(path, *small_data)
+    ids, vectors, _ = small_data
+    client = MilvusClient(str(path))
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="L2")
+    client.create_collection("fixed", schema=schema, index_params=index)
+    client.insert("fixed", [{"id": i, "vector": v.tolist()} for i, v in zip(ids, vectors, strict=True)])
+    client.close()
+    with connector_for(f"milvus://{path}", collection="docs") as conn:
+        conn.set_payload([ids[0]], {"vecaudit_quarantine": {"action_id": 1}})
+        guarded = conn.client().query("docs", filter="not exists vecaudit_quarantine", output_fields=["id"])
+        conn.overwrite_payload([ids[0]], {"text": "document 100", "tenant": "globex"})
+        [restored] = conn.fetch([ids[0]])
+    assert sorted(r["id"] for r in guarded) == ids[1:]
+    assert restored.payload == {"text": "document 100", "tenant": "globex"}
+    assert restored.vectors["vector"] == vectors[0].tolist()
+    with connector_for(f"milvus://{path}", collection="fixed") as conn:
+        with pytest.raises(ConnectorError, match="no dynamic field") as refused:
+            conn.set_payload([ids[0]], {"vecaudit_quarantine": True})
+        assert [p.payload for p in conn.fetch([ids[0]])] == [{}]
+    assert "--mode move" in str(refused.value)

@@ -49,7 +49,38 @@ def test_payload_from_a_jsonb_column_and_explicit_columns(pg_db: str) -> None:
         fetched = conn.fetch(["b", "zzz"])
     assert [b.ids for b in pages] == [["a"], ["b"]]
     assert pages[0].payloads == [{"body": "hello", "org": {"id": "t1"}}] and pages[1].payloads == [{}]
-    assert [p.id for p in fetched] == ["b"] and fetched[0].vectors == {"": [4.0, 5.0, 6.0]}
+    assert [p.id for p in fetched] == ["b"] and fetched[0].vectors == {"emb": [4.0, 5.0, 6.0]}
+
+
+def test_quarantine_writes_with_a_jsonb_payload_column(pg_db: str) -> None:
+    """Tag mode merges the flag into the JSONB column (guard: ``NOT coalesce(meta ? flag, false)``); writes run in their
+    own READ WRITE transactions of the read-only session; move is refused when columns lie outside the point."""
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE chunks (chunk_key text PRIMARY KEY, emb vector(3), meta jsonb)")
+        conn.execute("""INSERT INTO chunks VALUES ('a', '[1,2,3]', '{"body": "hello"}'), ('b', '[4,5,6]', NULL)""")
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, emb vector(3), meta jsonb, note text)")
+    with connector_for(_uri(pg_db, "table=chunks&payload=meta")) as conn:
+        conn.set_payload(["a"], {"vecaudit_quarantine": {"action_id": 7}})
+        [flagged] = conn.fetch(["a"])
+        with psycopg.connect(pg_db) as raw:
+            # coalesce: a row whose payload is NULL carries no flag (NOT (NULL ? k) would drop it too)
+            guarded = raw.execute("SELECT chunk_key FROM chunks WHERE NOT coalesce(meta ? 'vecaudit_quarantine', "
+                                  "false) ORDER BY 1").fetchall()
+        conn.overwrite_payload(["a"], {"body": "hello"})
+        [restored] = conn.fetch(["a"])
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # outside them the session stays read-only
+            conn.connection().execute("UPDATE chunks SET meta = NULL")
+    assert flagged.payload == {"body": "hello", "vecaudit_quarantine": {"action_id": 7}}
+    assert guarded == [("b",)]
+    assert restored.payload == {"body": "hello"} and restored.vectors == {"emb": [1.0, 2.0, 3.0]}
+    with connector_for(_uri(pg_db, "table=notes&payload=meta")) as conn:
+        with pytest.raises(ConnectorError, match=r"move mode would lose column\(s\) note"):
+            conn.ensure_collection_like("notes__quarantine")
+        assert not conn.collection_exists("notes__quarantine")
+    with connector_for(_uri(pg_db, "table=notes")) as conn, pytest.raises(ConnectorError,
+                                                                         match="tag mode is unsupported") as refused:
+        conn.set_payload([1], {"vecaudit_quarantine": True})
+    assert "&payload=meta" in str(refused.value)
 
 
 def test_distance_comes_from_the_vector_index_opclass(pg_db: str) -> None:
