@@ -26,6 +26,7 @@ class _Schema:
     vectors: list[str]
     fields: list[str]
     dynamic: bool
+    auto_id: bool
     raw: dict[str, Any]
 
 
@@ -223,7 +224,8 @@ class MilvusConnector(Connector):
             self._schemas[name] = _Schema(
                 pk=pk["name"], pk_is_int=pk["type"] == DataType.INT64,
                 vectors=[f["name"] for f in fields if f["type"] == DataType.FLOAT_VECTOR],
-                fields=[f["name"] for f in fields], dynamic=bool(desc.get("enable_dynamic_field")), raw=desc,
+                fields=[f["name"] for f in fields], dynamic=bool(desc.get("enable_dynamic_field")),
+                auto_id=bool(desc.get("auto_id")), raw=desc,
             )
         return self._schemas[name]
 
@@ -247,7 +249,12 @@ class MilvusConnector(Connector):
             out.append(StoredPoint(id=row[schema.pk], vectors=vectors, payload=payload))
         return out
 
-    def _check_keys(self, name: str, schema: _Schema, keys: Sequence[str]) -> None:
+    def _check_writable(self, name: str, schema: _Schema, keys: Sequence[str]) -> None:
+        if schema.auto_id:
+            raise ConnectorError(
+                f"Milvus collection {name!r} generates its primary keys (auto_id): a rewritten point would get a new "
+                "id, so vecaudit does not write to it", hint="quarantine is unavailable for auto_id collections",
+            )
         unknown = [k for k in keys if k not in schema.fields]
         if unknown and not schema.dynamic:
             raise ConnectorError(
@@ -269,14 +276,14 @@ class MilvusConnector(Connector):
     def set_payload(self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None) -> None:
         # Full-row upserts of the rows as read (partial_update needs Milvus 2.6); vectors come back bit-exact.
         name, schema = self._target(collection)
-        self._check_keys(name, schema, list(payload))
+        self._check_writable(name, schema, list(payload))
         self._upsert(name, [{**row, **payload} for row in self._rows(ids, name, schema)])
 
     def overwrite_payload(
         self, ids: Sequence[PointId], payload: Mapping[str, Any], *, collection: str | None = None
     ) -> None:
         name, schema = self._target(collection)
-        self._check_keys(name, schema, list(payload))
+        self._check_writable(name, schema, list(payload))
         keep = {schema.pk, *schema.vectors}
         self._replace(name, schema, [{**{k: v for k, v in row.items() if k in keep}, **payload}
                                      for row in self._rows(ids, name, schema)])
@@ -285,7 +292,7 @@ class MilvusConnector(Connector):
         name, schema = self._target(collection)
         rows = []
         for point in points:
-            self._check_keys(name, schema, list(point.payload))
+            self._check_writable(name, schema, list(point.payload))
             vectors = dict(point.vectors)
             if "" in vectors and len(schema.vectors) == 1:  # a backup taken through another connector
                 vectors = {schema.vectors[0]: vectors.pop("")}
@@ -310,9 +317,10 @@ class MilvusConnector(Connector):
     def ensure_collection_like(self, name: str) -> None:
         """Same fields as the audited collection (ids kept: no auto_id), dynamic fields on (the flag of a moved
         point), one AUTOINDEX per vector field with the source's metric (the quarantine is not searched)."""
+        source = self._schema(self.describe().name)
+        self._check_writable(self.describe().name, source, [])
         if self.collection_exists(name):
             return
-        source = self._schema(self.describe().name)
         client = self.client()
         schema = client.create_schema(auto_id=False, enable_dynamic_field=True,
                                       description=f"vecaudit quarantine of {self.collection}")

@@ -88,7 +88,8 @@ def test_a_dict_flag_round_trips_and_the_guard_filters_on_its_marker(tmp_path: P
         [before] = conn.fetch(["101"])
         conn.set_payload(["101"], {"vecaudit_quarantine": {"action_id": 3, "finding_ids": [1, 2]}})
         [flagged] = conn.fetch(["101"])
-        guarded = coll.get(where={"vecaudit_quarantine": {"$not_contains": "vecaudit:json"}})["ids"]
+        guard: Any = {"vecaudit_quarantine": {"$not_contains": "vecaudit:json"}}
+        guarded = coll.get(where=guard)["ids"]
         conn.overwrite_payload(["101"], before.payload)
         [after] = conn.fetch(["101"])
     assert flagged.payload["vecaudit_quarantine"] == {"action_id": 3, "finding_ids": [1, 2]}

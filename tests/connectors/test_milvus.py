@@ -12,6 +12,7 @@ from connector_stores import build_milvus, free_port
 from auditor.connector import cursor_from_json, cursor_to_json
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.registry import connector_for
+from connectors.milvus import MilvusConnector
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,14 @@ def test_tag_needs_a_dynamic_field_and_the_flag_is_filtered_by_not_exists(tmp_pa
     index.add_index("vector", index_type="FLAT", metric_type="L2")
     client.create_collection("fixed", schema=schema, index_params=index)
     client.insert("fixed", [{"id": i, "vector": v.tolist()} for i, v in zip(ids, vectors, strict=True)])
+    schema = client.create_schema(auto_id=True, enable_dynamic_field=True)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
+    client.create_collection("auto", schema=schema, index_params=index)
+    auto_ids = list(client.insert("auto", [{"vector": v.tolist()} for v in vectors])["ids"])
     client.close()
     with connector_for(f"milvus://{path}", collection="docs") as conn:
+        assert isinstance(conn, MilvusConnector)
         conn.set_payload([ids[0]], {"vecaudit_quarantine": {"action_id": 1}})
         guarded = conn.client().query("docs", filter="not exists vecaudit_quarantine", output_fields=["id"])
         conn.overwrite_payload([ids[0]], {"text": "document 100", "tenant": "globex"})
@@ -113,3 +120,9 @@ def test_tag_needs_a_dynamic_field_and_the_flag_is_filtered_by_not_exists(tmp_pa
             conn.set_payload([ids[0]], {"vecaudit_quarantine": True})
         assert [p.payload for p in conn.fetch([ids[0]])] == [{}]
     assert "--mode move" in str(refused.value)
+    with connector_for(f"milvus://{path}", collection="auto") as conn:  # a rewrite would get a new primary key
+        with pytest.raises(ConnectorError, match="auto_id"):
+            conn.set_payload(auto_ids[:1], {"vecaudit_quarantine": True})
+        with pytest.raises(ConnectorError, match="auto_id"):
+            conn.ensure_collection_like("auto__quarantine")
+        assert not conn.collection_exists("auto__quarantine")

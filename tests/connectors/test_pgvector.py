@@ -13,6 +13,7 @@ from connector_stores import build_pgvector, free_port, pgvector_distances_work
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.registry import connector_for
 from auditor.types import Distance
+from connectors.pgvector import PgvectorConnector
 
 
 def _uri(url: str, query: str) -> str:
@@ -60,6 +61,7 @@ def test_quarantine_writes_with_a_jsonb_payload_column(pg_db: str) -> None:
         conn.execute("""INSERT INTO chunks VALUES ('a', '[1,2,3]', '{"body": "hello"}'), ('b', '[4,5,6]', NULL)""")
         conn.execute("CREATE TABLE notes (id int PRIMARY KEY, emb vector(3), meta jsonb, note text)")
     with connector_for(_uri(pg_db, "table=chunks&payload=meta")) as conn:
+        assert isinstance(conn, PgvectorConnector)
         conn.set_payload(["a"], {"vecaudit_quarantine": {"action_id": 7}})
         [flagged] = conn.fetch(["a"])
         with psycopg.connect(pg_db) as raw:
