@@ -47,6 +47,10 @@ class Detector(abc.ABC):
     #: ``observe`` only new or changed points and carries the last scan's findings of the unchanged ones.
     pointwise_observe: ClassVar[bool] = False
 
+    def observe_carried(self, findings: Iterable[Finding], ctx: ScanContext) -> None:  # noqa: B027 - optional
+        """Incremental scans only, before ``finish``: the findings carried over for this (pointwise) detector
+        from unchanged points, for detectors whose ``finish`` summarises what ``observe`` found."""
+
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:

@@ -205,6 +205,9 @@ class Scanner:
             started = time.perf_counter()
             cursor = self._pass_one(ctx, active, findings, carry, carried)
             ctx.shared.setdefault("timings", {})["pass1"] = time.perf_counter() - started
+            for det in active:
+                if carry is not None and det.name in carry.detectors:
+                    det.observe_carried([f for f, _ in carried if f.detector == det.name], ctx)
             stages.update((id(f), "observe") for f in findings)
             ctx.table.seal()
             started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -215,12 +216,13 @@ class RecordBatch:
     def dim_ok(self) -> npt.NDArray[np.bool_]:
         return self.stored_dims == self.vectors.shape[1]
 
-    @property
+    # cached: detectors index these per point (``batch.tenants[i]``), which must not rebuild the list each time
+    @functools.cached_property
     def texts(self) -> list[str | None]:
         """Text per point when it is a string, else None."""
         return [t if isinstance(t, str) else None for t in self.text_values]
 
-    @property
+    @functools.cached_property
     def tenants(self) -> list[str | None]:
         """Tenant label as a string when present and a string/number, else None."""
         return [tenant_label(t) for t in self.tenant_values]

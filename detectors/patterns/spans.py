@@ -44,16 +44,9 @@ def drop_overlaps(hits: Iterable[Hit]) -> list[Hit]:
     return sorted(kept, key=lambda h: h.start)
 
 
-@dataclass
-class _Pending:
-    point_id: PointId
-    tenant: str | None
-    rule: Rule
-    hits: list[Hit]
-
-
 class SensitiveSpanDetector(Detector):
-    """Base: subclasses implement :meth:`scan_text`; findings come out in ``finish`` with tenant counts.
+    """Base: subclasses implement :meth:`scan_text`; one finding per point and rule, from ``observe`` (so
+    incremental scans re-read only new or changed texts); a scan note counts flagged points per tenant.
 
     Score: the number of values of the rule's kinds in the text; threshold 1 (every value that passed its
     validator is reported — the false-positive budget is spent in the validators, not in a score cut).
@@ -61,6 +54,7 @@ class SensitiveSpanDetector(Detector):
 
     requires = frozenset({"text"})
     defaults: ClassVar[dict[str, Any]] = {"max_items": 10}
+    pointwise_observe = True
     #: Word used in messages and notes ("secret", "personal value").
     noun: ClassVar[str] = "value"
 
@@ -69,10 +63,12 @@ class SensitiveSpanDetector(Detector):
         """The validated values of this detector's kinds found in ``text``."""
 
     def begin(self, ctx: ScanContext) -> None:
-        self._pending: list[_Pending] = []
+        self._flagged: set[tuple[PointId, str | None]] = set()
+        self._findings = 0
 
     def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
         tenants = batch.tenants
+        limit = int(self.params["max_items"])
         for i, text in enumerate(batch.texts):
             if not text:
                 continue
@@ -80,29 +76,33 @@ class SensitiveSpanDetector(Detector):
             for hit in self.scan_text(text):
                 by_rule[hit.rule].append(hit)
             for rule, hits in by_rule.items():
-                self._pending.append(_Pending(batch.ids[i], tenants[i], rule, hits))
-        return ()
+                finding = self._finding(batch.ids[i], tenants[i], rule, hits, limit)
+                self.observe_carried([finding], ctx)
+                yield finding
+
+    def observe_carried(self, findings: Iterable[Finding], ctx: ScanContext) -> None:
+        for f in findings:
+            self._flagged.add((f.point_id, f.tenant))  # type: ignore[arg-type]
+            self._findings += 1
 
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
-        per_tenant: Counter[tuple[str, str | None]] = Counter((p.rule.id, p.tenant) for p in self._pending)
-        if self._pending:
-            points_by_tenant = Counter(p.tenant for p in {(p.point_id, p.tenant): p for p in self._pending}.values())
+        if self._flagged:
+            points_by_tenant = Counter(tenant for _, tenant in self._flagged)
             summary = ", ".join(f"{t or '(no tenant)'}: {n}" for t, n in sorted(points_by_tenant.items(),
                                                                                key=lambda kv: (-kv[1], str(kv[0]))))
-            total = sum(points_by_tenant.values())
-            ctx.note(f"{self.name}: {len(self._pending)} findings on {total} points; per tenant: {summary}")
-        limit = int(self.params["max_items"])
-        for p in self._pending:
-            kinds = Counter(h.kind for h in p.hits)
-            items = [{"kind": h.kind, "masked": h.masked, "offset": h.start, "length": h.end - h.start}
-                     for h in p.hits[:limit]]
-            kind_list = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-            yield Finding(
-                p.rule, self.name, p.point_id, float(len(p.hits)),
-                f"{p.rule.title}: {kind_list} (masked: {', '.join(h.masked for h in p.hits[:3])})",
-                1.0,
-                {"count": len(p.hits), "kinds": dict(kinds), "items": items,
-                 "tenant_points_with_rule": per_tenant[(p.rule.id, p.tenant)]},
-                p.tenant,
-                identity=",".join(sorted(kinds)),
-            )
+            ctx.note(f"{self.name}: {self._findings} findings on {len(self._flagged)} points; per tenant: {summary}")
+        return ()
+
+    def _finding(self, point_id: PointId, tenant: str | None, rule: Rule, hits: list[Hit], limit: int) -> Finding:
+        kinds = Counter(h.kind for h in hits)
+        items = [{"kind": h.kind, "masked": h.masked, "offset": h.start, "length": h.end - h.start}
+                 for h in hits[:limit]]
+        kind_list = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+        return Finding(
+            rule, self.name, point_id, float(len(hits)),
+            f"{rule.title}: {kind_list} (masked: {', '.join(h.masked for h in hits[:3])})",
+            1.0,
+            {"count": len(hits), "kinds": dict(kinds), "items": items},
+            tenant,
+            identity=",".join(sorted(kinds)),
+        )

@@ -140,12 +140,14 @@ def test_incremental_scan_equals_full_scan(tmp_path: Path, corpus) -> None:  # t
         assert marker_full.observed == n  # 150 - 1 deleted + 1 new
         assert marker_inc.observed == (changed_points if round_no == 1 else 0)
         touched = {5, 21, 30, 1000} if round_no == 1 else set()
-        unchanged_marker_findings = [
-            r for r in full.findings if r.finding.detector == "tenant-marker" and r.finding.point_id not in touched
+        unchanged_pointwise_findings = [
+            r for r in full.findings
+            if r.finding.detector in ("tenant-marker", "secrets") and r.finding.point_id not in touched
         ]
-        assert len(unchanged_marker_findings) >= 2  # at least VA431 on 7 and VA433 on 10
-        assert inc.counts["carried"] == len(unchanged_marker_findings)
-        assert any(note.startswith("incremental: pass 1 of tenant-marker") for note in inc.notes)
+        assert len(unchanged_pointwise_findings) >= 3  # at least VA431 on 7, VA433 on 10, the key on 12
+        assert inc.counts["carried"] == len(unchanged_pointwise_findings)
+        assert any(note.startswith("incremental: pass 1 of secrets, tenant-marker") for note in inc.notes)
+        assert any(note.startswith("secrets: 1 findings on 1 points") for note in inc.notes)  # carried are counted
         if round_no == 1:
             assert ("VA201", 30) in {(r.finding.rule_id, r.finding.point_id) for r in inc.findings}
 
