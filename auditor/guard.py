@@ -5,8 +5,9 @@ Qdrant (this helper)::
     from auditor.guard import exclude_quarantined
     client.query_points("docs", query=vec, query_filter=exclude_quarantined(my_filter), limit=5)
 
-Other stores get their idiom when their connector implements tag mode (see docs/quarantine.md); for a
-pgvector table with a jsonb ``metadata`` column it is ``WHERE NOT (metadata ? 'vecaudit_quarantine')``.
+Other stores (docs/connectors.md lists each idiom): for a
+pgvector table with a jsonb ``metadata`` column it is ``WHERE NOT coalesce(metadata ? 'vecaudit_quarantine', false)``
+(``NOT (metadata ? ...)`` alone would also drop rows whose payload is NULL).
 
 Move mode needs no filter: the point is no longer in the live collection.
 """
