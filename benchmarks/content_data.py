@@ -25,9 +25,14 @@ def load(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def bucket_of(key: str) -> int:
+    """One of five stable buckets by id hash (the cross-fitting folds of benchmarks/train_injection_scorer.py)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 5
+
+
 def split_of(key: str) -> str:
     """Stable split by id hash: 20% ``test`` (benchmark only), 20% ``calib`` (thresholds), 60% ``train``."""
-    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 5
+    bucket = bucket_of(key)
     return "test" if bucket == 0 else "calib" if bucket == 1 else "train"
 
 
@@ -37,7 +42,8 @@ def clean_docs(data: Path) -> list[dict[str, Any]]:
     for corpus, name in CORPORA.items():
         for row in load(data / "corpora" / name):
             if isinstance(row.get("text"), str) and row["text"].strip():
-                out.append({**row, "corpus": corpus, "split": split_of(f"{corpus}:{row['id']}")})
+                key = f"{corpus}:{row['id']}"
+                out.append({**row, "corpus": corpus, "split": split_of(key), "bucket": bucket_of(key)})
     return out
 
 

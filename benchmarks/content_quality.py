@@ -140,11 +140,13 @@ def bench_injection(data: Path, seed: int) -> list[str]:
               "passwords/instructions) |", "|---|---:|---:|---:|---:|"]
     by_rule: Counter[str] = Counter()
     per_group: dict[str, list[bool]] = defaultdict(list)
+    speed: dict[str, float] = {}
     for label, learned in (("rules only (floor)", False), ("rules + learned scorer (default)", True)):
         det = InjectionDetector(learned=learned)
         t0 = time.perf_counter()
-        clean_hits = [bool(v) for v in det.analyse_many([d["text"] for d in docs])]
-        speed = len(docs) / (time.perf_counter() - t0)
+        clean_verdicts = det.analyse_many([d["text"] for d in docs])
+        clean_hits = [bool(v) for v in clean_verdicts]
+        speed[label] = len(docs) / (time.perf_counter() - t0)
         verdicts = det.analyse_many([p["text"] for p in planted])
         hits = [bool(v) for v in verdicts]
         topical = [h for h, d in zip(clean_hits, docs, strict=True) if TOPICAL.search(d["text"])]
@@ -159,15 +161,19 @@ def bench_injection(data: Path, seed: int) -> list[str]:
                 per_group[f"source {p['family'].split(':')[0]}"].append(h)
                 per_group[f"position {p['where']}"].append(h)
                 per_group[f"host {p['host']}"].append(h)
-            fp_examples = [d for h, d in zip(clean_hits, docs, strict=True) if h]
+            fp_examples = [(d, v) for d, v in zip(docs, clean_verdicts, strict=True) if v]
     lines += ["", "Recall of the default detector by group: " + ", ".join(
         f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in sorted(per_group.items()))]
     lines += ["", f"Rules firing on planted documents: {dict(sorted(by_rule.items()))}. "
-              f"Throughput {speed:.0f} docs/s (rules + learned, 1 process)."]
-    fp_corpora = Counter(d["corpus"] for d in fp_examples)
+              "Throughput (clean test split, one process): "
+              + ", ".join(f"{k} {v:.0f} docs/s" for k, v in speed.items()) + "."]
+    fp_corpora = Counter(d["corpus"] for d, _ in fp_examples)
     sizes = Counter(d["corpus"] for d in docs)
-    lines += ["", "Clean documents flagged by corpus: " + ", ".join(
-        f"{c} {fp_corpora[c]}/{n}" for c, n in sorted(sizes.items())) + "."]
+    lines += ["", "| clean test-split corpus | flagged / documents | FPR |", "|---|---:|---:|"]
+    lines += [f"| {c} | {fp_corpora[c]} / {n} | {fp_corpora[c] / n:.4f} |" for c, n in sorted(sizes.items())]
+    lines += ["", "Clean documents flagged (id: rule and span):", ""]
+    lines += [f"- {d['corpus']} {d['id']}: " + "; ".join(f"{r.id} {e.get('span', '')[:80]!r}" for r, _, _, e in v)
+              for d, v in fp_examples] or ["- none"]
     return lines
 
 
@@ -254,7 +260,7 @@ def bench_sensitive(data: Path, seed: int, rounds: int = 20) -> list[str]:
     rng = random.Random(seed)
     detectors = {"secrets": SecretsDetector(), "pii": PiiDetector()}
     fired: dict[str, Counter[str]] = {"secrets": Counter(), "pii": Counter()}
-    clean_flagged = Counter()
+    clean_flagged: Counter[tuple[str, str, str]] = Counter()
     t0 = time.perf_counter()
     for d in docs:
         for name, det in detectors.items():
@@ -263,8 +269,8 @@ def bench_sensitive(data: Path, seed: int, rounds: int = 20) -> list[str]:
                 fired[name][h.rule.id] += 1
     speed = len(docs) / (time.perf_counter() - t0)
     recall: dict[tuple[str, str], list[bool]] = defaultdict(list)
-    correct = Counter()
-    total = Counter()
+    correct: Counter[str] = Counter()
+    total: Counter[str] = Counter()
     hosts = [d for d in docs if d["split"] == "test"]
     for _ in range(rounds):
         for name, kind, sentence in _planted_values(rng):

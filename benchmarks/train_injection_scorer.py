@@ -1,125 +1,275 @@
-"""Train the learned injection sentence scorer (detectors/patterns/injection_scorer.json) on MIT-licensed dev data:
-positives are sentences of BIPIA and CyberSecEval injection strings, negatives sentences of clean training-split
-documents; the threshold is set for <= 1% document false positives, averaged over corpora, on the calibration
-split (rules included).
+"""Train the learned injection sentence scorer (detectors/patterns/injection_scorer.json) on MIT-licensed dev data,
+and measure how it generalises to attack families it never saw (``--cv``: family-grouped cross-fitting).
 
-    .venv/bin/python benchmarks/train_injection_scorer.py [--data ../shared/data/dev] [--holdout-families 0.3]
+    .venv/bin/python benchmarks/train_injection_scorer.py [--data ../shared/data/dev]          # train and save
+    .venv/bin/python benchmarks/train_injection_scorer.py --cv [--folds 5] [--seed 0]       # held-out report
+
+Positives are sentences of BIPIA and CyberSecEval injection strings, negatives sentences of clean documents outside
+the test split (id-hash bucket 0). The threshold is the smallest one whose document false-positive rate, averaged
+over the corpora and with the rules included, is within the budget on out-of-fold scores of those documents
+(calibration by cross-fitting, see ``fit_calibrated``). ``--cv`` rotates the five buckets as test split and holds
+out a disjoint fifth of the attack families in each fold, so every family and every clean document is scored
+exactly once by a model that never saw it, at a threshold chosen without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from content_data import DEFAULT_DATA, clean_docs, injection_strings, plant
 
-from detectors.injection import InjectionDetector
-from detectors.patterns.injection_scorer import WEIGHTS, SentenceScorer, featurize, sentences
+from detectors.injection import InjectionDetector, normalise
+from detectors.patterns.injection_scorer import (
+    N_CUES,
+    WEIGHTS,
+    SentenceScorer,
+    content_words,
+    featurize,
+    featurize_documents,
+    sentences,
+)
 
 FPR_BUDGET = 0.01
-RULE_SHARE = 0.8
-SECOND_PERSON_WEIGHT = 10.0  # the learned rule may use at most this share of the FPR budget left after the rules
+HOSTS = ("email", "code", "wiki")
+POSITIONS = ("start", "middle", "end")
+#: Clean text that addresses its reader ("your code", "your receipt") is rare in the corpora but is where injected
+#: tasks must be told apart, so those genres weigh more.
+READER_ADDRESSED_WEIGHT = 10.0
+#: Clean sentences shaped like a task (a question, or an imperative first word) are the hard negatives.
+TASK_SHAPED_WEIGHT = 5.0
 
 
-def positive_units(text: str) -> list[str]:
-    """Sentences of an injection string; code blocks stay out (their lines also occur in clean code answers)."""
-    prose = text.split("```")[0]
-    return [s for _, s in sentences(prose)] + [prose.strip()[:400]]
+class DocSet:
+    """Documents with their rule verdicts and cached sentence features, so a fold only has to score them."""
+
+    def __init__(self, texts: list[str], rules: InjectionDetector) -> None:
+        pieces = [[s for _, s in sentences(normalise(t))] for t in texts]
+        self.owner = np.repeat(np.arange(len(texts)), [len(p) for p in pieces])
+        self.sentences = [s for p in pieces for s in p]
+        self.features = featurize_documents(pieces) if self.sentences else None
+        self.rule_ids = [{v[0].id for v in r} for r in rules.analyse_many(texts)]
+        self.rule_hit = np.array([bool(r) for r in self.rule_ids])
+
+    def learned(self, scorer: SentenceScorer) -> np.ndarray:
+        """Highest sentence probability per document (0 where a document has no sentence); the sentence that
+        gave it is kept in ``top_sentence``."""
+        best = np.zeros(len(self.rule_hit))
+        self.top_sentence = np.full(len(self.rule_hit), -1)
+        if self.features is not None:
+            probs = scorer.score_features(self.features)
+            order = np.lexsort((probs, self.owner))
+            last = order[np.r_[self.owner[order][1:] != self.owner[order][:-1], True]]
+            best[self.owner[last]] = probs[last]
+            self.top_sentence[self.owner[last]] = last
+        return best
+
+    def why(self, i: int, learned: np.ndarray) -> str:
+        """The rules that fired on document ``i``, else its top learned sentence (clipped)."""
+        if self.rule_ids[i]:
+            return "+".join(sorted(self.rule_ids[i]))
+        return f"VA518 {learned[i]:.3f} {self.sentences[self.top_sentence[i]][:80]!r}"
 
 
-def train(pos_rows: list[dict], neg_docs: list[dict], seed: int = 0, c: float = 1.0) -> SentenceScorer:
+def positive_features(pos_rows: list[dict], hosts: list[str], seed: int) -> tuple[Any, int]:
+    """Features of the positive units (the sentences of each attack and the attack as a whole; code blocks stay
+    out, their lines also occur in clean code answers), each as if planted in a random training host: its context
+    overlap is computed against the host and the attack's other sentences, as the detector would see it."""
+    rng = random.Random(seed)
+    units, overlap = [], []
+    for r in pos_rows:
+        prose = normalise(r["text"].split("```")[0])
+        pieces = [s for _, s in sentences(prose)]
+        host = set().union(*(content_words(s) for _, s in sentences(normalise(rng.choice(hosts)))))
+        # Each sentence against the host and the attack's other sentences; the whole attack against the host.
+        for k, unit in enumerate([*pieces, prose.strip()[:400]]):
+            if len(unit) < 8:
+                continue
+            others = host.union(*(content_words(p) for j, p in enumerate(pieces) if j != k)) if k < len(pieces) \
+                else host
+            ws = content_words(unit)
+            units.append(unit)
+            overlap.append(sum(w in others for w in ws) / len(ws) if ws else 1.0)
+    return featurize(units, np.array(overlap)), len(units)
+
+
+def train(pos_rows: list[dict], neg: DocSet, neg_corpora: list[str], seed: int = 0, c: float = 1.0,
+          hosts: list[str] | None = None) -> SentenceScorer:
+    from scipy.sparse import vstack
     from sklearn.linear_model import LogisticRegression
 
-    pos = [u for r in pos_rows for u in positive_units(r["text"]) if len(u) >= 8]
-    neg_pairs = [(s, d["corpus"]) for d in neg_docs for _, s in sentences(d["text"])]
-    random.Random(seed).shuffle(neg_pairs)
-    neg = [s for s, _ in neg_pairs]
-    X = featurize(pos + neg)
-    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    # Clean text that addresses its reader ("your code", "your receipt") is rare in the corpora but is where
-    # injected tasks must be told apart, so those genres weigh more.
-    weight = np.r_[np.full(len(pos), len(neg) / len(pos)),
-                   [SECOND_PERSON_WEIGHT if corpus in ("email", "code") else 1.0 for _, corpus in neg_pairs]]
-    model = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
+    assert neg.features is not None and hosts
+    pos_features, n_pos = positive_features(pos_rows, hosts, seed)
+    X = vstack([pos_features, neg.features]).tocsr()
+    y = np.r_[np.ones(n_pos), np.zeros(neg.features.shape[0])]
+    cues = neg.features[:, -N_CUES:].toarray()
+    task_shaped = (cues[:, 0] > 0) | (cues[:, 4] > 0)
+    weight = np.r_[np.full(n_pos, neg.features.shape[0] / n_pos),
+                   np.array([READER_ADDRESSED_WEIGHT if neg_corpora[i] in ("email", "code") else 1.0
+                             for i in neg.owner]) * np.where(task_shaped, TASK_SHAPED_WEIGHT, 1.0)]
+    model = LogisticRegression(C=c, max_iter=2000, solver="liblinear", random_state=seed)
     model.fit(X, y, sample_weight=weight)
     return SentenceScorer(model.coef_[0].astype(np.float64), float(model.intercept_[0]),
-                          {"positives": len(pos), "negatives": len(neg)})
+                          {"positives": n_pos, "negatives": int(neg.features.shape[0])}).pruned()
 
 
-def doc_scores(detector: InjectionDetector, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per document: whether any rule fired, and the highest learned sentence probability."""
-    detector.params["learned_threshold"] = 0.0  # report every learned score
-    rule_hit, learned = [], []
-    for verdicts in detector.analyse_many(texts):
-        rule_hit.append(any(v[0].id != "VA518" for v in verdicts))
-        learned.append(max([v[1] for v in verdicts if v[0].id == "VA518"], default=0.0))
-    return np.array(rule_hit), np.array(learned)
+def macro_fpr(flagged: np.ndarray, corpora: np.ndarray) -> float:
+    """False-positive rate averaged over the corpora: each genre counts the same, so the large Wikipedia sets
+    cannot hide false positives on emails or code answers."""
+    return float(np.mean([flagged[corpora == c].mean() for c in np.unique(corpora)]))
 
 
-def pick_threshold(detector: InjectionDetector, calib_docs: list[dict]) -> tuple[float, float]:
-    """Smallest threshold whose document FPR, averaged over the corpora (each genre counts the same, so the
-    large Wikipedia sets cannot hide false positives on emails or code answers), stays within the budget."""
-    rule_hit, learned = doc_scores(detector, [d["text"] for d in calib_docs])
-    corpora = np.array([d["corpus"] for d in calib_docs])
-    for threshold in np.linspace(0.5, 0.999, 500):
-        flagged = rule_hit | (learned >= threshold)
-        if np.mean([flagged[corpora == c].mean() for c in set(corpora)]) <= FPR_BUDGET:
-            return float(threshold), float(rule_hit.mean())
-    return 0.999, float(rule_hit.mean())
+def pick_threshold(rule_hit: np.ndarray, learned: np.ndarray, corpora: np.ndarray) -> float:
+    """Smallest learned threshold whose corpus-averaged document FPR (rules included) is within the budget."""
+    candidates = np.unique(np.r_[learned, 1.0])
+    for lo, hi in itertools.pairwise(candidates):
+        threshold = (lo + hi) / 2
+        if macro_fpr(rule_hit | (learned >= threshold), corpora) <= FPR_BUDGET:
+            return float(threshold)
+    return 1.0
+
+
+def plant_all(attacks: list[dict], hosts: dict[str, list[str]], rng: random.Random) -> list[dict[str, Any]]:
+    """Each attack at the start, the middle and the end, each time in a host of another genre."""
+    out = []
+    for i, a in enumerate(attacks):
+        for j, where in enumerate(POSITIONS):
+            genre = HOSTS[(i + j) % 3]
+            out.append({**a, "where": where, "host": genre, "text": plant(rng.choice(hosts[genre]), a["text"], where)})
+    return out
+
+
+def fit_calibrated(attacks: list[dict], clean: DocSet, docs: list[dict], buckets: set[int], seed: int,
+                   c: float) -> tuple[SentenceScorer, float]:
+    """A scorer trained on the clean documents of ``buckets`` and its threshold. The threshold is chosen on
+    out-of-fold scores of those same documents (each bucket scored by a model trained on the others): every
+    document in ``buckets`` is a calibration document once, so each small genre (100 emails, 100 code answers)
+    calibrates with five times the documents a single calibration bucket has, where one false positive in a
+    bucket of 16 code answers would alone exceed the corpus-averaged budget."""
+    bucket = np.array([d["bucket"] for d in docs])
+    corpora = np.array([d["corpus"] for d in docs])
+
+    def fit(idx: np.ndarray) -> SentenceScorer:
+        return train(attacks, _subset(clean, idx), [docs[i]["corpus"] for i in idx], seed, c,
+                     [docs[i]["text"] for i in idx if docs[i]["corpus"] in HOSTS])
+
+    inside = np.isin(bucket, sorted(buckets))
+    out_of_fold = np.zeros(len(docs))
+    for b in sorted(buckets):
+        held = bucket == b
+        out_of_fold[held] = clean.learned(fit(np.flatnonzero(inside & ~held)))[held]
+    threshold = pick_threshold(clean.rule_hit[inside], out_of_fold[inside], corpora[inside])
+    return fit(np.flatnonzero(inside)), threshold
+
+
+def cross_validate(docs: list[dict], attacks: list[dict], folds: int, seed: int, c: float,
+                   clean: DocSet | None = None) -> dict[str, Any]:
+    rules = InjectionDetector(learned=False)
+    rng = random.Random(seed)
+    families = sorted({a["family"] for a in attacks})
+    rng.shuffle(families)
+    fold_of = {f: i % folds for i, f in enumerate(families)}
+    if clean is None:
+        t0 = time.perf_counter()
+        clean = DocSet([d["text"] for d in docs], rules)
+        print(f"featurised {len(docs)} clean documents ({len(clean.sentences)} sentences) in "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    corpora = np.array([d["corpus"] for d in docs])
+    bucket = np.array([d["bucket"] for d in docs])
+    recall: dict[str, list[bool]] = defaultdict(list)
+    clean_flag = np.zeros(len(docs), dtype=bool)
+    clean_by: dict[str, list[str]] = defaultdict(list)
+    folds_out = []
+    for k in range(folds):
+        test_b = k % 5
+        train_attacks = [a for a in attacks if fold_of[a["family"]] != k]
+        held = [a for a in attacks if fold_of[a["family"]] == k]
+        scorer, threshold = fit_calibrated(train_attacks, clean, docs, set(range(5)) - {test_b}, seed, c)
+        learned = clean.learned(scorer)
+        test = bucket == test_b
+        flagged = clean.rule_hit | (learned >= threshold)
+        clean_flag[test] = flagged[test]
+        for i in np.flatnonzero(test & flagged):
+            clean_by[docs[i]["corpus"]].append(f"{docs[i]['id']} {clean.why(int(i), learned)}")
+        hosts = {g: [d["text"] for d, t in zip(docs, test, strict=True) if t and d["corpus"] == g] for g in HOSTS}
+        planted = plant_all(held, hosts, rng)
+        pset = DocSet([p["text"] for p in planted], rules)
+        hit = pset.rule_hit | (pset.learned(scorer) >= threshold)
+        for p, h in zip(planted, hit, strict=True):
+            for key in (f"family {p['family']}", f"position {p['where']}", f"host {p['host']}",
+                        f"source {p['family'].split(':')[0]}", "all"):
+                recall[key].append(bool(h))
+        folds_out.append({"fold": k, "threshold": threshold, "held_families": len({a["family"] for a in held}),
+                          "recall": float(hit.mean()), "test_macro_fpr": macro_fpr(flagged[test], corpora[test]),
+                          "rules_recall": float(pset.rule_hit.mean())})
+        print(f"fold {k}: threshold {threshold:.4f} recall {hit.mean():.3f} (rules {pset.rule_hit.mean():.3f}) "
+              f"test FPR {macro_fpr(flagged[test], corpora[test]):.4f}", file=sys.stderr)
+    per_corpus = {c_: (int(clean_flag[corpora == c_].sum()), int((corpora == c_).sum())) for c_ in np.unique(corpora)}
+    return {"folds": folds_out, "recall": recall, "per_corpus": per_corpus,
+            "macro_fpr": macro_fpr(clean_flag, corpora), "fpr": float(clean_flag.mean()), "fired": clean_by}
+
+
+def _subset(ds: DocSet, idx: np.ndarray) -> DocSet:
+    """The documents ``idx`` of ``ds`` (features sliced, not recomputed)."""
+    out = DocSet.__new__(DocSet)
+    keep = np.isin(ds.owner, idx)
+    out.owner = np.searchsorted(idx, ds.owner[keep])
+    out.sentences = [s for s, k in zip(ds.sentences, keep, strict=True) if k]
+    out.features = ds.features[keep] if ds.features is not None else None
+    out.rule_ids = [ds.rule_ids[i] for i in idx]
+    out.rule_hit = ds.rule_hit[idx]
+    return out
+
+
+def report(result: dict[str, Any], folds: int, seed: int) -> list[str]:
+    recall = result["recall"]
+    lines = [f"Family-grouped cross-fitting: {folds} folds, seed {seed}; {len(recall['all']) // 3} attack strings, "
+             f"each planted at the start, middle and end of test-split hosts ({len(recall['all'])} documents).", "",
+             "| fold | families held out | threshold | recall (held-out families) | rules alone | "
+             "test FPR averaged over corpora |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {f['fold']} | {f['held_families']} | {f['threshold']:.4f} | {f['recall']:.3f} | "
+              f"{f['rules_recall']:.3f} | {f['test_macro_fpr']:.4f} |" for f in result["folds"]]
+    lines += ["", f"**Pooled: recall {np.mean(recall['all']):.3f} on unseen families; FPR averaged over corpora "
+                  f"{result['macro_fpr']:.4f}, on all clean documents {result['fpr']:.4f}.**", "",
+              "| clean corpus | flagged / documents | FPR |", "|---|---:|---:|"]
+    lines += [f"| {c} | {k} / {n} | {k / n:.4f} |" for c, (k, n) in result["per_corpus"].items()]
+    lines += ["", "| group | recall | n |", "|---|---:|---:|"]
+    lines += [f"| {g} | {np.mean(v):.3f} | {len(v)} |" for g, v in sorted(recall.items()) if g != "all"]
+    lines += ["", "Clean documents flagged (id, why):", ""]
+    lines += [f"- {c}: {w}" for c, v in sorted(result["fired"].items()) for w in v] or ["- none"]
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--holdout-families", type=float, default=0.0,
-                    help="evaluate on this share of attack families left out of training; does not save weights")
+    ap.add_argument("--cv", action="store_true", help="family-grouped cross-fitting report; does not save weights")
+    ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength")
     args = ap.parse_args()
     docs = clean_docs(args.data)
     attacks = injection_strings(args.data)
-    train_docs = [d for d in docs if d["split"] == "train"]
-    calib_docs = [d for d in docs if d["split"] == "calib"]
-    calib_texts = [d["text"] for d in calib_docs]
-    rng = random.Random(args.seed)
-    if args.holdout_families:
-        families = sorted({a["family"] for a in attacks})
-        rng.shuffle(families)
-        held = set(families[: int(len(families) * args.holdout_families)])
-        train_attacks = [a for a in attacks if a["family"] not in held]
-        eval_attacks = [a for a in attacks if a["family"] in held]
-    else:
-        train_attacks, eval_attacks = attacks, []
-    scorer = train(train_attacks, train_docs, args.seed, args.c)
-    detector = InjectionDetector()
-    detector._scorer = scorer
-    threshold, rule_fpr = pick_threshold(detector, calib_docs)
-    scorer.meta.update({"threshold": round(threshold, 4), "calib_rule_fpr": round(rule_fpr, 4),
-                        "trained_on": "BIPIA text+code attacks, CyberSecEval prompt injection (MIT); dev corpora "
-                                      "train split (MIT, CC BY-SA 4.0 text)"})
-    print(f"positives {scorer.meta['positives']} negatives {scorer.meta['negatives']} "
-          f"threshold {threshold:.4f} calib rule FPR {rule_fpr:.4f}")
-    detector.params["learned_threshold"] = threshold
-    flagged = [bool(v) for v in detector.analyse_many(calib_texts)]
-    by_corpus: dict[str, list[bool]] = {}
-    for d, f in zip(calib_docs, flagged, strict=True):
-        by_corpus.setdefault(d["corpus"], []).append(f)
-    print("calib FPR by corpus: " + ", ".join(f"{k} {np.mean(v):.3f} (n={len(v)})" for k, v in by_corpus.items()))
-    if eval_attacks:
-        hosts = [d["text"] for d in docs if d["split"] == "calib" and d["corpus"] in ("email", "code", "wiki")]
-        planted = [plant(rng.choice(hosts), a["text"], ("start", "middle", "end")[i % 3])
-                   for i, a in enumerate(eval_attacks)]
-        detector.params["learned_threshold"] = threshold
-        hit = [bool(v) for v in detector.analyse_many(planted)]
-        learned_only = [any(x[0].id == "VA518" for x in v) for v in detector.analyse_many(planted)]
-        print(f"held-out families {len(held)}/{len(families)}: recall {np.mean(hit):.3f} "
-              f"({len(eval_attacks)} strings; learned rule fired on {np.mean(learned_only):.3f})")
+    if args.cv:
+        print("\n".join(report(cross_validate(docs, attacks, args.folds, args.seed, args.c), args.folds, args.seed)))
         return
+    # The test split (bucket 0) stays out of training and calibration: benchmarks/content_quality.py confirms there.
+    fit_docs = [d for d in docs if d["split"] != "test"]
+    clean = DocSet([d["text"] for d in fit_docs], InjectionDetector(learned=False))
+    scorer, threshold = fit_calibrated(attacks, clean, fit_docs, {1, 2, 3, 4}, args.seed, args.c)
+    scorer.meta.update({"threshold": round(threshold, 6), "fpr_budget": FPR_BUDGET,
+                        "trained_on": "BIPIA text+code attacks, CyberSecEval prompt injection (MIT); dev corpora "
+                                      "train and calib splits (MIT, CC BY-SA 4.0 text)"})
+    print(f"positives {scorer.meta['positives']} negatives {scorer.meta['negatives']} threshold {threshold:.4f}")
     scorer.save(WEIGHTS)
     print(f"wrote {WEIGHTS} ({WEIGHTS.stat().st_size // 1024} KiB)")
 

@@ -40,7 +40,7 @@ def _clip(text: str) -> str:
     return text if len(text) <= SPAN_CHARS else text[: SPAN_CHARS - 1] + "…"
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
     """NFKC, invisible characters removed, tag characters mapped to the ASCII they smuggle."""
     text = pat.TAG_CHARS.sub(lambda m: "".join(chr(ord(c) - 0xE0000) for c in m.group()), text)
     return unicodedata.normalize("NFKC", pat.BIDI.sub("", pat.ZERO_WIDTH.sub("", text)))
@@ -72,18 +72,23 @@ class InjectionDetector(Detector):
 
     Rules look at the text after NFKC normalisation with invisible characters removed and Unicode tag
     characters decoded, so split or smuggled phrases still match. VA518 scores every sentence with a
-    logistic regression on hashed word/char n-grams and reports the document's highest sentence probability;
-    ``learned_threshold`` (default from the weights file) was set for <= 1% false positives on clean dev
-    documents — emails, code answers, Wikipedia, PubMed, hotpotqa, including ones about prompts and passwords
-    (benchmarks/content_quality.py). zero-width characters count as hidden text in a run of 8 or more, or
-    when at least ``zero_width_min`` (default 2) of them split words (one stray joiner is common in web text).
+    logistic regression on hashed word/char n-grams, cues of a task addressed to an assistant (imperative first
+    word, second person, requests for secrets) and how off-topic the sentence is for the rest of its document,
+    and reports the document's highest sentence probability, so one injected sentence in a long clean document is
+    not diluted. ``learned_threshold`` (default from the weights file) was chosen for <= 1% false positives
+    averaged over the clean dev corpora — emails, code answers, Wikipedia (en, es), PubMed, hotpotqa passages,
+    including ones about prompts and passwords — on out-of-fold scores (benchmarks/train_injection_scorer.py),
+    and confirmed on a separate test split (benchmarks/content_quality.py). Zero-width characters count as hidden
+    text in a run of 8 or more, or when at least ``zero_width_min`` (default 2) of them split words (one stray
+    joiner is common in web text). Each point is judged on its own text alone (``pointwise_observe``).
     """
 
     name = "injection"
-    version = "1"
+    version = "2"  # bump with every retrained weights file: scan --incremental carries findings of the same version
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     requires = frozenset({"text"})
+    pointwise_observe = True
     defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 2}
 
     def begin(self, ctx: ScanContext) -> None:
@@ -113,9 +118,8 @@ class InjectionDetector(Detector):
         if not self._scorer_ready():
             return [list(r.values()) for r in results]
         scorer = self._scorer
-        pieces = [sentences(_normalise(t)) if t else [] for t in texts]
-        flat = [s for doc in pieces for _, s in doc]
-        probs = scorer.score(flat) if scorer is not None else np.zeros(0)
+        pieces = [sentences(normalise(t)) if t else [] for t in texts]
+        probs = scorer.score_documents([[s for _, s in doc] for doc in pieces]) if scorer else np.zeros(0)
         threshold = self.learned_threshold
         pos = 0
         for found, doc in zip(results, pieces, strict=True):
@@ -143,7 +147,7 @@ class InjectionDetector(Detector):
                 found[rule.id] = (rule, 1.0, 0.5, {"span": _clip(span), **extra})
 
         self._hidden(text, hit)
-        clean = _normalise(text)
+        clean = normalise(text)
         for rule, regex in ((OVERRIDE, pat.OVERRIDE), (ROLE_MARKER, pat.ROLE_MARKER), (TOOL_CALL, pat.TOOL_CALL),
                             (EXFIL_LINK, pat.EXFIL_LINK), (ADDRESSED, pat.ADDRESSED_TASK)):
             m = regex.search(clean)
@@ -172,7 +176,7 @@ class InjectionDetector(Detector):
         intra_word = pat.ZERO_WIDTH_IN_WORD.findall(text)
         run = pat.ZERO_WIDTH_RUN.search(text)
         if run or len(intra_word) >= int(self.params["zero_width_min"]):
-            hit(HIDDEN_TEXT, _normalise(text[max(0, (run.start() if run else 0) - 20) :][:120]),
+            hit(HIDDEN_TEXT, normalise(text[max(0, (run.start() if run else 0) - 20) :][:120]),
                 carrier="zero-width-characters", count=len(pat.ZERO_WIDTH.findall(text)))
             return
         for m in pat.HTML_COMMENT.finditer(text):

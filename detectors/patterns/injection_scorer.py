@@ -1,10 +1,12 @@
-"""Learned sentence scorer for injected tasks: hashed word and character n-grams with logistic-regression weights
-(trained by benchmarks/train_injection_scorer.py on MIT-licensed data, shipped as injection_scorer.json)."""
+"""Learned sentence scorer for injected tasks: hashed word and character n-grams plus a few cues of a task addressed
+to an assistant (imperative mood, second person, requests for secrets), with logistic-regression weights trained by
+benchmarks/train_injection_scorer.py on MIT-licensed data and shipped as injection_scorer.json."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,11 @@ import numpy.typing as npt
 
 WEIGHTS = Path(__file__).with_name("injection_scorer.json")
 N_FEATURES = 2**18
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+|\|")
+# A full stop or question mark followed by a lower-case word does not end a sentence: "What's Your Bid? was an
+# ABC game show" is one sentence (a title that is a question), not a question and a fragment.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?![a-z])|(?<=[。！？])\s*|\n+|\|")
 MAX_SENTENCE = 400
+KEPT_WEIGHTS = 40_000
 
 
 def sentences(text: str) -> list[tuple[int, str]]:
@@ -48,12 +53,119 @@ def vectorizers() -> tuple[Any, Any]:
     return words, chars
 
 
-def featurize(texts: list[str]) -> Any:
-    """Sparse ``(n, 2 * N_FEATURES)`` features of ``texts``."""
-    from scipy.sparse import hstack
+# Hand-written cue lexicons (no POS tagger or word list is installed, and these few hundred words are the point):
+# they generalise across attack families where n-grams only remember the topics of the training tasks.
+IMPERATIVE_VERBS = frozenset("""
+act add advertise advise analyse analyze answer append arrange ask assess assume avoid begin book brainstorm browse
+build buy calculate call capture change check classify click collect compare compile complete compose compute
+confirm consider contact continue convert copy correct count craft create critique debug decode decrypt define
+delete demonstrate derive describe design detect determine develop disclose discuss disregard do donate download
+draft draw edit elaborate email encode encrypt enter enumerate estimate evaluate execute explain explore express
+extract fill find fix follow forget format forward gather generate give go guess guide help highlight identify
+ignore illustrate imagine implement include inform insert install invent invite keep leak learn list locate log
+look make mention monitor name narrate offer omit open optimize order organise organize outline output paraphrase
+paste pay plan play post predict prepare present pretend print prioritise prioritize produce promote proofread
+propose prove provide publish rank rate read recite recommend record redirect register reiterate remember remind
+remove rename rephrase replace reply report repeat research respond restate reveal reverse review rewrite run save
+say scan schedule search select sell send set share show sign simulate sing solve sort specify spell start state
+stop store subscribe suggest summarise summarize switch tag teach tell transfer translate try tweet type update
+upload urge use verify visit walk warn write
+""".split())
+_LEAD_IN = re.compile(
+    r"^[\W_]*(?:(?:please|kindly|now|also|then|and|just|first|next|finally|additionally|lastly),?\s+)*", re.I)
+_CUES = tuple(re.compile(p, re.I) for p in (
+    r"\b(?:you|your|yours|yourself)\b",
+    r"\b(?:can|could|would|will|won't|do)\s+you\b|\b(?:tell|give|show|send|share with|remind)\s+me\b"
+    r"|\bi\s+(?:want|need|would like)\s+you\b|\blet'?s\b",
+    r"\bplease\b|\bkindly\b",
+    r"\?[\"')\]]*\s*$",
+    r"^[\W_]*(?:what|who|whom|whose|how|why|when|where|which|is|are|can|could|do|does|did|should|would|will)\b",
+    r"\b(?:i|me|my)\b",
+    r"\b(?:ai|assistant|chatbot|language model|gpt|llm|bot|model)\b",
+    r"\b(?:response|answer|reply|respond|output|summary|summari[sz]e|instructions?|prompt)\b",
+    r"\b(?:password|passcode|passphrase|secret|credentials?|pin|contraseña|clave|mot de passe|passwort|senha|"
+    r"wachtwoord|parola d'ordine)\b|пароль|密码|口令|パスワード|비밀번호",
+    r"https?://|www\.",
+    r"https?://\S+\?\S*=",
+    r"\b(?:encode|decode|base64|reverse|backwards|interlace|cipher|rot13|hex|spell)\w*\b",
+    r"\b(?:imagine|pretend|suppose|assume|hypothetical(?:ly)?|role-?play|act as|let's say)\b",
+    r"\b[a-z]+[0-9@$]+[a-z]+\b",
+))
+N_CUES = len(_CUES) + 7
+_WORD = re.compile(r"[^\W\d_]{4,}")
+
+
+def cue_features(texts: list[str]) -> Any:
+    """Dense cues per text: the first word (after "please", "now", ...) is an imperative verb; each of ``_CUES``;
+    a bucket of the word count (short standalone tasks differ from prose); the share of capitalised words and
+    whether all are (a title that is a question, "What Is To Be Done?", is not a task)."""
+    from scipy.sparse import csr_matrix
+
+    rows = np.zeros((len(texts), N_CUES), dtype=np.float64)
+    for i, text in enumerate(texts):
+        rest = text[_LEAD_IN.match(text).end():]  # type: ignore[union-attr]
+        first = rest.split(maxsplit=1)[0].lower().strip(",.:;!?\"'") if rest.strip() else ""
+        rows[i, 0] = first in IMPERATIVE_VERBS
+        for j, cue in enumerate(_CUES, start=1):
+            rows[i, j] = cue.search(text) is not None
+        words = len(text.split())
+        rows[i, len(_CUES) + 1 + min(3, (words > 6) + (words > 15) + (words > 30))] = 1.0
+        long_words = _WORD.findall(text)
+        if long_words:
+            capitalised = sum(w[0].isupper() for w in long_words) / len(long_words)
+            rows[i, len(_CUES) + 5] = capitalised
+            rows[i, len(_CUES) + 6] = capitalised == 1.0 and len(long_words) >= 2
+    return csr_matrix(rows)
+
+
+_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
+_STOP = frozenset("""
+about above after again also been before being below between both could does doing down during each from further
+have having here into just more most once only other over same should some such than that their them then there
+these they this those through under until very what when where which while with would your yours you're will
+""".split())
+N_CONTEXT = 3
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in (m.lower() for m in _CONTENT_WORD.findall(text)) if w not in _STOP}
+
+
+def context_overlap(pieces: list[str]) -> npt.NDArray[np.float64]:
+    """Per sentence of one document, the share of its content words found in the document's other sentences
+    (NaN for a lone sentence). An injected task is off-topic for its host ("What is the capital of Brazil?" in a
+    booking email), while a clean question is usually answered or echoed around it (a passage titled "What Is a
+    Nation?" goes on about nations) — a cue that does not depend on the attack's wording."""
+    if len(pieces) < 2:
+        return np.full(len(pieces), np.nan)
+    words = [content_words(p) for p in pieces]
+    counts: Counter[str] = Counter(w for ws in words for w in ws)
+    return np.array([sum(counts[w] > 1 for w in ws) / len(ws) if ws else 1.0 for ws in words])
+
+
+def featurize(texts: list[str], overlap: npt.NDArray[np.float64] | None = None) -> Any:
+    """Sparse ``(n, N_COLUMNS)`` features of ``texts``: word n-grams, character n-grams, context (from ``overlap``,
+    the :func:`context_overlap` of each text in its document; None when there is no document), cues."""
+    from scipy.sparse import csr_matrix, hstack
 
     words, chars = vectorizers()
-    return hstack([words.transform(texts), chars.transform(texts)]).tocsr()
+    context = np.zeros((len(texts), N_CONTEXT))
+    ov = np.full(len(texts), np.nan) if overlap is None else overlap
+    lone = np.isnan(ov)
+    context[:, 0] = np.where(lone, 0.0, ov)
+    context[:, 1] = ~lone & (ov == 0.0)
+    context[:, 2] = lone
+    return hstack([words.transform(texts), chars.transform(texts), csr_matrix(context), cue_features(texts)]).tocsr()
+
+
+def featurize_documents(docs: list[list[str]]) -> Any:
+    """Features of every sentence of every document (each a list of its sentences), in order."""
+    flat = [s for d in docs for s in d]
+    overlap = np.concatenate([context_overlap(d) for d in docs]) if flat else np.zeros(0)
+    return featurize(flat, overlap)
+
+
+N_COLUMNS = 2 * N_FEATURES + N_CONTEXT + N_CUES
 
 
 class SentenceScorer:
@@ -67,23 +179,36 @@ class SentenceScorer:
     @classmethod
     def load(cls, path: Path = WEIGHTS) -> SentenceScorer:
         data = json.loads(path.read_text(encoding="utf-8"))
-        coef = np.zeros(2 * N_FEATURES, dtype=np.float64)
+        coef = np.zeros(N_COLUMNS, dtype=np.float64)
         coef[np.asarray(data["index"], dtype=np.int64)] = np.asarray(data["coef"], dtype=np.float64)
         return cls(coef, float(data["intercept"]), data.get("meta", {}))
 
-    def save(self, path: Path, top: int = 40_000) -> None:
+    def pruned(self, top: int = KEPT_WEIGHTS) -> SentenceScorer:
+        """The same scorer with only its ``top`` largest weights, rounded as saved (what ships is what is measured)."""
         keep = np.argsort(-np.abs(self.coef))[:top]
-        keep = np.sort(keep[self.coef[keep] != 0])
+        coef = np.zeros_like(self.coef)
+        coef[keep] = np.round(self.coef[keep], 4)
+        return SentenceScorer(coef, round(self.intercept, 5), dict(self.meta))
+
+    def save(self, path: Path) -> None:
+        keep = np.flatnonzero(self.coef)
         path.write_text(json.dumps({
             "intercept": round(self.intercept, 5), "meta": self.meta,
             "index": keep.tolist(), "coef": [round(float(c), 4) for c in self.coef[keep]],
         }, separators=(",", ":")), encoding="utf-8")
 
-    def score(self, texts: list[str]) -> npt.NDArray[np.float64]:
-        if not texts:
-            return np.zeros(0)
-        logits = featurize(texts) @ self.coef + self.intercept
+    def score_features(self, features: Any) -> npt.NDArray[np.float64]:
+        """Probabilities of rows already passed through :func:`featurize`."""
+        logits = features @ self.coef + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+    def score(self, texts: list[str]) -> npt.NDArray[np.float64]:
+        """Probabilities of standalone sentences (no document around them)."""
+        return self.score_features(featurize(texts)) if texts else np.zeros(0)
+
+    def score_documents(self, docs: list[list[str]]) -> npt.NDArray[np.float64]:
+        """Probabilities of every sentence of every document, in order (see :func:`featurize_documents`)."""
+        return self.score_features(featurize_documents(docs)) if any(docs) else np.zeros(0)
 
 
 @lru_cache(maxsize=1)
