@@ -104,6 +104,8 @@ class TenantMarkerDetector(Detector):
     rules = (CANARY, PATTERN, NAME)
     requires = frozenset({"text", "tenant"})
     defaults: ClassVar[dict[str, Any]] = {"max_evidence": 10}
+    #: A point's verdict reads only its own text, tenant and the configured markers (part of the scan settings).
+    pointwise_observe = True
 
     def skip_reason(self, ctx: ScanContext) -> str | None:
         reason = super().skip_reason(ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from conftest import load_jsonl
@@ -30,10 +30,7 @@ MARKERS = {
 
 
 class CountingMarkerDetector(TenantMarkerDetector):
-    """The real tenant-marker detector declared pointwise (its observe reads only the point and the config),
-    counting the points its observe is shown."""
-
-    pointwise_observe: ClassVar[bool] = True
+    """The real (pointwise) tenant-marker detector, counting the points its observe is shown."""
 
     def begin(self, ctx: Any) -> None:
         super().begin(ctx)
