@@ -125,6 +125,24 @@ have having here into just more most once only other over same should some such 
 these they this those through under until very what when where which while with would your yours you're will
 """.split())
 N_CONTEXT = 3
+N_SHAPE = 2**16
+#: Words a sentence's shape keeps; every other word becomes ``w`` (digits ``0``), so "Summarize the main findings
+#: of the 2020 climate report." and "Describe the key themes of the 1984 novel." share the shape n-grams that the
+#: topic-laden word n-grams cannot see.
+SHAPE_WORDS = IMPERATIVE_VERBS | _STOP | frozenset("""
+a an the of to in on for by at as and or but if so not no yes is are was were be am do did has had can may might
+must shall i me my we us our you he him his she her it its they them their all any each every some one following
+new now also just only please instead first then next end start user users assistant ai model bot chatbot system
+prompt prompts instruction instructions rule rules response responses answer answers reply message messages text
+sentence question password secret key code data information content email link url file command script
+""".split())
+_SHAPE_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def shape(text: str) -> str:
+    """``text`` with every word outside ``SHAPE_WORDS`` replaced by ``w`` (numbers by ``0``)."""
+    return " ".join(t if t in SHAPE_WORDS or not t[0].isalnum() else "0" if t.isdigit() else "w"
+                    for t in _SHAPE_TOKEN.findall(text.lower()))
 
 
 def content_words(text: str) -> set[str]:
@@ -144,18 +162,23 @@ def context_overlap(pieces: list[str]) -> npt.NDArray[np.float64]:
 
 
 def featurize(texts: list[str], overlap: npt.NDArray[np.float64] | None = None) -> Any:
-    """Sparse ``(n, N_COLUMNS)`` features of ``texts``: word n-grams, character n-grams, context (from ``overlap``,
+    """Sparse ``(n, N_COLUMNS)`` features of ``texts``: word n-grams, character n-grams, n-grams of the
+    :func:`shape`, context (from ``overlap``,
     the :func:`context_overlap` of each text in its document; None when there is no document), cues."""
     from scipy.sparse import csr_matrix, hstack
+    from sklearn.feature_extraction.text import HashingVectorizer
 
     words, chars = vectorizers()
+    shapes = HashingVectorizer(n_features=N_SHAPE, ngram_range=(1, 3), alternate_sign=False, norm="l2",
+                               lowercase=False, token_pattern=r"\S+")
     context = np.zeros((len(texts), N_CONTEXT))
     ov = np.full(len(texts), np.nan) if overlap is None else overlap
     lone = np.isnan(ov)
     context[:, 0] = np.where(lone, 0.0, ov)
     context[:, 1] = ~lone & (ov == 0.0)
     context[:, 2] = lone
-    return hstack([words.transform(texts), chars.transform(texts), csr_matrix(context), cue_features(texts)]).tocsr()
+    return hstack([words.transform(texts), chars.transform(texts), shapes.transform([shape(t) for t in texts]),
+                   csr_matrix(context), cue_features(texts)]).tocsr()
 
 
 def featurize_documents(docs: list[list[str]]) -> Any:
@@ -165,7 +188,7 @@ def featurize_documents(docs: list[list[str]]) -> Any:
     return featurize(flat, overlap)
 
 
-N_COLUMNS = 2 * N_FEATURES + N_CONTEXT + N_CUES
+N_COLUMNS = 2 * N_FEATURES + N_SHAPE + N_CONTEXT + N_CUES
 
 
 class SentenceScorer:
