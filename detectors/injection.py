@@ -18,6 +18,7 @@ from auditor.findings import ATLAS_PROMPT_INJECTION_INDIRECT, OWASP_PROMPT_INJEC
 from auditor.types import Confidence, RecordBatch, Severity
 from detectors.patterns import injection_rules as pat
 from detectors.patterns.injection_scorer import SentenceScorer, default_scorer, sentences
+from detectors.patterns.redact import redact_sensitive
 
 _TAGS = (OWASP_PROMPT_INJECTION, ATLAS_PROMPT_INJECTION_INDIRECT)
 OVERRIDE = Rule("VA511", "Instruction-override phrasing in a document", Severity.HIGH, Confidence.HIGH, _TAGS)
@@ -84,7 +85,7 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
-    version = "2"  # bump with every retrained weights file: scan --incremental carries findings of the same version
+    version = "3"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     requires = frozenset({"text"})
@@ -107,7 +108,8 @@ class InjectionDetector(Detector):
         texts = batch.texts
         for i, verdicts in enumerate(self.analyse_many([t or "" for t in texts])):
             for rule, score, threshold, evidence in verdicts:
-                span = evidence.get("span", "")
+                # an injected sentence may quote a password or an address: evidence carries it masked
+                span = evidence["span"] = redact_sensitive(evidence.get("span", ""))
                 yield Finding(rule, self.name, batch.ids[i], score, f"{rule.title}: {span!r}", threshold, evidence,
                               batch.tenants[i], identity=rule.id)
 
