@@ -170,3 +170,19 @@ def test_plugins_list_shows_builtins() -> None:
     result = invoke("plugins", "list", "--format", "json")
     names = {(p["kind"], p["name"]) for p in json.loads(result.stdout)["plugins"]}
     assert {("connector", "qdrant"), ("detector", "integrity"), ("detector", "provenance")} <= names
+
+
+def test_incremental_scan_keeps_its_state_in_state_dir(planted_store: str, sqlite_ledger_url: str,
+                                                      tmp_path: Path) -> None:
+    """`--incremental --state-dir DIR`: the state lands in DIR (private), and the next scan patches the graph."""
+    state = tmp_path / "state"
+    args = ["scan", planted_store, *SCAN_ARGS, "-d", "near-duplicate", "--ledger", sqlite_ledger_url,
+            "--incremental", "--state-dir", state, "--format", "json", "--exit-zero"]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    (collection_dir,) = state.iterdir()
+    assert (collection_dir / "manifest.json").is_file() and oct(collection_dir.stat().st_mode)[-3:] == "700"
+    second = json.loads(invoke(*args).stdout)
+    assert any("neighbour graph 'all' patched: 78 rows reused, 0 searched again" in n for n in second["scan"]["notes"])
+    bad = invoke(*args[:-4], "--state-dir", planted_store.removeprefix("qdrant+local://") + "/meta.json")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
