@@ -167,6 +167,8 @@ class ScanContext:
         #: Per graph name, how many rows were reused from the earlier scan and how many searched again.
         self.graph_reuse: dict[str, dict[str, int]] = {}
         self._reuse_rows: npt.NDArray[np.int64] | None = None
+        #: Seconds per stage ("pass1", "<detector>.finish", "graph.all", ...): see :meth:`add_seconds`.
+        self.seconds: dict[str, float] = {}
 
     def request_neighbours(self, k: int) -> None:
         """Declare before pass 2 that some detector needs ``k`` neighbours (the graph is built once)."""
@@ -210,9 +212,12 @@ class ScanContext:
             except OSError as e:
                 self.note(f"incremental state not kept: {e}")
                 self.state = None
-        timings = self.shared.setdefault("timings", {})
-        timings[f"graph.{name}"] = timings.get(f"graph.{name}", 0.0) + time.perf_counter() - started
+        self.add_seconds(f"graph.{name}", time.perf_counter() - started)
         return graph
+
+    def add_seconds(self, stage: str, seconds: float) -> None:
+        """Add to the wall time spent in ``stage`` (kept in the scan's ``counts.seconds``)."""
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def _earlier_rows(self) -> npt.NDArray[np.int64] | None:
         """Per row, the earlier scan's row of the same point with the same vector, else -1 (None: no state)."""

@@ -84,7 +84,7 @@ def bf16_supported(device: str) -> bool:
 # Loaded models by (path, device): a scan, the demo and the red-team share one copy of the weights
 # (inference never mutates them) instead of loading the model once per Embedder.
 _LOADED: dict[tuple[str, str], Any] = {}
-_ENCODED: dict[tuple[str, str, str], dict[bytes, npt.NDArray[np.float32]]] = {}
+_ENCODED: dict[str, dict[bytes, npt.NDArray[np.float32]]] = {}  # by Embedder.cache_key
 _CACHE_LIMIT = 50_000  # texts per model: ~75 MB of 384-d vectors
 
 
@@ -226,24 +226,26 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # Texts this process already encoded with this model (the demo and red-team scan the texts they just
         # embedded) come from a bounded cache instead of the model.
-        cache = _ENCODED.setdefault((resolve_model(self.model_name), str(self.device), self.active_precision), {})
+        cache = _ENCODED.setdefault(self.cache_key, {})
         if self._memo is None and self._earlier is not None:
             self._memo = self._earlier(self.cache_key)
         memo = self._memo or {}
         keys = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
-        first_seen: dict[bytes, int] = {}
+        known: dict[bytes, npt.NDArray[np.float32]] = {}
+        missing: dict[bytes, int] = {}  # texts neither cache holds -> first position
         for i, key in enumerate(keys):
-            if key not in cache and key not in memo:
-                first_seen.setdefault(key, i)
-        missing = list(first_seen.values())
-        known = {k: memo[k] if k in memo else cache[k] for k in set(keys) if k in memo or k in cache}
+            found = memo.get(key, cache.get(key))
+            if found is not None:
+                known[key] = found
+            else:
+                missing.setdefault(key, i)
         if missing:
-            fresh = self._encode_fresh([texts[i] for i in missing], show_progress=show_progress, desc=desc)
+            fresh = self._encode_fresh([texts[i] for i in missing.values()], show_progress=show_progress, desc=desc)
             self.encoded_fresh += len(missing)
             if len(cache) + len(missing) > _CACHE_LIMIT:
                 cache.clear()
-            for i, vector in zip(missing, fresh, strict=True):
-                cache[keys[i]] = known[keys[i]] = vector
+            for key, vector in zip(missing, fresh, strict=True):
+                cache[key] = known[key] = vector
         vectors = [known[k] for k in keys]
         if self.recorded is not None:
             self.recorded.update(zip(keys, vectors, strict=True))

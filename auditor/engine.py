@@ -204,7 +204,7 @@ class Scanner:
                 carry.detectors &= {d.name for d in active}
             started = time.perf_counter()
             cursor = self._pass_one(ctx, active, findings, carry, carried)
-            ctx.shared.setdefault("timings", {})["pass1"] = time.perf_counter() - started
+            ctx.add_seconds("pass1", time.perf_counter() - started)
             for det in active:
                 if carry is not None and det.name in carry.detectors:
                     det.observe_carried([f for f, _ in carried if f.detector == det.name], ctx)
@@ -213,7 +213,7 @@ class Scanner:
             started = time.perf_counter()
             ctx.shared["tenant_summaries"] = summaries.summarise(ctx, seed=opts.settings.seed)
             self._pass_two(ctx, active, findings)
-            ctx.shared["timings"]["pass2"] = time.perf_counter() - started
+            ctx.add_seconds("pass2", time.perf_counter() - started)
         except KeyboardInterrupt:
             status, error, error_exit = "failed", "interrupted", ExitCode.INTERRUPTED
         except VecauditError as e:
@@ -360,7 +360,7 @@ class Scanner:
     @staticmethod
     def _guard(ctx: ScanContext, det: Detector, stage: str, fn: Any) -> list[Finding]:
         """Run one detector stage; a detector bug makes the scan partial instead of losing the others.
-        Seconds spent per detector and stage add up in ``ctx.shared["timings"]`` (kept in the scan's counts)."""
+        Its wall time is added to ``ctx.seconds`` under ``<detector>.<stage>``."""
         started = time.perf_counter()
         try:
             return list(fn())
@@ -372,9 +372,7 @@ class Scanner:
             ctx.shared.setdefault("failed_detectors", set()).add(det.name)
             return []
         finally:
-            timings = ctx.shared.setdefault("timings", {})
-            key = f"{det.name}.{stage}"
-            timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
+            ctx.add_seconds(f"{det.name}.{stage}", time.perf_counter() - started)
 
     # -- ledger -----------------------------------------------------------------------------------------
     def _record(
@@ -394,7 +392,7 @@ class Scanner:
         table = ctx.table
         stages = stages or {}
         counts: dict[str, Any] = {"points": len(table), "findings": 0, "basis": self._settings_basis()}
-        counts["seconds"] = {k: round(v, 3) for k, v in sorted(ctx.shared.get("timings", {}).items())}
+        counts["seconds"] = {k: round(v, 3) for k, v in sorted(ctx.seconds.items())}
         recorded: list[repo.RecordedFinding] = []
         failed = ctx.shared.get("failed_detectors", set())
         read_complete = status == "completed" or (status == "partial" and error is None)
