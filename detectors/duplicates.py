@@ -21,7 +21,8 @@ from auditor.findings import (
     Finding,
     Rule,
 )
-from auditor.types import Confidence, Severity
+from auditor.graph import row_norms
+from auditor.types import Confidence, Distance, Severity
 from detectors.textsignals import content_words, jaccard, normalised
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
@@ -36,18 +37,34 @@ def near_pairs(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Row pairs ``(i, j)`` (i < j) from the shared graph whose relative distance
     ``||a - b|| / max(||a||, ||b||)`` is at most ``max_distance`` — scale-free, so the same default works for
-    cosine, dot and Euclidean collections. Returns rows i, rows j and their relative distances."""
+    cosine, dot and Euclidean collections. Returns rows i, rows j and their relative distances.
+
+    The graph's own similarities and the row norms give every edge's distance without reading vectors; only edges
+    within a margin of ``max_distance`` are re-measured from the vectors (a float32 similarity near 1 loses
+    digits, the re-measure does not)."""
     graph = ctx.graph(k).truncated(k)
     idx = graph.indices
-    rows = np.repeat(np.arange(len(idx), dtype=np.int64), idx.shape[1])
+    n = len(idx)
+    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
     cols = idx.reshape(-1)
     keep = cols >= 0
+    vec = ctx.table.vectors
+    if graph.distance is not Distance.MANHATTAN:
+        norms = row_norms(vec).astype(np.float64)
+        s = graph.sims.reshape(-1).astype(np.float64)
+        na, nb = norms[rows], norms[np.maximum(cols, 0)]
+        if graph.distance is Distance.EUCLID:
+            dist = -s
+        else:
+            dot = na * nb * s if graph.distance is Distance.COSINE else s
+            dist = np.sqrt(np.maximum(na * na + nb * nb - 2.0 * dot, 0.0))
+        keep &= dist <= (max_distance + 0.02) * np.maximum(np.maximum(na, nb), 1e-12)
     rows, cols = rows[keep], cols[keep]
-    a, b = np.minimum(rows, cols), np.maximum(rows, cols)
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0) if len(a) else np.zeros((0, 2), dtype=np.int64)
+    # one int64 key per unordered pair: np.unique on a 1-D key is far faster than on (a, b) rows
+    key = np.unique(np.minimum(rows, cols) * n + np.maximum(rows, cols))
+    pairs = np.stack([key // n, key % n], axis=1) if len(key) else np.zeros((0, 2), dtype=np.int64)
     if not len(pairs):
         return pairs[:, 0], pairs[:, 1], np.zeros(0, dtype=np.float32)
-    vec = ctx.table.vectors
     rel = np.empty(len(pairs), dtype=np.float32)
     step = 65_536
     for start in range(0, len(pairs), step):

@@ -65,6 +65,23 @@ def query_hits(
     return np.bincount(best_i.reshape(-1), minlength=n).astype(np.int64)
 
 
+def _first_listers(
+    idx: npt.NDArray[np.int64], distinct: npt.NDArray[np.bool_], targets: npt.NDArray[np.int64], show: int
+) -> dict[int, list[int]]:
+    """For each target row, the first ``show`` rows (in row order) whose neighbour list holds it, in one pass over
+    the graph (a scan per target was O(targets x n x k): hours at 1M points)."""
+    hit = distinct & np.isin(idx, targets)
+    lister, column = np.nonzero(hit)
+    listed = idx[lister, column]
+    order = np.lexsort((lister, listed))
+    out: dict[int, list[int]] = {}
+    for target, row in zip(listed[order].tolist(), lister[order].tolist(), strict=True):
+        rows = out.setdefault(target, [])
+        if len(rows) < show and (not rows or rows[-1] != row):
+            rows.append(row)
+    return out
+
+
 def read_queries(path: str | Path, limit: int) -> list[str]:
     """Non-empty lines of a UTF-8 queries file (one query per line), at most ``limit``."""
     try:
@@ -129,13 +146,14 @@ class HubDetector(Detector):
         min_count = float(self.params["min_ratio"]) * k
         show = int(self.params["max_evidence"])
         candidates = np.flatnonzero((z >= min(limit, soup_limit)) & (occurrence >= min(min_count, 2 * k)))
+        listers = _first_listers(idx, distinct, candidates, show)
         for row in candidates:
             soup = token_soup(table.texts[row]) if ctx.field_map.text else 0.0
-            listed_by = np.flatnonzero(((idx == row) & distinct).any(axis=1))[:show]
+            listed_by = listers.get(int(row), [])
             evidence = {
                 "k": k, "k_occurrence": int(occurrence[row]), "times_average": round(float(occurrence[row]) / k, 2),
                 "robust_z": round(float(z[row]), 3), "median_occurrence": median, "token_soup": round(soup, 3),
-                "listed_by": [table.ids[int(j)] for j in listed_by], "graph_exact": graph.exact,
+                "listed_by": [table.ids[j] for j in listed_by], "graph_exact": graph.exact,
             }
             if soup >= float(self.params["soup"]) and z[row] >= soup_limit:
                 yield Finding(ADVERSARIAL_HUB, self.name, table.ids[row], float(z[row]),

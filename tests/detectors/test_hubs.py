@@ -70,6 +70,11 @@ def test_norm_inflated_vector_is_a_hub_in_a_dot_collection(tmp_path: Path, corpu
     hubs = {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == "VA331"}
     assert 42 in hubs and hubs[42].evidence["k_occurrence"] >= 50
     assert len(set(hubs) - {42}) <= 2
+    # evidence names the first points (in point order) whose 10 nearest by dot product include the hub
+    scores = inflated @ inflated.T
+    np.fill_diagonal(scores, -np.inf)
+    listing = [i for i in range(len(texts)) if 42 in np.argsort(-scores[i])[:10]]
+    assert hubs[42].evidence["listed_by"] == listing[:10]
     # the same vectors under cosine: the norm no longer matters, no hub
     uri = build_qdrant_store(tmp_path / "cos", inflated, [{"text": t} for t in texts])
     cosine = run_scan(uri, sqlite_ledger_url, detectors=["hub"], field_map=FieldMap(text="text"))
