@@ -55,7 +55,7 @@ def test_approximate_graph_recall_on_real_embeddings(wiki_vectors: np.ndarray, d
     assert not approx.exact
     assert _recall(approx.indices, truth.indices) >= 0.98
     assert not np.any(approx.indices == np.arange(len(wiki_vectors))[:, None])
-    # similarities are recomputed exactly for the found pairs
+    # similarities of the found pairs agree with the exact ones (float32 NN-descent distances or exact dot)
     both = np.flatnonzero(approx.indices[:, 0] == truth.indices[:, 0])
     assert len(both) > 0.9 * len(wiki_vectors)
     assert np.allclose(approx.sims[both, 0], truth.sims[both, 0], atol=1e-4)
