@@ -24,7 +24,18 @@ from auditor.findings import (
 )
 from auditor.graph import NeighbourGraph
 from auditor.types import Confidence, Distance, Severity
-from detectors.textsignals import content_words, jaccard, normalised, question_sentences, words
+from detectors.textsignals import (
+    content_words,
+    jaccard,
+    normalised,
+    opening_terms,
+    question_sentences,
+    salient_terms,
+    slot_substitution,
+    term_agreement,
+    term_in,
+    words,
+)
 
 _TAGS = (OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY)
 QUESTION_BAIT_CLUSTER = Rule(
@@ -39,6 +50,10 @@ CLAIM_CLUSTER = Rule(
 
 #: A retrieval bait is a whole question; shorter question-shaped titles ("Who's Afraid of Virginia Woolf?") are not.
 _BAIT_WORDS = 6
+#: A claim takes a sentence: title-only chunks ("Results of the Democratic Party presidential primaries, 2016")
+#: name the same things as their siblings without asserting anything.
+_CLAIM_WORDS = 8
+_STATEMENT_END = re.compile(r"\w[.!?][\"'”’)\]]*(?:\s|$)")
 _SENTENCE = re.compile(r"(?<=[.!?])(?=\s|[A-Z\"'])")
 
 
@@ -90,6 +105,9 @@ class _Texts:
         self._questions: dict[int, list[frozenset[str]]] = {}
         self._keys: dict[int, str] = {}
         self._openings: dict[int, tuple[str, ...]] = {}
+        self._terms: dict[int, frozenset[str]] = {}
+        self._claims: dict[int, bool] = {}
+        self._subjects: dict[int, frozenset[str]] = {}
 
     def content(self, row: int) -> frozenset[str]:
         if row not in self._words:
@@ -109,6 +127,25 @@ class _Texts:
             head = _SENTENCE.split((self.texts[row] or "").lstrip()[:400], maxsplit=1)[0]
             self._openings[row] = tuple(words(head))
         return self._openings[row]
+
+    def claim_shaped(self, row: int) -> bool:
+        """At least one finished sentence of >= ``_CLAIM_WORDS`` words in all (not a bare title)."""
+        if row not in self._claims:
+            text = self.texts[row] or ""
+            self._claims[row] = len(words(text)) >= _CLAIM_WORDS and bool(_STATEMENT_END.search(text))
+        return self._claims[row]
+
+    def terms(self, row: int) -> frozenset[str]:
+        """Names and numbers the row mentions (:func:`salient_terms`)."""
+        if row not in self._terms:
+            self._terms[row] = frozenset(salient_terms(self.texts[row]))
+        return self._terms[row]
+
+    def subject(self, row: int) -> frozenset[str]:
+        """Names and numbers of the row's first words (:func:`opening_terms`)."""
+        if row not in self._subjects:
+            self._subjects[row] = opening_terms(self.texts[row])
+        return self._subjects[row]
 
     def key(self, row: int) -> str:
         if row not in self._keys:
@@ -147,13 +184,13 @@ class PoisonClusterDetector(Detector):
     """
 
     name = "poison-cluster"
-    version = "1"
+    version = "2"
     description = "distinct passages packed around one claim, with shared question bait or a contested claim"
     rules = (QUESTION_BAIT_CLUSTER, CLAIM_CLUSTER)
     requires = frozenset({"vectors", "text", "graph"})
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "member_sim": 0.6, "same_doc_jaccard": 0.8, "question_jaccard": 0.6, "min_bait_members": 2,
-        "min_members": 2, "claim_score": 0.9, "burst_seconds": 3600.0, "max_evidence": 10,
+        "min_members": 2, "entity_agreement": 0.5, "claim_score": 0.5, "burst_seconds": 3600.0, "max_evidence": 10,
     }
 
     def neighbours_needed(self) -> int:
@@ -230,15 +267,23 @@ class PoisonClusterDetector(Detector):
                     f"{len(bait[0]) + 1} distinct passages carry the same question ({bait[1]!r}) as retrieval bait",
                     float(self.params["min_bait_members"]), evidence, table.tenants[row],
                 )
-        cohesion = float(np.mean(member_cos))
-        context = float(np.mean(other_cos)) if other_cos else float(np.min(member_cos)) - 0.2
-        overlap = float(np.mean([jaccard(texts.content(row), texts.content(m)) for m in members]))
-        novel, claim = self._novel_claim(group, others, texts)
+        if not texts.claim_shaped(row):
+            return None
+        partners, agreement, templates = self._paraphrase_partners(row, members, texts)
+        if len(partners) < int(self.params["min_members"]):
+            return None
+        partner_cos = [c for m, c in zip(members, member_cos, strict=True) if m in partners]
+        around = [m for m in members if m not in partners] + others
+        around_cos = [c for m, c in zip(members, member_cos, strict=True) if m not in partners] + other_cos
+        cohesion = float(np.mean(partner_cos))
+        context = float(np.mean(around_cos)) if around_cos else float(np.min(partner_cos)) - 0.2
+        group = [row, *partners]
+        novel, claim = self._novel_claim(group, around, texts)
         signals = {
-            "cohesion_gap": min(1.0, max(0.0, (cohesion - context) / 0.2)),
-            "lexical_overlap": min(1.0, overlap / 0.3),
+            "paraphrase_partners": min(1.0, len(partners) / 4.0),
+            "entity_agreement": agreement,
             "claim_novelty": novel,
-            "size": min(1.0, len(members) / 4.0),
+            "cohesion_gap": min(1.0, max(0.0, (cohesion - context) / 0.2)),
         }
         score = float(np.mean(list(signals.values())))
         burst = self._burst(group, times)
@@ -249,17 +294,42 @@ class PoisonClusterDetector(Detector):
         threshold = float(self.params["claim_score"])
         if score < threshold:
             return None
+        shared = sorted(t for t in texts.terms(row) if all(term_in(t, texts.terms(m)) for m in partners))
         evidence.update({
+            "members": [table.ids[m] for m in group][:show],
+            "similarities": [round(c, 4) for c in partner_cos][:show],
             "signals": {name: round(v, 3) for name, v in signals.items()},
             "group_cosine": round(cohesion, 4), "neighbourhood_cosine": round(context, 4),
-            "shared_claim_terms": claim[:show],
+            "shared_entities": shared[:show], "shared_claim_terms": claim[:show],
+            "template_neighbours": [table.ids[m] for m in templates][:show],
         })
         return Finding(
             CLAIM_CLUSTER, self.name, table.ids[row], score,
-            f"{len(members) + 1} distinct passages packed together (cosine {cohesion:.2f} vs {context:.2f} around "
-            f"them) repeating terms their neighbours lack: {', '.join(claim[:5]) or '-'}",
+            f"{len(group)} distinct passages name the same things ({', '.join(shared[:4]) or '-'}) packed together "
+            f"(cosine {cohesion:.2f} vs {context:.2f} around them) repeating terms their neighbours lack: "
+            f"{', '.join(claim[:5]) or '-'}",
             threshold, evidence, table.tenants[row],
         )
+
+    def _paraphrase_partners(self, row: int, members: list[int], texts: _Texts) -> tuple[list[int], float, list[int]]:
+        """Members that restate the point's claim: they name the same things (:func:`term_agreement` >=
+        ``entity_agreement``) and are not the same template filled with another value
+        (:func:`slot_substitution`). Returns the partners, their mean agreement and the template members."""
+        limit = float(self.params["entity_agreement"])
+        partners: list[int] = []
+        agreements: list[float] = []
+        templates: list[int] = []
+        for m in members:
+            if not texts.claim_shaped(m):
+                continue
+            if slot_substitution(texts.subject(row), texts.terms(row), texts.subject(m), texts.terms(m)):
+                templates.append(m)
+                continue
+            agreement = term_agreement(texts.terms(row), texts.terms(m))
+            if agreement >= limit:
+                partners.append(m)
+                agreements.append(agreement)
+        return partners, float(np.mean(agreements)) if agreements else 0.0, templates
 
     def _shared_question(self, row: int, members: list[int], texts: _Texts) -> tuple[list[int], str] | None:
         """Members sharing the point's bait: a question sentence (word-set Jaccard >= ``question_jaccard``) or a

@@ -53,6 +53,92 @@ def containment(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / small if small else 0.0
 
 
+#: Words that start a clause in capitals without naming anything (kept short on purpose: a capitalised word
+#: that is not one of these counts as a name).
+_FUNCTION_WORDS = frozenset(
+    "a an the this that these those he she it they we i you his her its their our my your him them us in on at of "
+    "for from by with to as and or but nor so yet if when while where after before since because although though "
+    "also however meanwhile despite unlike like both either neither not no yes there here then thus hence "
+    "therefore is are was were be been being has have had do does did can could will would should may might must "
+    "who whom whose what which why how all any each every some many most more other such one".split()
+)
+_CLAUSE = re.compile(r"(?<=[.!?;:])\s+")
+_ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th|s)$")
+
+
+def _term(token: str) -> str:
+    low = re.sub(r"['’]s?$", "", token.casefold())
+    ordinal = _ORDINAL.match(low)
+    return ordinal.group(1) if ordinal else low
+
+
+def salient_terms(text: str | None) -> list[str]:
+    """Names and numbers of ``text`` in order, casefolded (possessive and ordinal suffixes dropped): words
+    with a digit, and capitalised words that are not function words. A clause's first word counts only when
+    the next word is capitalised too ("Jerry Glanville was ..."), so "Remarkably, the ..." is not a name."""
+    out: list[str] = []
+    for clause in _CLAUSE.split(unicodedata.normalize("NFKC", text or "")):
+        found = list(_WORD.finditer(clause))
+        for i, match in enumerate(found):
+            token = match.group(0)
+            number = any(c.isdigit() for c in token)
+            name = token[0].isupper() and len(token) > 1 and token.casefold() not in _FUNCTION_WORDS and (
+                i > 0 or token.isupper() or _name_follows(clause, found, i)
+            )
+            if number or name:
+                out.append(_term(token))
+    return out
+
+
+def _name_follows(clause: str, found: list[re.Match[str]], i: int) -> bool:
+    """Whether word ``i`` is directly followed (only spaces between) by a capitalised word."""
+    if i + 1 >= len(found):
+        return False
+    return found[i + 1].group(0)[:1].isupper() and not clause[found[i].end() : found[i + 1].start()].strip()
+
+
+def opening_terms(text: str | None, first_words: int = 12) -> frozenset[str]:
+    """:func:`salient_terms` of the first ``first_words`` words: the passage's subject ("The 1925 Birthday
+    Honours", "Marcus Wayne Garland")."""
+    text = unicodedata.normalize("NFKC", text or "")
+    found = list(_WORD.finditer(text))[:first_words]
+    return frozenset(salient_terms(text[: found[-1].end()])) if found else frozenset()
+
+
+def term_in(term: str, pool: frozenset[str]) -> bool:
+    """Whether ``pool`` holds ``term``: numbers exactly, names also as an inflection sharing a prefix of >= 4
+    letters ("Russia"/"Russian", "Terrier"/"Terriers")."""
+    if term in pool:
+        return True
+    if term.isdigit():
+        return False
+    for other in pool:
+        if other.isdigit():
+            continue
+        stem = min(len(other), len(term))
+        if stem >= 4 and other[:stem] == term[:stem] and abs(len(other) - len(term)) <= 3:
+            return True
+    return False
+
+
+def term_agreement(a: frozenset[str], b: frozenset[str], min_shared: int = 2) -> float:
+    """Jaccard of two sets of names/numbers with :func:`term_in` matching, in [0, 1]; 0 when fewer than
+    ``min_shared`` terms match (one shared name says little)."""
+    shared = sum(1 for t in a if term_in(t, b))
+    if shared < min_shared:
+        return 0.0
+    return shared / max(len(a) + len(b) - shared, shared)
+
+
+def slot_substitution(opening_a: frozenset[str], terms_a: frozenset[str], opening_b: frozenset[str],
+                      terms_b: frozenset[str]) -> bool:
+    """Whether two passages are one template filled with different values: each one's subject holds a name or
+    number the other passage never mentions ("The 1925 Birthday Honours ..." / "The 1926 Birthday Honours
+    ...", "Ukraine is a country ..." / "Pakistan is a country ..."). Paraphrases of one claim name the same
+    things, so at most one side adds a term."""
+    return any(not term_in(t, terms_b) for t in opening_a) and any(not term_in(t, terms_a) for t in opening_b)
+
+
 def question_sentences(text: str | None) -> list[str]:
     """Question-shaped sentences inside ``text`` (normalised), e.g. a PoisonedRAG retrieval bait
     ``"Who wrote X?.<passage>"``. Short interjections ("Why?") and rhetorical fragments under four words

@@ -3,6 +3,7 @@ passages retrieved for the same questions, in both forms (with the question bait
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from conftest import load_jsonl
 from support import build_qdrant_store, run_scan
 
 from auditor.types import FieldMap
+from detectors.poisoning import PoisonClusterDetector
+from detectors.textsignals import opening_terms, salient_terms, slot_substitution, term_agreement
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +55,50 @@ def test_poisons_with_question_bait_are_all_found_and_only_they(tmp_path: Path, 
     assert bait.effective_severity.value == "high" and len(bait.evidence["shared_question"].split()) >= 6
     assert len(bait.evidence["members"]) >= 3 and bait.evidence["similarities"]
     assert any("AML.T0070" in t for t in bait.tags) and any("LLM04" in t for t in bait.tags)
-    claim = next(r.finding for r in result.findings if r.finding.rule_id == "VA322")
-    assert claim.evidence["shared_claim_terms"] and set(claim.evidence["signals"]) == {
-        "cohesion_gap", "lexical_overlap", "claim_novelty", "size"}
+    # the passage-only poisons (no bait) are VA322, a claim cluster naming the same things as its members
+    claim = next(r.finding for r in result.findings
+                 if r.finding.rule_id == "VA322" and r.finding.point_id in planted["alone"])
+    assert set(claim.evidence["signals"]) == {"paraphrase_partners", "entity_agreement", "claim_novelty",
+                                              "cohesion_gap"}
+    assert len(claim.evidence["members"]) >= 3 and len(claim.evidence["shared_entities"]) >= 2
+    assert len(set(claim.evidence["members"]) & planted["alone"]) >= 3
 
 
-@pytest.mark.xfail(strict=True, reason="target of issue 3 not met yet: template passages of one entity "
-                   "(1924/1925/1926 Birthday Honours, 1977/1978 Texas Tech seasons) score like passage-only poison")
 def test_passage_only_poisons_meet_the_target_without_clean_false_positives(  # type: ignore[no-untyped-def]
     tmp_path: Path, planted, sqlite_ledger_url: str
 ) -> None:
+    # the slice holds template passages of one entity (1923-1951 Birthday Honours, 1975-2002 Texas Tech
+    # seasons) that the first VA322 scored like poison
     by_rule = _by_rule(_scan(tmp_path, sqlite_ledger_url, planted["texts"], planted["vectors"]))
     assert len(planted["alone"] & by_rule.get("VA322", set())) >= 0.8 * len(planted["alone"])
     flagged = set().union(*by_rule.values()) if by_rule else set()
     assert len(flagged - planted["bait"] - planted["alone"]) <= 2  # <= 0.6% of the 310 clean passages
+
+
+def test_template_passages_are_slot_substitutions_and_poisons_are_paraphrases() -> None:
+    clean = [r["text"] for r in load_jsonl("hotpotqa_retrieved.jsonl")]
+    honours = [t for t in clean if "Birthday Honours" in t[:40]]
+    seasons = [t for t in clean if "Texas Tech Red Raiders football team" in t[:60]]
+    assert len(honours) >= 5 and len(seasons) >= 5
+    for series in (honours, seasons):
+        for a, b in pairwise(series):
+            assert slot_substitution(opening_terms(a), frozenset(salient_terms(a)),
+                                     opening_terms(b), frozenset(salient_terms(b))), (a[:60], b[:60])
+    poison = load_jsonl("poisonedrag.jsonl")
+    by_target: dict[str, list[str]] = {}
+    for p in poison:
+        by_target.setdefault(p["target_id"], []).append(p["text"])
+    substituted = agreeing = pairs = 0
+    for texts in by_target.values():
+        for a, b in pairwise(texts):
+            ta, tb = frozenset(salient_terms(a)), frozenset(salient_terms(b))
+            pairs += 1
+            substituted += slot_substitution(opening_terms(a), ta, opening_terms(b), tb)
+            agreeing += term_agreement(ta, tb) >= PoisonClusterDetector.defaults["entity_agreement"]
+    assert substituted <= 0.1 * pairs and agreeing >= 0.8 * pairs
+    # names and numbers: possessives, ordinals and sentence-initial adverbs are handled
+    assert salient_terms("Remarkably, Jerry Glanville's team won on the 30th, in 1977.") == [
+        "jerry", "glanville", "30", "1977"]
 
 
 def test_ingestion_burst_raises_the_claim_score(tmp_path: Path, planted, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
