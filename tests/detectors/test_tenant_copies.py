@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import load_jsonl
 from support import build_qdrant_store, run_scan
 
-from detectors.tenant_copies import containment, word_shingles
+from detectors.tenant_copies import containment, shingle_sketch, word_shingles
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,38 @@ def test_containment_of_a_dropped_sentence() -> None:
     a, b = word_shingles(text, 3), word_shingles("One sentence here. A third one ends the text.", 3)
     assert containment(a, b) == 1.0
     assert containment(a, word_shingles("Completely different words about nothing else at all.", 3)) == 0.0
+
+
+def test_truncated_copy_below_the_cosine_gate(tmp_path: Path, embed: Any, sqlite_ledger_url: str) -> None:
+    """An email cut to 55% of its words drops below cosine 0.85 to its source; the sketch route and the
+    strict containment test still report it, and nothing else."""
+    emails = [r["text"] for r in load_jsonl("emails.jsonl")[:40]]
+    wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:60]]
+    cuts = {i: " ".join(t.split()[: round(len(t.split()) * 0.55)]) for i, t in enumerate(emails)
+            if len(t.split()) >= 60}
+    vecs = embed(emails + wiki)
+    cut_vecs = dict(zip(cuts, embed(list(cuts.values())), strict=True))
+    cosines = {i: float(v @ vecs[i] / np.linalg.norm(v) / np.linalg.norm(vecs[i])) for i, v in cut_vecs.items()}
+    source = min(cosines, key=lambda i: cosines[i])
+    assert cosines[source] < 0.85, "the test needs a truncation the old cosine gate missed"
+    texts = [*emails, *wiki, cuts[source]]
+    tenants = ["acme"] * 40 + ["globex"] * 60 + ["globex"]
+    uri = build_qdrant_store(tmp_path / "store", [*vecs, cut_vecs[source]],
+                             [{"text": t, "tenant": g} for t, g in zip(texts, tenants)])
+    result = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
+    copy_id = len(texts) - 1
+    found = {r.finding.point_id: r.finding for r in result.findings}
+    assert set(found) == {copy_id, source}
+    finding = found[copy_id]
+    assert finding.rule_id == "VA412" and finding.score >= 0.9 and finding.threshold == 0.8
+    assert finding.evidence["sources"][0]["id"] == source and finding.evidence["sources"][0]["cosine"] < 0.85
+
+
+def test_sketches_of_a_truncated_text_share_a_hash() -> None:
+    text = ("The quarterly report was sent to the board on Monday. Revenue grew by four percent in the north. "
+            "Costs in the south rose because of the new warehouse. The board will meet again in March to decide. "
+            "Questions should go to the finance office before the end of the month.")
+    cut = " ".join(text.split()[:30])
+    assert set(shingle_sketch(text, 3, 16)) & set(shingle_sketch(cut, 3, 16))
+    assert shingle_sketch(text, 3, 16) == shingle_sketch(text, 3, 16)  # deterministic (no salted hash)
+    assert not set(shingle_sketch(text, 3, 16)) & set(shingle_sketch("An unrelated note about the weather.", 3, 16))
