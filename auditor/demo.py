@@ -167,12 +167,12 @@ def plant_attacks(store: DemoStore, embed: Callable[[list[str]], np.ndarray], se
     payload_sets.append((target, {"text": injected}))
     vector_updates.append(models.PointVectors(id=target, vector=embed([injected])[0].tolist()))
     planted.append(Planted(target, "injection", f"BIPIA instruction inserted: {inj[0]['text'][:60]!r}"))
-    # retrieval hubs: text assembled from the frequent terms of many topics (see auditor/redteam/generators.py)
+    # retrieval hubs: a topic's frequent terms, greedily re-worded to enter its k-NN lists (redteam/generators.py)
     hub_docs = [Doc(i, i, r["text"], r["tenant"], vectors[i]) for i, r in enumerate(rows)]
     hubs = Plan()
     hub_plan(hubs, hub_docs, embed, rng, 2, tenant_field="tenant", text_field="text")
     for text, vec, payload in hubs.new_points:
-        add_point(text, payload.get("tenant", "acme"), "hub", "bag of frequent terms from many topics", vector=vec)
+        add_point(text, payload.get("tenant", "acme"), "hub", "term soup optimised to enter many k-NN lists of one topic", vector=vec)
     # secrets and personal data in a chunk (synthetic, generated now; never real credentials)
     key_id = "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
     secret = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+") for _ in range(40))

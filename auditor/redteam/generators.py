@@ -5,8 +5,8 @@ They are *proxies* for published attacks, close enough to exercise the detectors
 - ``poison``: PoisonedRAG (Zou et al., 2024) stores ``question + "." + passage`` where an LLM wrote 5 passages
   asserting a wrong answer. Here: a real passage, a question-shaped bait derived from its first sentence, and the
   answer entity or number altered, in 5 variants (sentence order and subsets differ). No LLM fluency.
-- ``hub``: corpus-poisoning / GASLITE-style passages optimised to be retrieved for many queries. Here: text assembled
-  from the most frequent terms of many topics, so it sits near many documents; no gradient optimisation.
+- ``hub``: corpus-poisoning / GASLITE-style passages optimised to be retrieved for many queries. Here: a topic's
+  frequent terms, greedily re-worded (real embeddings, no gradients) to enter many of its documents' k-NN lists.
 - ``tamper-swap``, ``tamper-query``, ``tamper-perturb``: two points' vectors swapped; a vector replaced by a question's
   embedding (retrieval targeting); a vector pushed to cosine ~0.9 of the original with noise.
 - ``cross-tenant-copy``, ``misfiled``, ``unlabeled``: a document copied verbatim (minus its last sentence, re-embedded)
@@ -134,22 +134,66 @@ def hub_plan(
     count: int,
     tenant_field: str | None = None,
     text_field: str = "text",
+    *,
+    k: int = 10,
+    topic_size: int = 40,
+    rounds: int = 8,
+    tries: int = 24,
 ) -> None:
-    counts: list[Counter[str]] = []
-    sample = rng.sample(list(docs), min(400, len(docs)))
-    for d in sample:
-        counts.append(Counter(w.lower() for w in _WORD.findall(d.text) if w.lower() not in _STOP))
+    """Hub passages aimed at one topic (a seed document and its ``topic_size`` nearest, as GASLITE aims at one
+    concept's queries): a bag of the topic's frequent terms, greedily re-worded (one word swapped per candidate,
+    ``tries`` candidates a round, ``rounds`` rounds, each embedded by the real model) to enter the ``k``-NN lists
+    of as many topic documents as possible. A gradient-free stand-in for corpus-poisoning passages."""
+    pool = rng.sample(list(docs), min(2000, len(docs)))
+    if len(pool) < 3:
+        return
+    unit = _unit_rows(np.stack([d.vector for d in pool]).astype(np.float32))
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    kk = min(k, len(pool) - 1)
+    # a document retrieves the hub when the hub beats its k-th nearest neighbour
+    entry = np.sort(sims, axis=1)[:, -kk]
     for _ in range(count):
-        topics = rng.sample(counts, min(12, len(counts)))
-        words = [w for c in topics for w, _ in c.most_common(3)]
+        seed = rng.randrange(len(pool))
+        topic = np.append(np.argsort(-sims[seed])[: min(topic_size, len(pool) - 1)], seed)
+        counts = Counter(
+            w.lower() for i in topic for w in _WORD.findall(pool[int(i)].text) if w.lower() not in _STOP
+        )
+        vocabulary = [w for w, _ in counts.most_common(200)]
+        words = [w for w, _ in counts.most_common(60)]
         rng.shuffle(words)
-        text = " ".join(words[:40])
-        tenant = rng.choice(sample).tenant
+        words = words[:40]
+
+        def reach(texts: list[str], topic: np.ndarray = topic) -> tuple[np.ndarray, np.ndarray]:
+            vecs = np.asarray(embed(texts))
+            s = unit[topic] @ _unit_rows(vecs.astype(np.float32)).T
+            # soft count of topic documents whose k-NN list the text enters (smooth, so small gains register)
+            return vecs, (1.0 / (1.0 + np.exp(-(s - entry[topic, None]) / 0.02))).sum(axis=0)
+
+        vecs, score = reach([" ".join(words) or "the"])
+        best_vec, best = vecs[0], float(score[0])
+        for _round in range(rounds if words else 0):
+            candidates = []
+            for _try in range(tries):
+                changed = words[:]
+                changed[rng.randrange(len(changed))] = rng.choice(vocabulary)
+                candidates.append(changed)
+            vecs, score = reach([" ".join(c) for c in candidates])
+            top = int(np.argmax(score))
+            if score[top] > best:
+                words, best_vec, best = candidates[top], vecs[top], float(score[top])
+        text = " ".join(words)
+        tenant = pool[seed].tenant
         payload: dict[str, Any] = {text_field: text}
         if tenant_field and tenant is not None:
             payload[tenant_field] = tenant
-        plan.new_points.append((text, embed([text])[0], payload))
+        plan.new_points.append((text, best_vec, payload))
         plan.new_classes.append("hub")
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def tamper_plan(plan: Plan, docs: list[Doc], embed: Embed, rng: random.Random, count: int) -> None:
