@@ -74,11 +74,14 @@ def _first_listers(
     lister, column = np.nonzero(hit)
     listed = idx[lister, column]
     order = np.lexsort((lister, listed))
+    listed, lister = listed[order], lister[order]
+    # rank of each entry inside its target's run; keep the first `show` (a row lists a target at most once)
+    starts = np.flatnonzero(np.r_[True, listed[1:] != listed[:-1]])
+    rank = np.arange(len(listed)) - np.repeat(starts, np.diff(np.r_[starts, len(listed)]))
+    keep = rank < show
     out: dict[int, list[int]] = {}
-    for target, row in zip(listed[order].tolist(), lister[order].tolist(), strict=True):
-        rows = out.setdefault(target, [])
-        if len(rows) < show and (not rows or rows[-1] != row):
-            rows.append(row)
+    for target, row in zip(listed[keep].tolist(), lister[keep].tolist(), strict=True):
+        out.setdefault(target, []).append(row)
     return out
 
 
@@ -135,7 +138,9 @@ class HubDetector(Detector):
         graph = ctx.graph(k)
         idx = graph.indices[:, :k]
         # edges between bit-identical vectors say nothing about retrieval: ties are listed in arbitrary order
-        _, copy_class = np.unique(np.asarray(table.vector_hashes), return_inverse=True)
+        codes: dict[str, int] = {}
+        copy_class = np.fromiter((codes.setdefault(h, len(codes)) for h in table.vector_hashes), dtype=np.int64,
+                                 count=len(table.vector_hashes))
         distinct = (idx >= 0) & (copy_class[np.maximum(idx, 0)] != copy_class[:, None])
         occurrence = np.bincount(idx[distinct], minlength=len(idx)).astype(np.int64)
         raw = occurrence.astype(np.float64)
