@@ -2,7 +2,7 @@
 text embedded by the real model, with published PoisonedRAG / PIArena poisons planted at ~1%. Prints markdown.
 
     .venv/bin/python benchmarks/embedding_quality.py [--data ../shared/data/dev] [--trials 5] [--approximate]
-        [--cache ~/.cache/vecaudit-bench] [--only poison,outlier,duplicate,hub]
+        [--cache ~/.cache/vecaudit-bench] [--only poison,outlier,duplicate,hub] [--other-clean]
 
 Stores are built in memory and run through pass 2 exactly as the engine does (PointTable memmap, ScanContext,
 shared graph); ``--approximate`` forces the pynndescent graph to show quality on the approximate path.
@@ -157,7 +157,7 @@ def poison_score(findings: list[Any], n: int) -> np.ndarray:
     return scores
 
 
-def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int) -> list[str]:
+def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, other_clean: bool = False) -> list[str]:
     clean = clean_corpus(data)
     clean_vecs = embed([r["text"] for r in clean])
     lines = ["## poison-cluster", "",
@@ -165,8 +165,9 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int) -> l
              f"retrieved for the target questions {sum(r['corpus'] == 'hotpotqa' for r in clean)}, pubmed "
              f"{sum(r['corpus'] == 'pubmed' for r in clean)}); per trial 14 target questions x 5 poisons (~1%), "
              f"{trials} trials with disjoint questions.", "",
-             "| attack form | AP | recall @0.5% FPR | precision @default | recall @default | clean FPR @default |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| attack form | AP | recall @0.5% FPR | precision @default | recall @default | clean FPR @default "
+             "| poisons flagged VA321 / VA322 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     default = PoisonClusterDetector()
     thr = float(default.params["claim_score"])
     for form, rows in poison_sets(data).items():
@@ -187,11 +188,22 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int) -> l
             found, _ = run_pass_two(texts, vecs, [PoisonClusterDetector(claim_score=0.0)])
             scores = poison_score(found["poison-cluster"], len(texts))
             flagged = (scores >= thr) | (scores >= 2.0)
-            for key, value in {**rank_metrics(scores, labels), **at_threshold(flagged, labels)}.items():
+            poison_rows = labels == 1
+            by_rule = {"va321": float(np.mean(scores[poison_rows] >= 2.0)),
+                       "va322": float(np.mean((scores[poison_rows] >= thr) & (scores[poison_rows] < 2.0)))}
+            for key, value in {**rank_metrics(scores, labels), **at_threshold(flagged, labels), **by_rule}.items():
                 agg.setdefault(key, []).append(value)
         m = {k: float(np.mean(v)) for k, v in agg.items()}
         lines.append(f"| {form} | {m['ap']:.3f} | {m['recall_at_fpr']:.3f} | {m['precision']:.3f} | "
-                     f"{m['recall']:.3f} | {m['fpr']:.4f} |")
+                     f"{m['recall']:.3f} | {m['fpr']:.4f} | {m['va321']:.3f} / {m['va322']:.3f} |")
+    if other_clean:
+        other = [r["text"] for name in ("wikipedia_vital_es.jsonl", "bipia_email_contexts.jsonl",
+                                        "bipia_code_contexts.jsonl")
+                 for r in load(data / "corpora" / name) if isinstance(r.get("text"), str) and r["text"].strip()]
+        found, _ = run_pass_two(other, embed(other), [PoisonClusterDetector()])
+        flagged_other = {f.point_id for f in found["poison-cluster"]}
+        lines += ["", f"Clean-only store of other corpora (Spanish wikipedia, BIPIA e-mails and code, {len(other)} "
+                  f"points): {len(flagged_other)} flagged = {len(flagged_other) / len(other):.2%}"]
     found, seconds = run_pass_two([r["text"] for r in clean], clean_vecs, [PoisonClusterDetector()])
     flagged = {f.point_id for f in found["poison-cluster"]}
     lines += ["", f"Clean-only store ({len(clean)} points): {len(flagged)} flagged = {len(flagged) / len(clean):.2%} "
@@ -316,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--approximate", action="store_true", help="force the pynndescent graph at every size")
     ap.add_argument("--only", default="poison,outlier,duplicate,hub")
+    ap.add_argument("--other-clean", action="store_true",
+                    help="also scan a clean-only store of other corpora with poison-cluster (embeds ~6,400 more texts)")
     args = ap.parse_args(argv)
     if args.approximate:
         auditor.graph.EXACT_LIMIT = 0
@@ -324,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Embedding-space detectors — quality ({time.strftime('%Y-%m-%d')}, "
              f"{'approximate' if args.approximate else 'exact'} graph)", ""]
     if "poison" in only:
-        lines += bench_poison(args.data, embed, args.trials, args.seed)
+        lines += bench_poison(args.data, embed, args.trials, args.seed, args.other_clean)
     if "outlier" in only:
         lines += bench_outlier(args.data, embed, args.seed)
     if "duplicate" in only:

@@ -43,8 +43,8 @@ QUESTION_BAIT_CLUSTER = Rule(
     Confidence.HIGH, _TAGS,
 )
 CLAIM_CLUSTER = Rule(
-    "VA322", "Tight group of distinct passages repeating a claim their neighbourhood does not make", Severity.LOW,
-    Confidence.LOW, _TAGS,
+    "VA322", "Distinct passages restate one claim about the same names, which their neighbourhood does not make",
+    Severity.MEDIUM, Confidence.MEDIUM, _TAGS,
 )
 
 
@@ -168,19 +168,23 @@ class PoisonClusterDetector(Detector):
     full question inside distinct passages (short question-like titles are ignored); budget 0.1% of a clean
     store.
 
-    VA322 (LOW, low confidence until it meets its false-positive budget) score in [0, 1]: mean of four signals,
-    each clipped to [0, 1]:
-    cohesion of the group relative to the rest of the point's neighbourhood (mean group cosine minus the mean
-    cosine of non-members, / 0.2), lexical overlap (mean content-word Jaccard to members, / 0.3), novelty of the
-    shared claim (share of the terms used by >= 60% of the group that no non-member neighbour uses — a
-    different answer entity or number for the same question), and size (distinct members / 4). When
-    timestamps are configured, a group ingested within ``burst_seconds`` adds 0.1 (an ingestion burst).
-    Flagged at ``claim_score`` 0.9 with >= ``min_members`` (2) distinct members. Measured on the test slice (310
-    clean passages incl. the hotpotqa passages retrieved for the same questions + 20 passage-only PoisonedRAG
-    poisons): 0.62 caught 19/20 poisons but flagged 11.6% of clean passages — template passages of one entity
-    (the 1924/1925/1926 Birthday Honours, consecutive seasons of one team) look like a coordinated claim cluster;
-    0.9 flags 8/20 poisons and 3.5% of clean passages. The issue's budget (<= 0.5% of a clean store) is NOT met
-    by VA322 yet; VA321 (bait) meets it. See benchmarks/results/embedding.md.
+    VA322 (MEDIUM) is the passage-alone form. Its group keeps only the point's *paraphrase partners*: claim-shaped
+    members (a finished sentence of >= 8 words, not a bare title) that name the same things — Jaccard of the
+    names and numbers the two passages mention (:func:`term_agreement`, >= 2 shared, inflections matched)
+    >= ``entity_agreement`` (0.5) — and are not one template filled with another value (each passage's subject
+    holds a name or number the other never mentions: "The 1925 Birthday Honours" / "The 1926 Birthday Honours",
+    "Ukraine is a country" / "Pakistan is a country"; :func:`slot_substitution`). Five LLM paraphrases of one
+    false claim repeat the question's entities; templated clean passages and topical neighbours each have
+    their own subject. Score in [0, 1]: mean of four signals, each clipped to [0, 1]: partners / 4, their mean
+    name agreement, novelty of the shared claim (share of the content words used by >= 60% of the point and
+    its partners that no other neighbour uses — the wrong answer their neighbourhood does not state), and
+    cohesion (mean partner cosine minus the mean cosine of the other neighbours, / 0.2). When timestamps are
+    configured, partners ingested within ``burst_seconds`` add 0.1 (an ingestion burst). Flagged at
+    ``claim_score`` 0.5 with >= ``min_members`` (2) partners; budget 0.5% of a clean store. Measured
+    (benchmarks/embedding_quality.py, 7,017 clean passages incl. the 1,000 hotpotqa passages retrieved for the
+    target questions, 5 trials x 70 PoisonedRAG passages stored without their question): recall 0.97 at 0.5%
+    FPR, 0.09% of the clean-only store flagged. Missed: poisons that contradict each other (5 members vs 7
+    members), or name things only in lower case. See benchmarks/results/embedding.md.
     A point already reported as VA321 is not reported again as VA322.
     """
 

@@ -66,10 +66,12 @@ _FUNCTION_WORDS = frozenset(
 )
 _CLAUSE = re.compile(r"(?<=[.!?;:])\s+")
 _ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th|s)$")
+_DIGIT = re.compile(r"\d")
+_POSSESSIVE = re.compile(r"['’]s?$")
 
 
 def _term(token: str) -> str:
-    low = re.sub(r"['’]s?$", "", token.casefold())
+    low = _POSSESSIVE.sub("", token.casefold())
     ordinal = _ORDINAL.match(low)
     return ordinal.group(1) if ordinal else low
 
@@ -83,8 +85,10 @@ def salient_terms(text: str | None) -> list[str]:
         found = list(_WORD.finditer(clause))
         for i, match in enumerate(found):
             token = match.group(0)
-            number = any(c.isdigit() for c in token)
-            name = token[0].isupper() and len(token) > 1 and token.casefold() not in _FUNCTION_WORDS and (
+            if not token[0].isupper() and not _DIGIT.search(token):
+                continue  # most words: lower case, no digit
+            number = _DIGIT.search(token) is not None
+            name = len(token) > 1 and token.casefold() not in _FUNCTION_WORDS and (
                 i > 0 or token.isupper() or _name_follows(clause, found, i) or _rare_word(token)
             )
             if number or name:
@@ -168,9 +172,15 @@ def slot_substitution(opening_a: frozenset[str], terms_a: frozenset[str], openin
                       terms_b: frozenset[str]) -> bool:
     """Whether two passages are one template filled with different values: each one's subject holds a name or
     number the other passage never mentions ("The 1925 Birthday Honours ..." / "The 1926 Birthday Honours
-    ...", "Ukraine is a country ..." / "Pakistan is a country ..."). Paraphrases of one claim name the same
-    things, so at most one side adds a term."""
-    return any(not term_in(t, terms_b) for t in opening_a) and any(not term_in(t, terms_a) for t in opening_b)
+    ...", "Ukraine is a country ..." / "Pakistan is a country ..."), or each one holds a number anywhere that
+    the other never mentions (notification e-mails: "charged $105.29" / "charged $446.47"). Paraphrases of
+    one claim name the same things and repeat its numbers, so at most one side adds a term (measured: 1.3% of
+    the pairs of PoisonedRAG passages for one question differ in numbers both ways)."""
+    if any(not term_in(t, terms_b) for t in opening_a) and any(not term_in(t, terms_a) for t in opening_b):
+        return True
+    return any(t.isdigit() and t not in terms_b for t in terms_a) and any(
+        t.isdigit() and t not in terms_a for t in terms_b
+    )
 
 
 def question_sentences(text: str | None) -> list[str]:

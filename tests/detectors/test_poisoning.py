@@ -73,6 +73,9 @@ def test_passage_only_poisons_meet_the_target_without_clean_false_positives(  # 
     assert len(planted["alone"] & by_rule.get("VA322", set())) >= 0.8 * len(planted["alone"])
     flagged = set().union(*by_rule.values()) if by_rule else set()
     assert len(flagged - planted["bait"] - planted["alone"]) <= 2  # <= 0.6% of the 310 clean passages
+    templates = {i for i, t in enumerate(planted["texts"][: planted["clean"]])
+                 if "Birthday Honours" in t[:40] or "Texas Tech Red Raiders" in t[:60]}
+    assert len(templates) >= 10 and not templates & flagged
 
 
 def test_template_passages_are_slot_substitutions_and_poisons_are_paraphrases() -> None:
