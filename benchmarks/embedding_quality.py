@@ -205,8 +205,9 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, othe
         lines += ["", f"Clean-only store of other corpora (Spanish wikipedia, BIPIA e-mails and code, {len(other)} "
                   f"points): {len(flagged_other)} flagged = {len(flagged_other) / len(other):.2%}"]
     found, seconds = run_pass_two([r["text"] for r in clean], clean_vecs, [PoisonClusterDetector()])
-    flagged = {f.point_id for f in found["poison-cluster"]}
-    lines += ["", f"Clean-only store ({len(clean)} points): {len(flagged)} flagged = {len(flagged) / len(clean):.2%} "
+    flagged_clean = {f.point_id for f in found["poison-cluster"]}
+    lines += ["", f"Clean-only store ({len(clean)} points): {len(flagged_clean)} flagged = "
+              f"{len(flagged_clean) / len(clean):.2%} "
               f"(pass 2 {seconds:.1f} s); rules: "
               + ", ".join(f"{r} {sum(f.rule_id == r for f in found['poison-cluster'])}" for r in ("VA321", "VA322")),
               ""]
