@@ -104,7 +104,7 @@ class MisfiledDetector(Detector):
     documents it is unsure of; the views must agree.
 
     Threshold: ``min(min_score, max(min_score_floor, tail))``. ``min_score`` = 8.5 nats (k = 20, with the
-    lexical view; 5.5 without it) was chosen on the development set (11 wikipedia topics, seeds 0-2 of the
+    lexical view) was chosen on the development set (11 wikipedia topics, seeds 0-2 of the
     benchmark's replica) for a budget of <= 0.5% false positives between same-domain tenants, a quarter
     nat above the lowest step that met it on every seed (8.25 sat at 0.44-0.50%), to leave a margin.
     Tenants that are easy to tell apart (different corpora) leave clean points far below that, and a fixed
@@ -112,8 +112,12 @@ class MisfiledDetector(Detector):
     ``tail``, where a normal distribution fitted to the bulk of the collection's scores (its median and 90th
     percentile only, so up to 10% misfiled points cannot pull it) puts ``fp_budget`` (0.1%) of the points,
     never below ``min_score_floor`` = 4.0 nats (55:1 against the own tenant; different corpora, three seeds:
-    recall 1.0 with 0-2 of ~2,650 clean points above it). Measured through real scans in
-    benchmarks/results/tenancy.md.
+    recall 1.0 with 0-2 of ~2,650 clean points above it). Without the lexical view the score has two terms
+    and the rule of detector version 2 applies unchanged: ``min_score_without_text`` = 5.5,
+    ``min_score_floor_without_text`` = 3.0 and an exponential tail, ``tail = q90 + beta * ln(0.1 /
+    fp_budget)`` with ``beta = (q90 - q50) / ln 5`` (same-domain recall 0.81-0.83 at 0.48-0.53%; the
+    normal fit lets small collections of two views reach the floor too easily). Measured through real scans
+    in benchmarks/results/tenancy.md.
     """
 
     name = "misfiled"
@@ -125,6 +129,7 @@ class MisfiledDetector(Detector):
         "k": 20, "min_score": 8.5, "min_score_floor": 4.0, "fp_budget": 0.001, "neighbour_weight": 1.0,
         "smoothing": 1.0, "min_tenant_size": 10, "folds": 5, "max_train": 50_000, "c_total": 2000.0,
         "lexical": True, "lexical_c_total": 32_000.0, "lexical_max_train": 20_000,
+        "min_score_without_text": 5.5, "min_score_floor_without_text": 3.0,
     }
 
     def neighbours_needed(self) -> int:
@@ -154,9 +159,11 @@ class MisfiledDetector(Detector):
         share = neighbour_shares(neighbours, table.tenants, code, float(self.params["smoothing"]))
         weight = float(self.params["neighbour_weight"])
         score, likely = misfiled_scores(proba, share, labels, weight, lexical)
-        tail = tail_threshold(score, float(self.params["fp_budget"]))
-        min_score = min(float(self.params["min_score"]), max(float(self.params["min_score_floor"]), tail))
-        ctx.note(f"misfiled: threshold {min_score:.2f} nats (default {self.params['min_score']}, collection tail "
+        tail = tail_threshold(score, float(self.params["fp_budget"]), normal=lexical is not None)
+        suffix = "" if lexical is not None else "_without_text"
+        cap, floor = float(self.params[f"min_score{suffix}"]), float(self.params[f"min_score_floor{suffix}"])
+        min_score = min(cap, max(floor, tail))
+        ctx.note(f"misfiled: threshold {min_score:.2f} nats (min_score {cap}, floor {floor}, collection tail "
                  f"estimate {tail:.2f} at {float(self.params['fp_budget']):.2%} of clean points)")
         at = np.arange(len(rows))
         model_log_odds, neighbour_log_odds = _log_odds(proba[at, labels]), _log_odds(share[at, labels])
@@ -255,12 +262,15 @@ def misfiled_scores(
     return score, joint.argmax(axis=1).astype(np.int64)
 
 
-def tail_threshold(score: npt.NDArray[np.float64], fp_budget: float) -> float:
-    """Score that a normal distribution fitted to the bulk of ``score`` (its median and 90th percentile)
-    expects only ``fp_budget`` of the points to reach; ``inf`` when the fit is degenerate."""
+def tail_threshold(score: npt.NDArray[np.float64], fp_budget: float, *, normal: bool = True) -> float:
+    """Score that a normal (or exponential) distribution fitted to the bulk of ``score`` (its median and
+    90th percentile) expects only ``fp_budget`` of the points to reach; ``inf`` when the fit is degenerate."""
     if len(score) < 20 or not 0.0 < fp_budget < 0.1:
         return float("inf")
     q50, q90 = np.quantile(score, [0.5, 0.9])
+    if not normal:
+        beta = (q90 - q50) / np.log(5.0)
+        return float(q90 + beta * np.log(0.1 / fp_budget)) if beta > 0 else float("inf")
     unit = NormalDist()
     sigma = (q90 - q50) / unit.inv_cdf(0.9)
     return float(q50 + sigma * unit.inv_cdf(1.0 - fp_budget)) if sigma > 0 else float("inf")

@@ -6,21 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import load_jsonl
 from support import build_qdrant_store, run_scan
 
+from auditor.types import FieldMap
 from detectors.tenant_misfiled import MisfiledDetector
 
 
 def _scan(tmp_path: Path, texts: list[str], tenants: list[str], vecs: Any, ledger: str,
-          params: dict[str, Any] | None = None) -> dict[Any, Any]:
+          params: dict[str, Any] | None = None, *, with_text: bool = True) -> dict[Any, Any]:
     uri = build_qdrant_store(tmp_path / "store", vecs, [{"text": t, "tenant": g} for t, g in zip(texts, tenants)])
-    result = run_scan(uri, ledger, detectors=["misfiled"], params={"misfiled": params or {}})
+    field_map = FieldMap(text="text" if with_text else None, tenant="tenant")
+    result = run_scan(uri, ledger, detectors=["misfiled"], params={"misfiled": params or {}}, field_map=field_map)
     assert result.status == "completed", result.notes
     return {r.finding.point_id: r.finding for r in result.findings}
 
 
-def test_moved_between_corpora(tmp_path: Path, embed: Any, sqlite_ledger_url: str) -> None:
+@pytest.mark.parametrize("with_text", [True, False], ids=["lexical-view", "no-text-field"])
+def test_moved_between_corpora(tmp_path: Path, embed: Any, sqlite_ledger_url: str, with_text: bool) -> None:
     wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:120]]
     pubmed = [r["text"] for r in load_jsonl("pubmed.jsonl")[:100]]
     emails = [r["text"] for r in load_jsonl("emails.jsonl")[:60]]
@@ -29,8 +33,13 @@ def test_moved_between_corpora(tmp_path: Path, embed: Any, sqlite_ledger_url: st
     moved = {3: "globex", 50: "initech", 130: "acme", 200: "initech", 240: "acme"}
     for i, t in moved.items():
         tenants[i] = t
-    found = _scan(tmp_path, texts, tenants, embed(texts), sqlite_ledger_url)
+    found = _scan(tmp_path, texts, tenants, embed(texts), sqlite_ledger_url, with_text=with_text)
     assert set(found) == set(moved)  # every moved document, no clean one
+    # the lexical view runs on the texts when there are any; without a text field the thresholds of the
+    # two-view score apply
+    assert all(("lexical_log_odds" in f.evidence) is with_text for f in found.values())
+    floor = MisfiledDetector.defaults["min_score_floor" if with_text else "min_score_floor_without_text"]
+    assert all(f.threshold >= floor for f in found.values())
     assert found[130].evidence["likely_tenant"] == "globex" and found[130].tenant == "acme"
     assert found[130].score >= found[130].threshold and found[130].evidence["neighbour_vote"] >= 0.5
 
