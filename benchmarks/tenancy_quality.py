@@ -5,9 +5,10 @@ through the engine and ledger (a clean baseline, then the store with planted fau
         [--scenario corpora,topics] [--seed 0,1]
 
 Scenarios: ``corpora`` — tenants are different corpora (wikipedia, pubmed, BIPIA emails and code); ``topics`` —
-tenants are the 11 labelled wikipedia topics (one domain). Planted after the baseline scan: exact copies and
-near copies (one sentence dropped, re-embedded) under another tenant, misfiled documents (tenant changed to
-another tenant), unlabeled points (empty/null/list tenant) and misspelled tenants.
+tenants are the 11 labelled wikipedia topics (one domain). Planted after the baseline scan: exact copies,
+near copies (one sentence dropped, re-embedded) and truncated copies (cut to 50-75% of the words,
+re-embedded) under another tenant, misfiled documents (tenant changed to another tenant), unlabeled points
+(empty/null/list tenant) and misspelled tenants.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dev"
 DETECTORS = ["integrity", "tenant-label", "cross-tenant-copy", "misfiled"]
 # misfiled min_score values reported (nats); the scan runs at the loosest and the others are re-thresholded
 # from each finding's score and the collection's tail estimate (in its evidence), exactly as the detector does
-MISFILED_GRID = [3.0, 4.0, 4.5, 5.0, 5.25, 5.5, 5.75, 6.0, 6.5, 7.0]
+MISFILED_GRID = [4.0, 5.0, 6.0, 7.0, 7.5, 8.0, 8.25, 8.5, 8.75, 9.0, 10.0]
 # integrity's VA108 (no tenant field) is a label fault too: Qdrant drops a key set to null, so the planted
 # null tenant arrives as a missing field, which tenant-label leaves to integrity by design
 LABEL_RULES = ["VA108", "VA401", "VA402", "VA403"]
@@ -73,6 +74,11 @@ def drop_sentence(text: str, rng: np.random.Generator) -> str | None:
         return None
     drop = int(rng.integers(1, len(sentences)))
     return " ".join(s for i, s in enumerate(sentences) if i != drop)
+
+
+def truncate(text: str, rng: np.random.Generator) -> str:
+    words = text.split()
+    return " ".join(words[: round(len(words) * rng.uniform(0.5, 0.75))])
 
 
 def misspell(tenant: str, rng: np.random.Generator) -> str:
@@ -149,6 +155,19 @@ def run_scenario(name: str, texts: list[str], tenants: list[str], embed: Embeddi
         client.set_payload("docs", {"tenant": bad_values[k % len(bad_values)]}, points=[i])
     for i in misspelled:
         client.set_payload("docs", {"tenant": misspell(tenants[i], rng)}, points=[i])
+    # truncated copies last, so the plants above stay those of earlier runs of this benchmark
+    truncated_src = pick(25, lambda i: len(texts[i].split()) >= 40)
+    truncated_texts = [truncate(texts[i], np.random.default_rng(i)) for i in truncated_src]
+    truth["truncated"] = set()
+    truncated_points = []
+    for i, text, vec in zip(truncated_src, truncated_texts, embed(truncated_texts), strict=True):
+        payload = {"text": text, "tenant": other_tenant(tenants[i])}
+        truncated_points.append(models.PointStruct(id=next_id, vector=vec.tolist(), payload=payload))
+        truth["truncated"].add(next_id)
+        copy_from[next_id] = tenants[i]
+        next_id += 1
+    client.upsert("docs", truncated_points)
+    new_points += truncated_points
     client.close()
 
     started = time.perf_counter()
@@ -161,11 +180,16 @@ def run_scenario(name: str, texts: list[str], tenants: list[str], embed: Embeddi
     for rec in result.findings:
         flagged.setdefault(rec.finding.rule_id, {})[rec.finding.point_id] = rec.finding
 
-    def measure(rule_ids: list[str], positives: set[Any], negatives: int) -> dict[str, Any]:
+    def measure(rule_ids: list[str], positives: set[Any], negatives: int,
+                other: frozenset[Any] | set[Any] = frozenset(), also_found_by: str | None = None) -> dict[str, Any]:
+        """Recall on ``positives`` (also counting a report under ``also_found_by``); a hit on ``other`` (a
+        planted copy of another kind) is no false positive."""
         hit = set().union(*(flagged.get(r, {}).keys() for r in rule_ids))
-        tp = len(hit & positives)
-        fp = len(hit - positives)
-        return {"positives": len(positives), "recall": tp / max(1, len(positives)), "fp": fp, "fpr": fp / negatives}
+        by_other_rule = (set(flagged.get(also_found_by, {})) & positives) - hit if also_found_by else set()
+        tp = len(hit & positives) + len(by_other_rule)
+        fp = len(hit - positives - other)
+        return {"positives": len(positives), "recall": tp / max(1, len(positives)), "fp": fp, "fpr": fp / negatives,
+                "other_plants": len((hit & other) - positives), "by_other_rule": len(by_other_rule)}
 
     # relabelling a document (misfiled / label plants) makes real cross-tenant duplicates wherever the corpus
     # already holds near-identical texts (BIPIA's templated emails): such a copy finding is explained by
@@ -179,8 +203,11 @@ def run_scenario(name: str, texts: list[str], tenants: list[str], embed: Embeddi
                 explained[rule] = explained.get(rule, 0) + 1
                 del flagged[rule][pid]
     rows: dict[str, Any] = {}
-    rows["exact copies (VA411)"] = measure(["VA411"], truth["VA411"], total - len(truth["VA411"]))
-    rows["near copies (VA412)"] = measure(["VA412"], truth["VA412"], total - len(truth["VA412"]))
+    copies = truth["VA411"] | truth["VA412"] | truth["truncated"]
+    rows["exact copies (VA411)"] = measure(["VA411"], truth["VA411"], total - len(copies), copies)
+    # an edit beyond the model's 256-token window leaves the vector bit-identical: reported as VA411
+    rows["near copies (VA412)"] = measure(["VA412"], truth["VA412"], total - len(copies), copies, "VA411")
+    rows["truncated copies (VA412)"] = measure(["VA412"], truth["truncated"], total - len(copies), copies, "VA411")
     rows["label faults (VA108+VA401-403)"] = measure(LABEL_RULES, truth["labels"], total - len(truth["labels"]))
     directions = [f.evidence["from_tenant"] == copy_from[pid] for r in ("VA411", "VA412")
                   for pid, f in flagged.get(r, {}).items() if pid in copy_from]
@@ -216,12 +243,15 @@ def markdown(results: list[dict[str, Any]], default: float) -> str:
         out.append(f"### {r['name']} (seed {r['seed']}): {r['points']} points, {r['tenants']} tenants "
                    f"(scan with planted faults: "
                    f"{r['scan_seconds']:.0f} s)\n")
-        out.append("| fault | planted | recall | false positives | FPR |\n|---|---:|---:|---:|---:|")
+        out.append("| fault | planted | recall | false positives | FPR | hits on other rows' copy plants (not FP) | "
+                   "found as VA411 (identical vector) |\n|---|---:|---:|---:|---:|---:|---:|")
         for label, m in r["rows"].items():
-            out.append(f"| {label} | {m['positives']} | {m['recall']:.3f} | {m['fp']} | {m['fpr']:.4%} |")
+            by_va411 = m["by_other_rule"] if "VA412" in label else ""
+            extra = f"{m['other_plants']} | {by_va411}" if "copies" in label else " |"
+            out.append(f"| {label} | {m['positives']} | {m['recall']:.3f} | {m['fp']} | {m['fpr']:.4%} | {extra} |")
         d = next(g for g in r["misfiled_grid"] if g["min_score"] == default)
         out.append(f"| misfiled (VA421, defaults: threshold {d['threshold']:.2f}) | {r['misfiled_count']} | "
-                   f"{d['recall']:.3f} | {d['fp']} | {d['fpr']:.4%} |")
+                   f"{d['recall']:.3f} | {d['fp']} | {d['fpr']:.4%} | | |")
         out.append(f"\nCopy direction from the ledger correct for {r['direction_correct']}/{r['direction_total']} "
                    f"reported copies. Plain kNN vote (>5 of 10 neighbours in one other tenant) would flag "
                    f"{r['knn_vote_fpr']:.2%} of clean points. Copy findings explained by a relabelled document "
