@@ -27,13 +27,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from content_data import DEFAULT_DATA, clean_docs, injection_strings, plant
+from injection_templates import generic_tasks
 
 from detectors.injection import InjectionDetector, normalise
 from detectors.patterns.injection_scorer import (
+    N_CONTEXT,
     N_CUES,
     WEIGHTS,
     SentenceScorer,
-    content_words,
+    context_features,
     featurize,
     featurize_documents,
     sentences,
@@ -47,6 +49,11 @@ POSITIONS = ("start", "middle", "end")
 READER_ADDRESSED_WEIGHT = 10.0
 #: Clean sentences shaped like a task (a question, or an imperative first word) are the hard negatives.
 TASK_SHAPED_WEIGHT = 5.0
+#: Generated generic tasks (benchmarks/injection_templates.py) added to the positives.
+TEMPLATE_TASKS = 600
+#: Weight of one generated task against one sentence of a real attack: they are many and alike, and must not
+#: drown the real attacks (measured: at weight 1 the held-out code-attack families lost recall).
+TEMPLATE_WEIGHT = 0.3
 
 
 class DocSet:
@@ -83,37 +90,41 @@ class DocSet:
 def positive_features(pos_rows: list[dict], hosts: list[str], seed: int) -> tuple[Any, int]:
     """Features of the positive units (the sentences of each attack and the attack as a whole; code blocks stay
     out, their lines also occur in clean code answers), each as if planted in a random training host: its context
-    overlap is computed against the host and the attack's other sentences, as the detector would see it."""
+    features are computed against the host's sentences and the attack's other sentences, as the detector would see
+    them."""
     rng = random.Random(seed)
-    units, overlap = [], []
+    units, context = [], []
     for r in pos_rows:
         prose = normalise(r["text"].split("```")[0])
         pieces = [s for _, s in sentences(prose)]
-        host = set().union(*(content_words(s) for _, s in sentences(normalise(rng.choice(hosts)))))
-        # Each sentence against the host and the attack's other sentences; the whole attack against the host.
-        for k, unit in enumerate([*pieces, prose.strip()[:400]]):
-            if len(unit) < 8:
-                continue
-            others = host.union(*(content_words(p) for j, p in enumerate(pieces) if j != k)) if k < len(pieces) \
-                else host
-            ws = content_words(unit)
-            units.append(unit)
-            overlap.append(sum(w in others for w in ws) / len(ws) if ws else 1.0)
-    return featurize(units, np.array(overlap)), len(units)
+        host = [s for _, s in sentences(normalise(rng.choice(hosts)))]
+        rows = context_features([*host, *pieces])[len(host):]
+        whole = prose.strip()[:400]
+        for unit, row in [*zip(pieces, rows, strict=True), (whole, context_features([*host, whole])[-1])]:
+            if len(unit) >= 8:
+                units.append(unit)
+                context.append(row)
+    return featurize(units, np.array(context).reshape(-1, N_CONTEXT)), len(units)
 
 
 def train(pos_rows: list[dict], neg: DocSet, neg_corpora: list[str], seed: int = 0, c: float = 1.0,
-          hosts: list[str] | None = None) -> SentenceScorer:
+          hosts: list[str] | None = None, templates: int = 0) -> SentenceScorer:
     from scipy.sparse import vstack
     from sklearn.linear_model import LogisticRegression
 
     assert neg.features is not None and hosts
-    pos_features, n_pos = positive_features(pos_rows, hosts, seed)
-    X = vstack([pos_features, neg.features]).tocsr()
+    # Generic hand-written tasks (benchmarks/injection_templates.py, no dev string among them) join the attacks in
+    # every fold: they teach the shape of a plain injected task, not the topics of the dev families.
+    extra = [{"text": t} for t in generic_tasks(random.Random(seed), templates)] if templates else []
+    attack_features, n_attack = positive_features(pos_rows, hosts, seed)
+    pos_features, n_extra = positive_features(extra, hosts, seed + 1) if extra else (None, 0)
+    n_pos = n_attack + n_extra
+    X = vstack([m for m in (attack_features, pos_features, neg.features) if m is not None]).tocsr()
     y = np.r_[np.ones(n_pos), np.zeros(neg.features.shape[0])]
     cues = neg.features[:, -N_CUES:].toarray()
     task_shaped = (cues[:, 0] > 0) | (cues[:, 4] > 0)
-    weight = np.r_[np.full(n_pos, neg.features.shape[0] / n_pos),
+    base = neg.features.shape[0] / (n_attack + TEMPLATE_WEIGHT * n_extra)
+    weight = np.r_[np.full(n_attack, base), np.full(n_extra, base * TEMPLATE_WEIGHT),
                    np.array([READER_ADDRESSED_WEIGHT if neg_corpora[i] in ("email", "code") else 1.0
                              for i in neg.owner]) * np.where(task_shaped, TASK_SHAPED_WEIGHT, 1.0)]
     model = LogisticRegression(C=c, max_iter=2000, solver="liblinear", random_state=seed)
@@ -149,7 +160,7 @@ def plant_all(attacks: list[dict], hosts: dict[str, list[str]], rng: random.Rand
 
 
 def fit_calibrated(attacks: list[dict], clean: DocSet, docs: list[dict], buckets: set[int], seed: int,
-                   c: float) -> tuple[SentenceScorer, float]:
+                   c: float, templates: int) -> tuple[SentenceScorer, float]:
     """A scorer trained on the clean documents of ``buckets`` and its threshold. The threshold is chosen on
     out-of-fold scores of those same documents (each bucket scored by a model trained on the others): every
     document in ``buckets`` is a calibration document once, so each small genre (100 emails, 100 code answers)
@@ -160,7 +171,7 @@ def fit_calibrated(attacks: list[dict], clean: DocSet, docs: list[dict], buckets
 
     def fit(idx: np.ndarray) -> SentenceScorer:
         return train(attacks, _subset(clean, idx), [docs[i]["corpus"] for i in idx], seed, c,
-                     [docs[i]["text"] for i in idx if docs[i]["corpus"] in HOSTS])
+                     [docs[i]["text"] for i in idx if docs[i]["corpus"] in HOSTS], templates)
 
     inside = np.isin(bucket, sorted(buckets))
     out_of_fold = np.zeros(len(docs))
@@ -171,7 +182,7 @@ def fit_calibrated(attacks: list[dict], clean: DocSet, docs: list[dict], buckets
     return fit(np.flatnonzero(inside)), threshold
 
 
-def cross_validate(docs: list[dict], attacks: list[dict], folds: int, seed: int, c: float,
+def cross_validate(docs: list[dict], attacks: list[dict], folds: int, seed: int, c: float, templates: int,
                    clean: DocSet | None = None) -> dict[str, Any]:
     rules = InjectionDetector(learned=False)
     rng = random.Random(seed)
@@ -193,7 +204,8 @@ def cross_validate(docs: list[dict], attacks: list[dict], folds: int, seed: int,
         test_b = k % 5
         train_attacks = [a for a in attacks if fold_of[a["family"]] != k]
         held = [a for a in attacks if fold_of[a["family"]] == k]
-        scorer, threshold = fit_calibrated(train_attacks, clean, docs, set(range(5)) - {test_b}, seed, c)
+        scorer, threshold = fit_calibrated(train_attacks, clean, docs, set(range(5)) - {test_b}, seed, c,
+                                           templates)
         learned = clean.learned(scorer)
         test = bucket == test_b
         flagged = clean.rule_hit | (learned >= threshold)
@@ -256,19 +268,24 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength")
+    ap.add_argument("--templates", type=int, default=TEMPLATE_TASKS,
+                    help="generated generic task sentences added to the positives (0: none)")
     args = ap.parse_args()
     docs = clean_docs(args.data)
     attacks = injection_strings(args.data)
     if args.cv:
-        print("\n".join(report(cross_validate(docs, attacks, args.folds, args.seed, args.c), args.folds, args.seed)))
+        result = cross_validate(docs, attacks, args.folds, args.seed, args.c, args.templates)
+        print("\n".join(report(result, args.folds, args.seed)))
         return
     # The test split (bucket 0) stays out of training and calibration: benchmarks/content_quality.py confirms there.
     fit_docs = [d for d in docs if d["split"] != "test"]
     clean = DocSet([d["text"] for d in fit_docs], InjectionDetector(learned=False))
-    scorer, threshold = fit_calibrated(attacks, clean, fit_docs, {1, 2, 3, 4}, args.seed, args.c)
+    scorer, threshold = fit_calibrated(attacks, clean, fit_docs, {1, 2, 3, 4}, args.seed, args.c,
+                                       args.templates)
     scorer.meta.update({"threshold": round(threshold, 6), "fpr_budget": FPR_BUDGET,
-                        "trained_on": "BIPIA text+code attacks, CyberSecEval prompt injection (MIT); dev corpora "
-                                      "train and calib splits (MIT, CC BY-SA 4.0 text)"})
+                        "trained_on": "BIPIA text+code attacks, CyberSecEval prompt injection (MIT); generated "
+                                      "generic tasks (benchmarks/injection_templates.py); dev corpora train and "
+                                      "calib splits (MIT, CC BY-SA 4.0 text)"})
     print(f"positives {scorer.meta['positives']} negatives {scorer.meta['negatives']} threshold {threshold:.4f}")
     scorer.save(WEIGHTS)
     print(f"wrote {WEIGHTS} ({WEIGHTS.stat().st_size // 1024} KiB)")

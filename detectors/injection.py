@@ -74,7 +74,9 @@ class InjectionDetector(Detector):
     Rules look at the text after NFKC normalisation with invisible characters removed and Unicode tag
     characters decoded, so split or smuggled phrases still match. VA518 scores every sentence with a
     logistic regression on hashed word/char n-grams, cues of a task addressed to an assistant (imperative first
-    word, second person, requests for secrets) and how off-topic the sentence is for the rest of its document,
+    word, second person, requests for secrets, split payloads, requests in other languages) and how out of place the
+    sentence is in the rest of its document (off-topic, the only task or second-person sentence there, in another
+    script or language),
     and reports the document's highest sentence probability, so one injected sentence in a long clean document is
     not diluted. ``learned_threshold`` (default from the weights file) was chosen for <= 1% false positives
     averaged over the clean dev corpora — emails, code answers, Wikipedia (en, es), PubMed, hotpotqa passages,
@@ -85,7 +87,7 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
-    version = "3"  # bump with every weights file or evidence change: --incremental carries same-version findings
+    version = "4"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     requires = frozenset({"text"})

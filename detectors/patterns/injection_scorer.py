@@ -90,22 +90,62 @@ _CUES = tuple(re.compile(p, re.I) for p in (
     r"\b(?:encode|decode|base64|reverse|backwards|interlace|cipher|rot13|hex|spell)\w*\b",
     r"\b(?:imagine|pretend|suppose|assume|hypothetical(?:ly)?|role-?play|act as|let's say)\b",
     r"\b[a-z]+[0-9@$]+[a-z]+\b",
+    # payload splitting: a task cut into named parts, strings or variables to be joined back
+    r"\b(?:part|string|variable|segment|piece|fragment)\s*(?:\d+|[a-z])\s*(?:is|=|:)|\b[a-z]\d?\s*=\s*[\"']"
+    r"|\b[a-z]\s*\+\s*[a-z]\b|\b(?:combine|concatenate|interlace|put together)\b",
+    # a request or politeness marker in another language
+    r"¿|\bpor favor\b|\bbitte\b|s'il vous pla[iî]t|\bpourriez\b|\bpouvez-vous\b|\bpodr[ií]as?\b|\bpuedes\b"
+    r"|\bpuoi\b|\bpotresti\b|\bvoc[eê]\b|\bk[öo]nnen sie\b|\bkannst du\b|\bkunt u\b|\btolong\b"
+    r"|пожалуйста|请|ください|주세요|십시오|कृपया|من فضلك|παρακαλώ",
+    # the user (of the assistant) in several languages
+    r"\bthe\s+user'?s?\b|\busuarios?\b|\butilisateur|\bbenutzer|\bnutzer|\butente\b|\busu[aá]rio|\bgebruiker"
+    r"|\bpengguna\b|пользовател|用户|ユーザー|사용자|उपयोगकर्ता|المستخدم|χρήστη",
+    # instruction verbs of other languages (write, tell, ignore, answer, translate, summarise)
+    r"\b(?:escribe|escriba|redacta|responde|dime|ignora|ignore[zr]|écri(?:s|vez)|réponds|répondez|dites|schreib(?:e|en)?"
+    r"|antworte|ignorier\w*|scrivi|rispondi|escreva|responda|diga|resuma|resume|traduce|traduis|übersetze)\b"
+    r"|напиши|ответь|игнорир|写一|回答|忽略|無視|書いて|答えて|작성|무시|लिखें|अनदेखी|اكتب|تجاهل|αγνοήστε",
 ))
 N_CUES = len(_CUES) + 7
+#: Words that start declarative sentences and questions (articles, pronouns, prepositions, conjunctions, ...):
+#: never the verb of an imperative.
+_NOT_VERBS = frozenset("""
+a an the this that these those it its he she they we i you your my our their his her there here what which who
+whom whose when where why how if in on at by for from of to with as and or but so yet not no yes all any each every
+some many most much more one two three after before during since until while because although though also just
+only thanks thank hi hello dear regards best note however therefore thus then now today yesterday please among
+despite like under over inside outside within without about above below between through across around against
+along near beyond upon onto into toward towards via per nevertheless neither nor either whether meanwhile moreover
+furthermore instead hence still even ever never always often once later earlier several few other another such
+same four five six seven eight nine ten subject
+""".split())
+_OBJECT_START = re.compile(
+    r"^(?:your|the|a|an|this|these|that|those|me|us|them|it|all|every|each|some|up|out|my|our|any|both)\b", re.I)
+_NOT_BASE_FORM = re.compile(r"(?:ed|ing|ly|[^s]s)$")
+
+
+def imperative(text: str) -> bool:
+    """Whether ``text`` (after "please", "now", ...) opens with an imperative: a listed verb, or a base-form word
+    (no -s/-ed/-ing/-ly ending, not a function word) followed by its object ("Modify your answer", "Jumble up the
+    letters"), so verbs missing from the list still count."""
+    rest = text[_LEAD_IN.match(text).end():]  # type: ignore[union-attr]
+    words = rest.split(maxsplit=2)
+    first = words[0].lower().strip(",.:;!?\"'") if words else ""
+    if first in IMPERATIVE_VERBS:
+        return True
+    return (len(words) > 1 and first.isalpha() and first not in _NOT_VERBS and not _NOT_BASE_FORM.search(first)
+            and _OBJECT_START.match(words[1]) is not None)
 _WORD = re.compile(r"[^\W\d_]{4,}")
 
 
 def cue_features(texts: list[str]) -> Any:
-    """Dense cues per text: the first word (after "please", "now", ...) is an imperative verb; each of ``_CUES``;
+    """Dense cues per text: the text opens with an imperative (:func:`imperative`); each of ``_CUES``;
     a bucket of the word count (short standalone tasks differ from prose); the share of capitalised words and
     whether all are (a title that is a question, "What Is To Be Done?", is not a task)."""
     from scipy.sparse import csr_matrix
 
     rows = np.zeros((len(texts), N_CUES), dtype=np.float64)
     for i, text in enumerate(texts):
-        rest = text[_LEAD_IN.match(text).end():]  # type: ignore[union-attr]
-        first = rest.split(maxsplit=1)[0].lower().strip(",.:;!?\"'") if rest.strip() else ""
-        rows[i, 0] = first in IMPERATIVE_VERBS
+        rows[i, 0] = imperative(text)
         for j, cue in enumerate(_CUES, start=1):
             rows[i, j] = cue.search(text) is not None
         words = len(text.split())
@@ -124,7 +164,7 @@ about above after again also been before being below between both could does doi
 have having here into just more most once only other over same should some such than that their them then there
 these they this those through under until very what when where which while with would your yours you're will
 """.split())
-N_CONTEXT = 3
+N_CONTEXT = 8
 N_SHAPE = 2**16
 #: Words a sentence's shape keeps; every other word becomes ``w`` (digits ``0``), so "Summarize the main findings
 #: of the 2020 climate report." and "Describe the key themes of the 1984 novel." share the shape n-grams that the
@@ -161,31 +201,109 @@ def context_overlap(pieces: list[str]) -> npt.NDArray[np.float64]:
     return np.array([sum(counts[w] > 1 for w in ws) / len(ws) if ws else 1.0 for ws in words])
 
 
-def featurize(texts: list[str], overlap: npt.NDArray[np.float64] | None = None) -> Any:
+#: Letters of each script (a sentence in another script than its document is out of place there: a Japanese
+#: question in an English email). Ranges, not a language-ID model: none is installed and scripts are what matters.
+_SCRIPTS = tuple((name, re.compile(ranges)) for name, ranges in (
+    ("latin", "[A-Za-z\u00c0-\u024f]"), ("cyrillic", "[\u0400-\u04ff]"), ("greek", "[\u0370-\u03ff]"),
+    ("arabic", "[\u0600-\u06ff]"), ("hebrew", "[\u0590-\u05ff]"), ("devanagari", "[\u0900-\u097f]"),
+    ("thai", "[\u0e00-\u0e7f]"), ("hangul", "[\uac00-\ud7af\u1100-\u11ff]"),
+    ("cjk", "[\u3040-\u30ff\u4e00-\u9fff]"),
+))
+#: The most frequent function words of some Latin-script languages; a sentence's language is the one with the
+#: most of them (two more than any other), which tells a French question in an English email from English prose
+#: without a language-ID model.
+_FUNCTION_WORDS = {lang: frozenset(words.split()) for lang, words in {
+    "en": "the and is are of to with that this what how you for was were it be which who from have has in on",
+    "es": "el la los las que es de del en un por para con una cuál cómo qué está son se su al lo puedes dónde",
+    "fr": "le la les des est et une un de du pour dans avec qui quel quelle comment vous au sur sont ce pas où en",
+    "de": "der die das und ist nicht mit ein eine wie was wer wo sie ich auf für den dem sind zu von im",
+    "it": "il la le gli è di che per una un con del della qual come sono non nel alla dove chi",
+    "pt": "os é da de que para com uma um não você qual como onde quem são na em",
+    "nl": "de het een en is van dat niet met voor wat hoe zijn wie waar",
+    "id": "yang dan di ini itu dengan untuk apa bagaimana cara tidak adalah",
+}.items()}
+# One-letter words ("a", "e", "o", "y") and "as", "do", "no" belong to several languages and are left out.
+_LATIN_WORD = re.compile(r"[^\W\d_]{2,}|[èé]")
+
+
+def script_of(text: str) -> str | None:
+    """The script most of the letters of ``text`` are in (None under four letters)."""
+    if text.isascii():
+        return "latin" if sum(c.isalpha() for c in text) >= 4 else None
+    counts = [(len(regex.findall(text)), name) for name, regex in _SCRIPTS]
+    best = max(counts)
+    return best[1] if best[0] >= 4 else None
+
+
+def language_of(text: str) -> str | None:
+    """The Latin-script language whose function words ``text`` uses most (None when unclear)."""
+    words = [w.lower() for w in _LATIN_WORD.findall(text)]
+    counts = sorted(((sum(w in fw for w in words), lang) for lang, fw in _FUNCTION_WORDS.items()), reverse=True)
+    return counts[0][1] if counts[0][0] >= 2 and counts[0][0] >= counts[1][0] + 2 else None
+
+
+def _task_shaped(text: str) -> bool:
+    return imperative(text) or any(_CUES[k].search(text) for k in (1, 2, 3, 4))
+
+
+def context_features(pieces: list[str]) -> npt.NDArray[np.float64]:
+    """``(len(pieces), N_CONTEXT)`` features of each sentence against the other sentences of its document: content
+    overlap (:func:`context_overlap`), whether it shares no content word, whether it is alone, whether it is the only
+    task-shaped (imperative, question, request) or second-person sentence of its document, task shape times how
+    off-topic it is, and whether it is in another script or Latin-script language than the rest of the document.
+    None of these depend on the words of an attack: they say a task is addressed to someone and out of place."""
+    out = np.zeros((len(pieces), N_CONTEXT))
+    if len(pieces) < 2:
+        out[:, 2] = 1.0
+        return out
+    overlap = context_overlap(pieces)
+    task = np.array([_task_shaped(p) for p in pieces])
+    you = np.array([_CUES[0].search(p) is not None for p in pieces])
+    scripts = [script_of(p) for p in pieces]
+    languages = [language_of(p) if s == "latin" else None for p, s in zip(pieces, scripts, strict=True)]
+    script_counts = Counter(s for s in scripts if s)
+    language_counts = Counter(lang for lang in languages if lang)
+    out[:, 0] = overlap
+    out[:, 1] = overlap == 0.0
+    out[:, 3] = task & (task.sum() == 1)
+    out[:, 4] = task * (1.0 - overlap)
+    out[:, 5] = you & (you.sum() == 1)
+    for i, (script, language) in enumerate(zip(scripts, languages, strict=True)):
+        # against the script/language of most other sentences, when at least two of them agree on one
+        other_script = (script_counts - Counter([script] if script else [])).most_common(1)
+        out[i, 6] = bool(script and other_script and other_script[0][1] >= 2 and other_script[0][0] != script)
+        other_language = (language_counts - Counter([language] if language else [])).most_common(1)
+        out[i, 7] = bool(language and other_language and other_language[0][1] >= 2
+                         and other_language[0][0] != language)
+    return out
+
+
+#: Weight of the context and cue columns against the n-gram ones: L2 regularisation shrinks a column scaled by s
+#: s² times less, so the features that describe any attack, not the topics of the training ones, keep their say.
+GENERIC_SCALE = 1.0
+
+
+def featurize(texts: list[str], context: npt.NDArray[np.float64] | None = None) -> Any:
     """Sparse ``(n, N_COLUMNS)`` features of ``texts``: word n-grams, character n-grams, n-grams of the
-    :func:`shape`, context (from ``overlap``,
-    the :func:`context_overlap` of each text in its document; None when there is no document), cues."""
+    :func:`shape`, :func:`context_features` (``context``, one row per text; None when there is no document), cues."""
     from scipy.sparse import csr_matrix, hstack
     from sklearn.feature_extraction.text import HashingVectorizer
 
     words, chars = vectorizers()
     shapes = HashingVectorizer(n_features=N_SHAPE, ngram_range=(1, 3), alternate_sign=False, norm="l2",
                                lowercase=False, token_pattern=r"\S+")
-    context = np.zeros((len(texts), N_CONTEXT))
-    ov = np.full(len(texts), np.nan) if overlap is None else overlap
-    lone = np.isnan(ov)
-    context[:, 0] = np.where(lone, 0.0, ov)
-    context[:, 1] = ~lone & (ov == 0.0)
-    context[:, 2] = lone
+    if context is None:
+        context = np.zeros((len(texts), N_CONTEXT))
+        context[:, 2] = 1.0
     return hstack([words.transform(texts), chars.transform(texts), shapes.transform([shape(t) for t in texts]),
-                   csr_matrix(context), cue_features(texts)]).tocsr()
+                   csr_matrix(context * GENERIC_SCALE), cue_features(texts) * GENERIC_SCALE]).tocsr()
 
 
 def featurize_documents(docs: list[list[str]]) -> Any:
     """Features of every sentence of every document (each a list of its sentences), in order."""
     flat = [s for d in docs for s in d]
-    overlap = np.concatenate([context_overlap(d) for d in docs]) if flat else np.zeros(0)
-    return featurize(flat, overlap)
+    context = np.concatenate([context_features(d) for d in docs]) if flat else np.zeros((0, N_CONTEXT))
+    return featurize(flat, context)
 
 
 N_COLUMNS = 2 * N_FEATURES + N_SHAPE + N_CONTEXT + N_CUES
