@@ -25,15 +25,15 @@ from auditor.findings import (
 from auditor.graph import NeighbourGraph
 from auditor.types import Confidence, Distance, Severity
 from detectors.textsignals import (
+    TermProfile,
     content_words,
     jaccard,
     normalised,
-    opening_terms,
     question_sentences,
-    salient_terms,
     slot_substitution,
     term_agreement,
     term_in,
+    term_profile,
     words,
 )
 
@@ -105,9 +105,8 @@ class _Texts:
         self._questions: dict[int, list[frozenset[str]]] = {}
         self._keys: dict[int, str] = {}
         self._openings: dict[int, tuple[str, ...]] = {}
-        self._terms: dict[int, frozenset[str]] = {}
+        self._profiles: dict[int, TermProfile] = {}
         self._claims: dict[int, bool] = {}
-        self._subjects: dict[int, frozenset[str]] = {}
 
     def content(self, row: int) -> frozenset[str]:
         if row not in self._words:
@@ -136,17 +135,14 @@ class _Texts:
             self._claims[row] = n >= 2 * _CLAIM_WORDS or (n >= _CLAIM_WORDS and bool(_STATEMENT_END.search(text)))
         return self._claims[row]
 
-    def terms(self, row: int) -> frozenset[str]:
-        """Names and numbers the row mentions (:func:`salient_terms`)."""
-        if row not in self._terms:
-            self._terms[row] = frozenset(salient_terms(self.texts[row]))
-        return self._terms[row]
+    def profile(self, row: int) -> TermProfile:
+        """Names and numbers the row mentions (:func:`term_profile`)."""
+        if row not in self._profiles:
+            self._profiles[row] = term_profile(self.texts[row])
+        return self._profiles[row]
 
-    def subject(self, row: int) -> frozenset[str]:
-        """Names and numbers of the row's first words (:func:`opening_terms`)."""
-        if row not in self._subjects:
-            self._subjects[row] = opening_terms(self.texts[row])
-        return self._subjects[row]
+    def terms(self, row: int) -> frozenset[str]:
+        return self.profile(row).terms
 
     def key(self, row: int) -> str:
         if row not in self._keys:
@@ -327,7 +323,7 @@ class PoisonClusterDetector(Detector):
         for m in members:
             if not texts.claim_shaped(m):
                 continue
-            if slot_substitution(texts.subject(row), texts.terms(row), texts.subject(m), texts.terms(m)):
+            if slot_substitution(texts.profile(row), texts.profile(m)):
                 templates.append(m)
                 continue
             agreement = term_agreement(texts.terms(row), texts.terms(m))

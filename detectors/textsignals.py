@@ -8,6 +8,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
@@ -168,19 +169,40 @@ def term_agreement(a: frozenset[str], b: frozenset[str], min_shared: int = 2) ->
     return shared / max(len(a) + len(b) - shared, shared)
 
 
-def slot_substitution(opening_a: frozenset[str], terms_a: frozenset[str], opening_b: frozenset[str],
-                      terms_b: frozenset[str]) -> bool:
+class TermProfile(NamedTuple):
+    """What a passage names: its names and numbers, its subject's, and each number with the word before it."""
+
+    terms: frozenset[str]
+    subject: frozenset[str]
+    number_slots: frozenset[tuple[str, str]]
+
+
+def term_profile(text: str | None) -> TermProfile:
+    """:class:`TermProfile` of ``text`` (:func:`salient_terms`, :func:`opening_terms`, numbers in context)."""
+    found = _WORD.findall(unicodedata.normalize("NFKC", text or ""))
+    slots = frozenset(
+        (found[i - 1].casefold() if i else "", _term(token))
+        for i, token in enumerate(found) if _DIGIT.search(token) and not _DIGIT.search(found[i - 1] if i else "")
+    )
+    return TermProfile(frozenset(salient_terms(text)), opening_terms(text), slots)
+
+
+def slot_substitution(a: TermProfile, b: TermProfile) -> bool:
     """Whether two passages are one template filled with different values: each one's subject holds a name or
     number the other passage never mentions ("The 1925 Birthday Honours ..." / "The 1926 Birthday Honours
-    ...", "Ukraine is a country ..." / "Pakistan is a country ..."), or each one holds a number anywhere that
-    the other never mentions (notification e-mails: "charged $105.29" / "charged $446.47"). Paraphrases of
-    one claim name the same things and repeat its numbers, so at most one side adds a term (measured: 1.3% of
-    the pairs of PoisonedRAG passages for one question differ in numbers both ways)."""
-    if any(not term_in(t, terms_b) for t in opening_a) and any(not term_in(t, terms_a) for t in opening_b):
+    ...", "Ukraine is a country ..." / "Pakistan is a country ..."), or after the same word each one holds a
+    number the other never mentions (notification e-mails: "charged $105.29" / "charged $446.47"). Paraphrases
+    of one claim name the same things and repeat its numbers, so at most one side adds a term, and stray
+    numbers (a token prefix) sit after different words."""
+    if any(not term_in(t, b.terms) for t in a.subject) and any(not term_in(t, a.terms) for t in b.subject):
         return True
-    return any(t.isdigit() and t not in terms_b for t in terms_a) and any(
-        t.isdigit() and t not in terms_a for t in terms_b
-    )
+    after_a: dict[str, set[str]] = {}
+    for word, number in a.number_slots:
+        after_a.setdefault(word, set()).add(number)
+    for word, number in b.number_slots:
+        if number not in a.terms and any(n not in b.terms for n in after_a.get(word, ())):
+            return True
+    return False
 
 
 def question_sentences(text: str | None) -> list[str]:

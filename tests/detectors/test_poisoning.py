@@ -13,7 +13,7 @@ from support import build_qdrant_store, run_scan
 
 from auditor.types import FieldMap
 from detectors.poisoning import PoisonClusterDetector
-from detectors.textsignals import opening_terms, salient_terms, slot_substitution, term_agreement
+from detectors.textsignals import salient_terms, slot_substitution, term_agreement, term_profile
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,7 @@ def test_template_passages_are_slot_substitutions_and_poisons_are_paraphrases() 
     assert len(honours) >= 5 and len(seasons) >= 5
     for series in (honours, seasons):
         for a, b in pairwise(series):
-            assert slot_substitution(opening_terms(a), frozenset(salient_terms(a)),
-                                     opening_terms(b), frozenset(salient_terms(b))), (a[:60], b[:60])
+            assert slot_substitution(term_profile(a), term_profile(b)), (a[:60], b[:60])
     poison = load_jsonl("poisonedrag.jsonl")
     by_target: dict[str, list[str]] = {}
     for p in poison:
@@ -94,10 +93,10 @@ def test_template_passages_are_slot_substitutions_and_poisons_are_paraphrases() 
     substituted = agreeing = pairs = 0
     for texts in by_target.values():
         for a, b in pairwise(texts):
-            ta, tb = frozenset(salient_terms(a)), frozenset(salient_terms(b))
+            pa, pb = term_profile(a), term_profile(b)
             pairs += 1
-            substituted += slot_substitution(opening_terms(a), ta, opening_terms(b), tb)
-            agreeing += term_agreement(ta, tb) >= PoisonClusterDetector.defaults["entity_agreement"]
+            substituted += slot_substitution(pa, pb)
+            agreeing += term_agreement(pa.terms, pb.terms) >= PoisonClusterDetector.defaults["entity_agreement"]
     assert substituted <= 0.1 * pairs and agreeing >= 0.8 * pairs
     # names and numbers: possessives, ordinals and sentence-initial adverbs are handled
     assert salient_terms("Remarkably, Jerry Glanville's team won on the 30th, in 1977.") == [
