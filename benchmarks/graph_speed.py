@@ -180,6 +180,7 @@ def run_compare(n: int) -> dict[str, Any]:
     flagged = set(np.flatnonzero(issues["is_near_duplicate_issue"].to_numpy()))
     out["cleanlab_near_dup_recall"] = round(float(np.mean([int(a) in flagged and int(b) in flagged
                                                            for a, b in dups])), 4)
+    print(json.dumps(out), file=sys.stderr, flush=True)  # partial results survive a slow PyOD run
     from pyod.models.knn import KNN
     from pyod.models.lof import LOF
 
@@ -188,6 +189,7 @@ def run_compare(n: int) -> dict[str, Any]:
         model.fit(x)
         out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
         out[f"{name}_ap"] = round(float(average_precision_score(labels, model.decision_scores_)), 4)
+        print(json.dumps(out), file=sys.stderr, flush=True)
     out["peak_rss_gib"] = round(peak_rss_gib(), 2)
     return out
 
