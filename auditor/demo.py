@@ -172,7 +172,8 @@ def plant_attacks(store: DemoStore, embed: Callable[[list[str]], np.ndarray], se
     hubs = Plan()
     hub_plan(hubs, hub_docs, embed, rng, 2, tenant_field="tenant", text_field="text")
     for text, vec, payload in hubs.new_points:
-        add_point(text, payload.get("tenant", "acme"), "hub", "term soup optimised to enter many k-NN lists of one topic", vector=vec)
+        why = "term soup optimised to enter many k-NN lists of one topic"
+        add_point(text, payload.get("tenant", "acme"), "hub", why, vector=vec)
     # secrets and personal data in a chunk (synthetic, generated now; never real credentials)
     key_id = "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
     secret = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+") for _ in range(40))
