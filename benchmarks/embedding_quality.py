@@ -248,16 +248,18 @@ def mojibake(text: str) -> str:
 def bench_duplicates(data: Path, embed: EmbeddingCache, seed: int) -> list[str]:
     clean = clean_corpus(data)
     rng = random.Random(seed)
-    sources = rng.sample(range(len(clean)), 140)
+    # three disjoint sets: re-ingested sources, forged texts, and the documents whose vectors are stolen (stealing
+    # a re-ingested source's vector would put a different text in that copy's group and make it VA312 by right)
+    sources = rng.sample(range(len(clean)), 210)
     variants = [lambda t: "  ".join(t.split()), lambda t: t.upper(), lambda t: mojibake(t.replace("'", "’")),
                 lambda t: t + " "]
     copies = [variants[i % len(variants)](clean[s]["text"]) for i, s in enumerate(sources[:70])]
-    forged_text = [clean[s]["text"] for s in sources[70:]]
+    forged_text = [clean[s]["text"] for s in sources[70:140]]
     texts = [r["text"] for r in clean] + copies + forged_text
     vecs = embed([r["text"] for r in clean] + copies)
     # forged: a near copy of another document's vector (tiny perturbation) stored with an unrelated text
     nprng = np.random.default_rng(seed)
-    stolen = vecs[[sources[i] for i in range(70)]] + nprng.normal(0, 0.004, size=(70, vecs.shape[1])).astype(np.float32)
+    stolen = vecs[sources[140:210]] + nprng.normal(0, 0.004, size=(70, vecs.shape[1])).astype(np.float32)
     vecs = np.concatenate([vecs, stolen / np.linalg.norm(stolen, axis=1, keepdims=True)])
     n_clean = len(clean)
     found, _ = run_pass_two(texts, vecs, [NearDuplicateDetector()])
