@@ -249,8 +249,9 @@ def _cache_pynndescent_kernels() -> None:
 
     pynndescent declares its heaviest parallel kernels ``cache=False``, so every new process spent 55-110 s of
     numba compilation before the first graph (measured: 55 s at 3,000 points, 108 of 120 s at 100k on 2 cores).
-    With on-disk caching a process after the first pays ~20 s (``nn_descent`` itself holds a global array
-    default and cannot be cached). numba writes the cache beside the package or, if that is read-only, in its
+    With on-disk caching a process after the first pays ~22 s: numba refuses to cache the top-level
+    ``nn_descent`` ("uses dynamic globals"; it calls ``numba.get_num_threads``, a function pointer). numba
+    writes the cache beside the package or, if that is read-only, in its
     user-wide cache directory (``NUMBA_CACHE_DIR`` overrides)."""
     global _KERNELS_CACHED
     if _KERNELS_CACHED:
