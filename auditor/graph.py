@@ -7,6 +7,7 @@ always *higher = closer*: cosine similarity, dot product, or negative Euclidean 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -196,6 +197,11 @@ def approximate_graph(
     """
     from pynndescent import NNDescent
 
+    try:
+        from auditor.nndescent_cache import cached_nn_descent
+    except ImportError:  # a pynndescent without the internals the cached copy calls: compile its own
+        cached_nn_descent = contextlib.nullcontext  # type: ignore[assignment]
+
     n = len(vectors)
     valid_rows = _valid_rows(n, valid)
     m = len(valid_rows)
@@ -209,7 +215,7 @@ def approximate_graph(
     candidates = _candidates(kk, m, distance)
     metric = "manhattan" if distance is Distance.MANHATTAN else "euclidean"
     _cache_pynndescent_kernels()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), cached_nn_descent():
         # tiny inputs (fewer points than its tree leaves) make it warn; _drop_self pads any missing neighbour
         warnings.filterwarnings("ignore", message="Failed to correctly find n_neighbors")
         warnings.filterwarnings("ignore", message="Cannot cache compiled function")
@@ -249,10 +255,11 @@ def _cache_pynndescent_kernels() -> None:
 
     pynndescent declares its heaviest parallel kernels ``cache=False``, so every new process spent 55-110 s of
     numba compilation before the first graph (measured: 55 s at 3,000 points, 108 of 120 s at 100k on 2 cores).
-    With on-disk caching a process after the first pays ~22 s: numba refuses to cache the top-level
-    ``nn_descent`` ("uses dynamic globals"; it calls ``numba.get_num_threads``, a function pointer). numba
-    writes the cache beside the package or, if that is read-only, in its
-    user-wide cache directory (``NUMBA_CACHE_DIR`` overrides)."""
+    With on-disk caching a process after the first paid ~22 s, because numba refuses to cache the top-level
+    ``nn_descent`` ("uses dynamic globals"; it calls ``numba.get_num_threads``, a function pointer); that one now
+    runs as the cacheable copy in ``auditor.nndescent_cache`` (a later process loads everything: ~4 s at 3,000
+    points). numba writes the cache beside the package or, if that is read-only, in its user-wide cache
+    directory (``NUMBA_CACHE_DIR`` overrides)."""
     global _KERNELS_CACHED
     if _KERNELS_CACHED:
         return

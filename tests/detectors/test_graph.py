@@ -154,3 +154,68 @@ def test_patched_subgraph_follows_membership(wiki_vectors) -> None:  # type: ign
     assert np.array_equal(patched[0].indices, exact_graph(x, 5, Distance.COSINE, now_a).indices)
     assert patch_graph(x, 9, Distance.COSINE, now_a, _stored(earlier, group_a), reuse) is None  # wants more k
     assert patch_graph(x, 5, Distance.EUCLID, now_a, _stored(earlier, group_a), reuse) is None  # other distance
+
+
+def test_disk_cached_nn_descent_builds_pynndescents_own_graph(wiki_vectors: np.ndarray,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from auditor import nndescent_cache
+
+    cached = approximate_graph(wiki_vectors, 10, Distance.COSINE, seed=3)
+    assert nndescent_cache._nn_descent_squared_euclidean.signatures  # the cached kernel ran
+    monkeypatch.setattr(nndescent_cache, "cached_nn_descent", contextlib.nullcontext)
+    own = approximate_graph(wiki_vectors, 10, Distance.COSINE, seed=3)
+    assert np.array_equal(cached.indices, own.indices)
+    assert np.array_equal(cached.sims, own.sims)
+
+
+def test_distances_without_a_cached_kernel_go_to_pynndescent() -> None:
+    from pynndescent import distances as pynnd_dist
+    from pynndescent.utils import EMPTY_GRAPH
+
+    from auditor.nndescent_cache import _routed
+
+    calls: list[object] = []
+
+    def own(*args: object) -> str:
+        calls.append(args[4])
+        return "own"
+
+    routed = _routed(own)
+    assert routed(np.zeros((3, 2), np.float32), 2, None, 5, pynnd_dist.cosine, 10, 0.001, EMPTY_GRAPH, True,
+                  np.zeros((1, 2), np.int32)) == "own"
+    assert calls == [pynnd_dist.cosine]
+
+
+def test_a_kernel_numba_cannot_compile_falls_back_to_pynndescent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from numba.core.errors import TypingError
+    from pynndescent import distances as pynnd_dist
+    from pynndescent.utils import EMPTY_GRAPH
+
+    from auditor import nndescent_cache
+
+    def broken(*args: object) -> None:
+        raise TypingError("process_candidates() takes other arguments")
+
+    monkeypatch.setattr(nndescent_cache, "_CACHED", {pynnd_dist.squared_euclidean: broken})
+    routed = nndescent_cache._routed(lambda *args: "own")
+    assert routed(np.zeros((3, 2), np.float32), 2, None, 5, pynnd_dist.squared_euclidean, 10, 0.001, EMPTY_GRAPH,
+                  True, np.zeros((1, 2), np.int32)) == "own"
+    assert nndescent_cache._CACHED == {}  # not tried again in this process
+
+
+def test_kernel_cache_is_dropped_when_pynndescent_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor import nndescent_cache
+
+    kernel = nndescent_cache._nn_descent_manhattan
+    marker = Path(kernel._cache._cache_path) / f"{kernel.py_func.__name__}.stamp"
+    flushed: list[str] = []
+    monkeypatch.setattr(kernel._cache, "flush", lambda: flushed.append("manhattan"))
+    monkeypatch.setattr(nndescent_cache._nn_descent_squared_euclidean._cache, "flush", lambda: None)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("pynndescent 0.0 numba 0.0")
+    nndescent_cache._flush_if_stale()
+    assert flushed == ["manhattan"] and "0.0" not in marker.read_text()
+    nndescent_cache._flush_if_stale()  # up to date: nothing dropped
+    assert flushed == ["manhattan"]
