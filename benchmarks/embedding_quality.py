@@ -214,31 +214,55 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, othe
     return lines
 
 
-def bench_outlier(data: Path, embed: EmbeddingCache, seed: int) -> list[str]:
+def _outlier_scores(texts: list[str], vecs: np.ndarray, method: str) -> np.ndarray:
+    """VA301 score of every point (robust z of its kNN distance; -inf where not reported)."""
+    found, _ = run_pass_two(texts, vecs, [OutlierDetector(method=method, z=-1e9)])
+    scores = np.full(len(texts), -np.inf)
+    for f in found["outlier"]:
+        if f.rule_id == "VA301":
+            scores[int(f.point_id)] = f.score
+    return scores
+
+
+def bench_outlier(data: Path, embed: EmbeddingCache, seed: int, trials: int) -> list[str]:
+    """Foreign documents planted two ways: 70 at once (they find each other: a small topic of their own), and one
+    of each kind per trial (a lone misplaced document, the case a kNN-distance score is built for)."""
     clean = clean_corpus(data)
     rng = random.Random(seed)
-    es = rng.sample(load(data / "corpora" / "wikipedia_vital_es.jsonl"), 30)
-    code = rng.sample(load(data / "corpora" / "bipia_code_contexts.jsonl"), 20)
-    mail = rng.sample(load(data / "corpora" / "bipia_email_contexts.jsonl"), 20)
-    planted = [r["text"] for r in es + code + mail]
-    texts = [r["text"] for r in clean] + planted
-    vecs = embed(texts)
-    labels = np.r_[np.zeros(len(clean)), np.ones(len(planted))].astype(int)
-    lines = ["## outlier", "", f"{len(planted)} planted (30 Spanish wikipedia, 20 code, 20 email) into the "
-             f"{len(clean)}-passage clean store.", "",
-             "| method | AP | recall @0.5% FPR | precision @default | recall @default | clean FPR @default |",
-             "|---|---:|---:|---:|---:|---:|"]
+    es = rng.sample(load(data / "corpora" / "wikipedia_vital_es.jsonl"), 30 + trials)
+    code = rng.sample(load(data / "corpora" / "bipia_code_contexts.jsonl"), 20 + trials)
+    mail = rng.sample(load(data / "corpora" / "bipia_email_contexts.jsonl"), 20 + trials)
+    clean_texts = [r["text"] for r in clean]
+    grouped = [r["text"] for r in es[:30] + code[:20] + mail[:20]]
+    vecs = embed(clean_texts + grouped)
+    lone = [[es[30 + t]["text"], code[20 + t]["text"], mail[20 + t]["text"]] for t in range(trials)]
+    lone_vecs = embed([t for trio in lone for t in trio]).reshape(trials, 3, -1)
+    threshold = float(OutlierDetector.defaults["z"])
+    lines = ["## outlier", "",
+             f"Foreign documents planted into the {len(clean)}-passage clean store (wiki, pubmed, hotpotqa): "
+             f"*grouped*, 70 at once (30 Spanish wikipedia, 20 code answers, 20 e-mails); *lone*, one Spanish "
+             f"passage, one code answer and one e-mail per trial, {trials} trials pooled (clean points counted once "
+             f"per trial).", "",
+             "| plants | method | AP | recall @0.5% FPR | precision @default | recall @default | clean FPR @default |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    by_kind: list[str] = []
     for method in ("knn", "lof"):
-        found, _ = run_pass_two(texts, vecs, [OutlierDetector(method=method, z=-1e9)])
-        scores = np.full(len(texts), -np.inf)
-        for f in found["outlier"]:
-            if f.rule_id == "VA301":
-                scores[int(f.point_id)] = f.score
-        flagged = scores >= float(OutlierDetector.defaults["z"])
-        m = {**rank_metrics(scores, labels), **at_threshold(flagged, labels)}
-        lines.append(f"| {method} | {m['ap']:.3f} | {m['recall_at_fpr']:.3f} | {m['precision']:.3f} | "
-                     f"{m['recall']:.3f} | {m['fpr']:.4f} |")
-    return [*lines, ""]
+        labels = np.r_[np.zeros(len(clean)), np.ones(len(grouped))].astype(int)
+        rows = [("grouped", _outlier_scores(clean_texts + grouped, vecs, method), labels)]
+        pooled_s, pooled_l = [], []
+        for t in range(trials):
+            trial_vecs = np.concatenate([vecs[: len(clean)], lone_vecs[t]])
+            pooled_s.append(_outlier_scores(clean_texts + lone[t], trial_vecs, method))
+            pooled_l.append(np.r_[np.zeros(len(clean)), np.ones(3)].astype(int))
+        rows.append(("lone", np.concatenate(pooled_s), np.concatenate(pooled_l)))
+        kinds = np.array([s[-3:] for s in pooled_s])  # (trials, 3): Spanish, code, e-mail
+        by_kind.append(f"{method}: " + ", ".join(f"{kind} {np.mean(kinds[:, j] >= threshold):.2f}"
+                                                 for j, kind in enumerate(("Spanish", "code", "e-mail"))))
+        for name, scores, lab in rows:
+            m = {**rank_metrics(scores, lab), **at_threshold(scores >= threshold, lab)}
+            lines.append(f"| {name} | {method} | {m['ap']:.3f} | {m['recall_at_fpr']:.3f} | {m['precision']:.3f} | "
+                         f"{m['recall']:.3f} | {m['fpr']:.4f} |")
+    return [*lines, "", "Lone plants flagged at the default threshold, by kind: " + "; ".join(by_kind) + ".", ""]
 
 
 def mojibake(text: str) -> str:
@@ -343,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if "poison" in only:
         lines += bench_poison(args.data, embed, args.trials, args.seed, args.other_clean)
     if "outlier" in only:
-        lines += bench_outlier(args.data, embed, args.seed)
+        lines += bench_outlier(args.data, embed, args.seed, max(args.trials, 10))
     if "duplicate" in only:
         lines += bench_duplicates(args.data, embed, args.seed)
     if "hub" in only:

@@ -111,7 +111,7 @@ class HubDetector(Detector):
     (3) of them, and >= 10x the share expected by chance (k / n). """
 
     name = "hub"
-    version = "1"
+    version = "2"
     description = "k-occurrence hubs, token-soup hubs, and retrieval dominance over a query log"
     rules = (K_OCCURRENCE_HUB, QUERY_DOMINANT, ADVERSARIAL_HUB)
     requires = frozenset({"vectors", "graph"})

@@ -244,7 +244,9 @@ def token_soup(text: str | None) -> float:
     ``"bobcat ##ivity roster)( olympics lanes"``: few function words, many fragments and symbols. Prose in
     any language keeps a steady share of short, repeated function words; we measure that share (the most
     frequent short words of the text itself, so it is not tied to English), the share of fragments
-    (sub-word pieces, mixed letters/digits, symbol runs) and the share of distinct words.
+    (sub-word pieces, mixed letters/digits, symbol runs), the share of distinct words, and, from 20 words on,
+    the absence of punctuation (a bag of real topic words has function-word-like repeats but no sentences: one
+    such demo hub scored 0.46 without this cue, 0.66 with it; no clean dev document crossed 0.5 because of it).
     """
     if not text:
         return 0.0
@@ -260,7 +262,13 @@ def token_soup(text: str | None) -> float:
     fragments = sum(1 for t in raw if _is_fragment(t)) / len(raw)
     distinct = len(set(toks)) / n
     prose = min(1.0, function_share / 0.25)
-    return float(max(0.0, min(1.0, 0.6 * (1.0 - prose) + 0.3 * min(1.0, fragments / 0.3) + 0.1 * distinct)))
+    punctuated = sum(1 for t in raw if _PUNCTUATED.search(t)) / len(raw)
+    unpunctuated = 1.0 - min(1.0, punctuated / 0.04) if len(raw) >= 20 else 0.0
+    score = 0.6 * (1.0 - prose) + 0.3 * min(1.0, fragments / 0.3) + 0.1 * distinct + 0.2 * unpunctuated
+    return float(max(0.0, min(1.0, score)))
+
+
+_PUNCTUATED = re.compile(r"[.,;:!?)\]\"'»”…]$|^[(\[\"'«“]")
 
 
 def _is_fragment(token: str) -> bool:

@@ -17,6 +17,11 @@ from detectors.textsignals import token_soup
 SOUP = ("olympics )( ##ivity roster bobcat 2k9 lanes ##ed quantum toronto ##ing ])) cathedral vs. frigates "
         "enzymes x7 ##ism mozart ##ly kilns prime")
 
+TOPIC_BAG = ("outcome medical complications however higher mean study among pressure range performed increase lower "
+             "whether determine procedures factors anticoagulation rate volume trauma laparoscopic index level "
+             "performed time associated dose showed primary fundoplication score compared knee without group stroke "
+             "obtained significantly difference")
+
 
 @pytest.fixture(scope="module")
 def corpus(embed):  # type: ignore[no-untyped-def]
@@ -37,6 +42,10 @@ def test_token_soup_separates_optimised_text_from_prose(corpus) -> None:  # type
     assert token_soup(SOUP) >= 0.5
     assert np.mean(np.array(prose) >= 0.5) <= 0.01
     assert token_soup(load_jsonl("wikipedia_es.jsonl")[0]["text"]) < 0.5  # another language is not soup
+    # a bag of one topic's frequent words, greedily re-worded into k-NN lists (a demo hub): no fragments, a few
+    # repeated short words, but no sentence in 40 words
+    assert token_soup(TOPIC_BAG) >= 0.5
+    assert token_soup(TOPIC_BAG.replace(" however", ". However").replace(" without", ", without")) < 0.5
 
 
 def test_query_dominance_and_adversarial_hub(tmp_path: Path, corpus, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
