@@ -31,7 +31,7 @@ import auditor.graph  # noqa: E402
 from auditor.batching import make_batch  # noqa: E402
 from auditor.context import ScanContext, ScanSettings  # noqa: E402
 from auditor.detector import Detector  # noqa: E402
-from auditor.types import CollectionInfo, Distance, FieldMap  # noqa: E402
+from auditor.types import CollectionInfo, Distance, FieldMap, Severity  # noqa: E402
 from detectors.duplicates import NearDuplicateDetector  # noqa: E402
 from detectors.hubs import HubDetector  # noqa: E402
 from detectors.outliers import OutlierDetector  # noqa: E402
@@ -170,6 +170,7 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, othe
              "|---|---:|---:|---:|---:|---:|---:|"]
     default = PoisonClusterDetector()
     thr = float(default.params["claim_score"])
+    others: dict[tuple[str, str], dict[str, list[float]]] = {}
     for form, rows in poison_sets(data).items():
         by_q: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
@@ -185,8 +186,12 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, othe
             texts = [r["text"] for r in clean] + [p["text"] for p in poisons]
             vecs = np.concatenate([clean_vecs, embed([p["text"] for p in poisons])])
             labels = np.r_[np.zeros(len(clean)), np.ones(len(poisons))].astype(int)
-            found, _ = run_pass_two(texts, vecs, [PoisonClusterDetector(claim_score=0.0)])
+            found, _ = run_pass_two(texts, vecs, [PoisonClusterDetector(claim_score=0.0), *_others()])
             scores = poison_score(found["poison-cluster"], len(texts))
+            if form.startswith("PoisonedRAG"):
+                for name, (s_other, flagged_other) in _other_scores(found, len(texts)).items():
+                    for key, value in {**rank_metrics(s_other, labels), **at_threshold(flagged_other, labels)}.items():
+                        others.setdefault((form, name), {}).setdefault(key, []).append(value)
             flagged = (scores >= thr) | (scores >= 2.0)
             poison_rows = labels == 1
             by_rule = {"va321": float(np.mean(scores[poison_rows] >= 2.0)),
@@ -196,6 +201,14 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, othe
         m = {k: float(np.mean(v)) for k, v in agg.items()}
         lines.append(f"| {form} | {m['ap']:.3f} | {m['recall_at_fpr']:.3f} | {m['precision']:.3f} | "
                      f"{m['recall']:.3f} | {m['fpr']:.4f} | {m['va321']:.3f} / {m['va322']:.3f} |")
+    lines += ["", "The other embedding detectors on the same PoisonedRAG plants (same trials, same pass; a point a "
+              "detector does not report ranks last; outlier scored for every point):", "",
+              "| attack form | detector | AP | recall @0.5% FPR | precision @default | recall @default | "
+              "clean FPR @default |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (form, name), agg in others.items():
+        m = {k: float(np.mean(v)) for k, v in agg.items()}
+        lines.append(f"| {form} | {name} | {m['ap']:.3f} | {m['recall_at_fpr']:.3f} | {m['precision']:.3f} | "
+                     f"{m['recall']:.3f} | {m['fpr']:.4f} |")
     if other_clean:
         other = [r["text"] for name in ("wikipedia_vital_es.jsonl", "bipia_email_contexts.jsonl",
                                         "bipia_code_contexts.jsonl")
@@ -204,14 +217,46 @@ def bench_poison(data: Path, embed: EmbeddingCache, trials: int, seed: int, othe
         flagged_other = {f.point_id for f in found["poison-cluster"]}
         lines += ["", f"Clean-only store of other corpora (Spanish wikipedia, BIPIA e-mails and code, {len(other)} "
                   f"points): {len(flagged_other)} flagged = {len(flagged_other) / len(other):.2%}"]
-    found, seconds = run_pass_two([r["text"] for r in clean], clean_vecs, [PoisonClusterDetector()])
+    defaults: list[Detector] = [PoisonClusterDetector(), OutlierDetector(), NearDuplicateDetector(), HubDetector()]
+    found, seconds = run_pass_two([r["text"] for r in clean], clean_vecs, defaults)
     flagged_clean = {f.point_id for f in found["poison-cluster"]}
+    every = [f for fs in found.values() for f in fs]
+    above_info = {f.point_id for f in every if f.effective_severity is not Severity.INFO}
     lines += ["", f"Clean-only store ({len(clean)} points): {len(flagged_clean)} flagged = "
               f"{len(flagged_clean) / len(clean):.2%} "
               f"(pass 2 {seconds:.1f} s); rules: "
               + ", ".join(f"{r} {sum(f.rule_id == r for f in found['poison-cluster'])}" for r in ("VA321", "VA322")),
-              ""]
+              "", f"All four embedding detectors at their defaults on the clean-only store: "
+              f"{len({f.point_id for f in every})} points with a finding, {len(above_info)} "
+              f"({len(above_info) / len(clean):.2%}) above INFO; by rule: "
+              + ", ".join(f"{r} {c}" for r, c in sorted(_rule_counts(every).items())), ""]
     return lines
+
+
+def _others() -> list[Detector]:
+    return [OutlierDetector(z=-1e9), NearDuplicateDetector(), HubDetector()]
+
+
+def _other_scores(found: dict[str, list[Any]], n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Score (unreported = -1e30, below any real score) and default-threshold flag of every point, for outlier, near-duplicate and hub."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    outlier_z = float(OutlierDetector.defaults["z"])
+    for name in ("outlier", "near-duplicate", "hub"):
+        scores = np.full(n, -1e30)  # finite: sklearn's average precision refuses -inf
+        flagged = np.zeros(n, dtype=bool)
+        for f in found[name]:
+            row = int(f.point_id)
+            scores[row] = max(scores[row], f.score)
+            flagged[row] |= f.score >= outlier_z if name == "outlier" else True
+        out[name] = (scores, flagged)
+    return out
+
+
+def _rule_counts(findings: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.rule_id] = counts.get(f.rule_id, 0) + 1
+    return counts
 
 
 def _outlier_scores(texts: list[str], vecs: np.ndarray, method: str) -> np.ndarray:
