@@ -58,6 +58,22 @@ class EmbeddingCache:
             self.vectors = dict(zip(data["keys"].tolist(), data["vecs"], strict=True))
         self._embedder: Any = None
 
+    def _save(self) -> None:
+        """Merge with what other runs saved meanwhile and replace the file atomically, under a lock (two benchmarks
+        writing at once each dropped the other's new vectors)."""
+        import fcntl
+
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                with np.load(self.path) as data:
+                    for key, vec in zip(data["keys"].tolist(), data["vecs"], strict=True):
+                        self.vectors.setdefault(key, vec)
+            keys = list(self.vectors)
+            partial = self.path.with_name(f".{self.path.stem}.{os.getpid()}.npz")
+            np.savez(partial, keys=np.array(keys), vecs=np.stack([self.vectors[k] for k in keys]))
+            os.replace(partial, self.path)
+
     @staticmethod
     def key(text: str) -> str:
         return hashlib.sha1(text.encode()).hexdigest()
@@ -72,8 +88,7 @@ class EmbeddingCache:
             print(f"embedding {len(missing)} texts ...", file=sys.stderr, flush=True)
             for t, v in zip(missing, self._embedder.encode(missing), strict=True):
                 self.vectors[self.key(t)] = v
-            keys = list(self.vectors)
-            np.savez(self.path, keys=np.array(keys), vecs=np.stack([self.vectors[k] for k in keys]))
+            self._save()
         return np.stack([self.vectors[self.key(t)] for t in texts]).astype(np.float32)
 
 
@@ -238,7 +253,8 @@ def _others() -> list[Detector]:
 
 
 def _other_scores(found: dict[str, list[Any]], n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Score (unreported = -1e30, below any real score) and default-threshold flag of every point, for outlier, near-duplicate and hub."""
+    """Score (unreported = -1e30, below any real score) and default-threshold flag of every point, for outlier,
+    near-duplicate and hub."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     outlier_z = float(OutlierDetector.defaults["z"])
     for name in ("outlier", "near-duplicate", "hub"):
