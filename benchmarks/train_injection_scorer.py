@@ -2,7 +2,7 @@
 and measure how it generalises to attack families it never saw (``--cv``: family-grouped cross-fitting).
 
     .venv/bin/python benchmarks/train_injection_scorer.py [--data ../shared/data/dev]          # train and save
-    .venv/bin/python benchmarks/train_injection_scorer.py --cv [--folds 5] [--seed 0]       # held-out report
+    .venv/bin/python benchmarks/train_injection_scorer.py --cv [--folds 5] [--seed 0] [--jobs 2]   # held-out report
 
 Positives are sentences of BIPIA and CyberSecEval injection strings, negatives sentences of clean documents outside
 the test split (id-hash bucket 0). The threshold is the smallest one whose document false-positive rate, averaged
@@ -90,15 +90,18 @@ class DocSet:
 def positive_features(pos_rows: list[dict], hosts: list[str], seed: int) -> tuple[Any, int]:
     """Features of the positive units (the sentences of each attack and the attack as a whole; code blocks stay
     out, their lines also occur in clean code answers), each as if planted in a random training host: its context
-    features are computed against the host's sentences and the attack's other sentences, as the detector would see
-    them."""
+    features are computed against the host's sentences and all of the attack's other lines, code included, as the
+    detector would see them."""
     rng = random.Random(seed)
     units, context = [], []
     for r in pos_rows:
         prose = normalise(r["text"].split("```")[0])
         pieces = [s for _, s in sentences(prose)]
+        every = [s for _, s in sentences(normalise(r["text"]))]
+        if every[: len(pieces)] != pieces:
+            every = pieces
         host = [s for _, s in sentences(normalise(rng.choice(hosts)))]
-        rows = context_features([*host, *pieces])[len(host):]
+        rows = context_features([*host, *every])[len(host) : len(host) + len(pieces)]
         whole = prose.strip()[:400]
         for unit, row in [*zip(pieces, rows, strict=True), (whole, context_features([*host, whole])[-1])]:
             if len(unit) >= 8:
@@ -168,18 +171,40 @@ def fit_calibrated(attacks: list[dict], clean: DocSet, docs: list[dict], buckets
     bucket of 16 code answers would alone exceed the corpus-averaged budget."""
     bucket = np.array([d["bucket"] for d in docs])
     corpora = np.array([d["corpus"] for d in docs])
-
-    def fit(idx: np.ndarray) -> SentenceScorer:
-        return train(attacks, _subset(clean, idx), [docs[i]["corpus"] for i in idx], seed, c,
-                     [docs[i]["text"] for i in idx if docs[i]["corpus"] in HOSTS], templates)
-
     inside = np.isin(bucket, sorted(buckets))
+    subsets = [np.flatnonzero(inside & (bucket != b)) for b in sorted(buckets)] + [np.flatnonzero(inside)]
+    jobs = [(attacks, idx, [docs[i]["corpus"] for i in idx],
+             [docs[i]["text"] for i in idx if docs[i]["corpus"] in HOSTS], seed, c, templates) for idx in subsets]
+    scorers = _map_fits(clean, jobs)
     out_of_fold = np.zeros(len(docs))
-    for b in sorted(buckets):
+    for b, scorer in zip(sorted(buckets), scorers, strict=False):
         held = bucket == b
-        out_of_fold[held] = clean.learned(fit(np.flatnonzero(inside & ~held)))[held]
+        out_of_fold[held] = clean.learned(scorer)[held]
     threshold = pick_threshold(clean.rule_hit[inside], out_of_fold[inside], corpora[inside])
-    return fit(np.flatnonzero(inside)), threshold
+    return scorers[-1], threshold
+
+
+#: Worker processes for the independent fits of :func:`fit_calibrated` (``--jobs``); 1 fits them in this process.
+JOBS = 1
+_SHARED: dict[str, DocSet] = {}
+
+
+def _fit_job(job: tuple[Any, ...]) -> SentenceScorer:
+    attacks, idx, corpora, hosts, seed, c, templates = job
+    return train(attacks, _subset(_SHARED["clean"], idx), corpora, seed, c, hosts, templates)
+
+
+def _map_fits(clean: DocSet, jobs: list[tuple[Any, ...]]) -> list[SentenceScorer]:
+    """The fits of ``jobs``, in forked worker processes when ``JOBS`` > 1 (they share ``clean`` copy-on-write
+    instead of pickling its features for every fit); same results either way."""
+    _SHARED["clean"] = clean
+    if JOBS <= 1:
+        return [_fit_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(JOBS, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_fit_job, jobs))
 
 
 def cross_validate(docs: list[dict], attacks: list[dict], folds: int, seed: int, c: float, templates: int,
@@ -270,7 +295,10 @@ def main() -> None:
     ap.add_argument("--c", type=float, default=1.0, help="inverse L2 regularisation strength")
     ap.add_argument("--templates", type=int, default=TEMPLATE_TASKS,
                     help="generated generic task sentences added to the positives (0: none)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes for the independent fits (fork)")
     args = ap.parse_args()
+    global JOBS
+    JOBS = args.jobs
     docs = clean_docs(args.data)
     attacks = injection_strings(args.data)
     if args.cv:

@@ -87,7 +87,7 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
-    version = "4"  # bump with every weights file or evidence change: --incremental carries same-version findings
+    version = "5"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     requires = frozenset({"text"})

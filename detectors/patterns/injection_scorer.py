@@ -72,7 +72,8 @@ stop store subscribe suggest summarise summarize switch tag teach tell transfer 
 upload urge use verify visit walk warn write
 """.split())
 _LEAD_IN = re.compile(
-    r"^[\W_]*(?:(?:please|kindly|now|also|then|and|just|first|next|finally|additionally|lastly),?\s+)*", re.I)
+    r"^[\W_]*(?:(?:please|kindly|now|also|then|and|just|first|next|finally|additionally|lastly|always|never"
+    r"|do not|don't|remember to|be sure to|make sure to|feel free to|try to),?\s+)*", re.I)
 _CUES = tuple(re.compile(p, re.I) for p in (
     r"\b(?:you|your|yours|yourself)\b",
     r"\b(?:can|could|would|will|won't|do)\s+you\b|\b(?:tell|give|show|send|share with|remind)\s+me\b"
@@ -104,6 +105,13 @@ _CUES = tuple(re.compile(p, re.I) for p in (
     r"\b(?:escribe|escriba|redacta|responde|dime|ignora|ignore[zr]|écri(?:s|vez)|réponds|répondez|dites|schreib(?:e|en)?"
     r"|antworte|ignorier\w*|scrivi|rispondi|escreva|responda|diga|resuma|resume|traduce|traduis|übersetze)\b"
     r"|напиши|ответь|игнорир|写一|回答|忽略|無視|書いて|答えて|작성|무시|लिखें|अनदेखी|اكتب|تجاهل|αγνοήστε",
+    # a question that is a quoted or glossed title ('"What Are You Doing?" is a song', "(English: What's Up?"):
+    # it opens in brackets or quotes, or more words follow its closing quote
+    r"^[\W_]*[(\[]|^\W*[\"“‘«]|\?[\"”’»)\]]+\s*[,;]?\s*(?:is|was|are|were|by|and|or|\(|[a-z])",
+    # a question about a third person ("Can the power of his heart overpower his past?"): narrative, not a task
+    r"^(?!.*\b(?:you|your|me|my|i)\b).*\b(?:he|him|his|she|her|they|them|their)\b.*\?",
+    # an obligation laid on the reader's work ("your reply must", "your script should also")
+    r"\byour\s+(?:[\w-]+\s+){0,2}(?:should|must|needs?\s+to|has\s+to|ought\s+to|shall)\b",
 ))
 N_CUES = len(_CUES) + 7
 #: Words that start declarative sentences and questions (articles, pronouns, prepositions, conjunctions, ...):
@@ -164,7 +172,7 @@ about above after again also been before being below between both could does doi
 have having here into just more most once only other over same should some such than that their them then there
 these they this those through under until very what when where which while with would your yours you're will
 """.split())
-N_CONTEXT = 8
+N_CONTEXT = 10
 N_SHAPE = 2**16
 #: Words a sentence's shape keeps; every other word becomes ``w`` (digits ``0``), so "Summarize the main findings
 #: of the 2020 climate report." and "Describe the key themes of the 1984 novel." share the shape n-grams that the
@@ -242,8 +250,57 @@ def language_of(text: str) -> str | None:
     return counts[0][1] if counts[0][0] >= 2 and counts[0][0] >= counts[1][0] + 2 else None
 
 
+_GLOSS = re.compile(r"^[(\[]\s*(?:[^\W\d_]+\s+){0,2}[^\W\d_]+\s*:")
+
+
 def _task_shaped(text: str) -> bool:
     return imperative(text) or any(_CUES[k].search(text) for k in (1, 2, 3, 4))
+
+
+_CODE_LINE = re.compile(
+    r"^\s*(?:>>>|\$ |#include\b|(?:import|from|def|class|return|elif|else|try|except|finally|async|await|const|let"
+    r"|var|function|public|private|static|raise|yield|del|pass|break|continue)\b|(?:for|while|if|with)\b.*[:{)]\s*$)"
+    r"|^\s*[\w.\[\]'\"]+(?:\s*,\s*[\w.\[\]'\"]+)*\s*(?:[-+*/%|&]?=(?!=)|:=)\s*\S"
+    r"|^\s*[\w.]+\(.*\)\s*[;:]?\s*$"
+    r"|[{};]\s*$")
+_PROSE_RUN = re.compile(r"(?:\b[^\W\d_]+\b[,;]?\s+){3}\b[^\W\d_]+\b")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+_COMMON_IDENTIFIERS = frozenset("""
+import from for with open print self return true false none the and not def class while else elif try except
+async await const let var function public private int str len range list dict file new
+""".split())
+
+
+def code_like(piece: str) -> bool:
+    """Whether a piece reads as a line of code (a call, an assignment, a keyword opening a statement), not prose."""
+    if _CODE_LINE.search(piece):
+        return True
+    # a continuation line ('r, sock = (', '["curl", "-F", url]'): brackets or "=" and no run of four plain words
+    return re.search(r"[()\[\]{}=]", piece) is not None and _PROSE_RUN.search(piece) is None
+
+
+def code_block_context(pieces: list[str]) -> npt.NDArray[np.float64]:
+    """Per sentence, ``(introduces code, none of the introduced code's names occurs elsewhere in the document)``:
+    a prose sentence after prose and followed by a run of code lines introduces that code, and injected code is
+    foreign to its host (an e-mail has no code; an answer's own code reuses the names of its question and prose),
+    which tells "Merge the snippet below into your solution:" from "update this line in your code as:"."""
+    out = np.zeros((len(pieces), 2))
+    is_code = [code_like(p) for p in pieces]
+    idents = [{w.lower() for w in _IDENTIFIER.findall(p)} - _COMMON_IDENTIFIERS for p in pieces]
+    for i in range(len(pieces)):
+        if is_code[i]:
+            continue
+        end = i + 1
+        while end < len(pieces) and is_code[end]:
+            end += 1
+        if end == i + 1:
+            continue
+        block = set().union(*idents[i + 1 : end])
+        rest = set().union(*idents[:i], *idents[end:])
+        # a sentence between two code lines only splits a block (or was slipped into it): it introduces nothing
+        out[i, 0] = i == 0 or not is_code[i - 1]
+        out[i, 1] = bool(block) and not block & rest
+    return out
 
 
 def context_features(pieces: list[str]) -> npt.NDArray[np.float64]:
@@ -256,6 +313,7 @@ def context_features(pieces: list[str]) -> npt.NDArray[np.float64]:
     if len(pieces) < 2:
         out[:, 2] = 1.0
         return out
+    out[:, 8:10] = code_block_context(pieces)
     overlap = context_overlap(pieces)
     task = np.array([_task_shaped(p) for p in pieces])
     you = np.array([_CUES[0].search(p) is not None for p in pieces])
@@ -269,6 +327,8 @@ def context_features(pieces: list[str]) -> npt.NDArray[np.float64]:
     out[:, 4] = task * (1.0 - overlap)
     out[:, 5] = you & (you.sum() == 1)
     for i, (script, language) in enumerate(zip(scripts, languages, strict=True)):
+        if _GLOSS.match(pieces[i]):  # "(Russian: Что такое СССР?": a name glossed in its own language
+            continue
         # against the script/language of most other sentences, when at least two of them agree on one
         other_script = (script_counts - Counter([script] if script else [])).most_common(1)
         out[i, 6] = bool(script and other_script and other_script[0][1] >= 2 and other_script[0][0] != script)
