@@ -106,18 +106,17 @@ def _routed(original: Callable[..., Any]) -> Callable[..., Any]:
                    init_graph: Any = pynnd.EMPTY_GRAPH, rp_tree_init: bool = True, leaf_array: Any = None,
                    low_memory: bool = True, verbose: bool = False, kernel: int = 0) -> Any:
         cached = _CACHED.get(dist)
-        if cached is None or not rp_tree_init or leaf_array is None or init_graph[0].shape[0] != 1 or verbose:
-            return original(data, n_neighbors, rng_state, max_candidates, dist, n_iters, delta, init_graph,
-                            rp_tree_init, leaf_array, low_memory, verbose, kernel)
-        try:
-            return cached(data, n_neighbors, rng_state, max_candidates, n_iters, delta, leaf_array, kernel,
-                          numba.get_num_threads())
-        except NumbaError as e:  # a pynndescent whose internals differ from the copy: its own code still works
-            log.warning("cached NN-descent kernel unusable with pynndescent %s (%s); compiling pynndescent's own",
-                        pynndescent.__version__, e)
-            _CACHED.clear()
-            return original(data, n_neighbors, rng_state, max_candidates, dist, n_iters, delta, init_graph,
-                            rp_tree_init, leaf_array, low_memory, verbose, kernel)
+        if cached is not None and rp_tree_init and leaf_array is not None and init_graph[0].shape[0] == 1 \
+                and not verbose:
+            try:
+                return cached(data, n_neighbors, rng_state, max_candidates, n_iters, delta, leaf_array, kernel,
+                              numba.get_num_threads())
+            except NumbaError as e:  # a pynndescent whose internals differ from the copy: its own code still works
+                log.warning("cached NN-descent kernel unusable with pynndescent %s (%s); compiling pynndescent's "
+                            "own", pynndescent.__version__, e)
+                _CACHED.clear()
+        return original(data, n_neighbors, rng_state, max_candidates, dist, n_iters, delta, init_graph,
+                        rp_tree_init, leaf_array, low_memory, verbose, kernel)
 
     return nn_descent
 

@@ -237,6 +237,10 @@ def opens_with_question(text: str | None) -> bool:
     return not re.search(r"[.!]\s", first) and bool(question_sentences(first))
 
 
+# a token that ends a clause or opens/closes a quotation or bracket
+_PUNCTUATED = re.compile(r"[.,;:!?)\]\"'»”…]$|^[(\[\"'«“]")
+
+
 def token_soup(text: str | None) -> float:
     """How much ``text`` looks like a bag of tokens rather than prose, in [0, 1] (higher = more soup).
 
@@ -267,8 +271,6 @@ def token_soup(text: str | None) -> float:
     score = 0.6 * (1.0 - prose) + 0.3 * min(1.0, fragments / 0.3) + 0.1 * distinct + 0.2 * unpunctuated
     return float(max(0.0, min(1.0, score)))
 
-
-_PUNCTUATED = re.compile(r"[.,;:!?)\]\"'»”…]$|^[(\[\"'«“]")
 
 
 def _is_fragment(token: str) -> bool:
