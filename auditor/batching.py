@@ -1,5 +1,6 @@
-"""Turn a connector's raw page into a RecordBatch: vectors to float32 of the collection's dimension,
-payload fields resolved through the field map, content hashes computed."""
+"""Turn a connector's raw page into a RecordBatch: ids and every payload string made safe (the connector boundary,
+:mod:`auditor.textsafety`), vectors to float32 of the collection's dimension, payload fields resolved through the
+field map, content hashes computed."""
 
 from __future__ import annotations
 
@@ -9,22 +10,25 @@ from typing import Any
 import numpy as np
 
 from auditor.hashing import payload_hash, text_hash, vector_hash
+from auditor.textsafety import safe_points
 from auditor.types import FieldMap, PointBatch, PointId, RecordBatch, resolve_field
 
 
 def _as_vector(raw: Any) -> np.ndarray | None:
-    if raw is None:
+    """A 1-D float array, or None for a missing or unreadable vector (a string, nested lists, non-numbers)."""
+    if raw is None or isinstance(raw, str | bytes | dict):
         return None
     try:
         arr = np.asarray(raw, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return arr.reshape(-1) if arr.ndim <= 1 else None
 
 
 def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int = 0) -> RecordBatch:
     """Resolve one page. Rows with a missing/unparseable vector get ``stored_dims`` 0; rows of another
-    length keep their length in ``stored_dims`` and a zero row in ``vectors``."""
+    length keep their length in ``stored_dims`` and a zero row in ``vectors``. Every id, payload key and string
+    is made safe first (lone surrogates and NUL escaped), so nothing after this point can fail to encode."""
     n = len(batch)
     vectors = np.zeros((n, dim), dtype=np.float32)
     stored_dims = np.zeros(n, dtype=np.int64)
@@ -38,11 +42,11 @@ def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int 
         if vec.shape[0] == dim:
             vectors[i] = vec
         vhashes.append(vector_hash(vec))
-    payloads = [p if isinstance(p, dict) else {"_raw": p} for p in batch.payloads]
+    ids, payloads, repairs = safe_points(batch.ids, batch.payloads)
     texts = [resolve_field(p, field_map.text) for p in payloads]
     return RecordBatch(
         offset=offset,
-        ids=list(batch.ids),
+        ids=ids,
         vectors=vectors,
         stored_dims=stored_dims,
         payloads=payloads,
@@ -53,6 +57,7 @@ def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int 
         vector_hashes=vhashes,
         payload_hashes=[payload_hash(p) for p in payloads],
         text_hashes=[text_hash(t) for t in texts],
+        repairs=repairs,
     )
 
 

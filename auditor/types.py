@@ -11,6 +11,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from auditor.textsafety import NO_REPAIRS, PointRepairs
+
 PointId: TypeAlias = int | str
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
 
@@ -193,7 +195,8 @@ class RecordBatch:
 
     ``vectors`` is float32 ``(n, dim)``; rows whose stored vector had the wrong length (``stored_dims``
     differs from ``dim``) or no vector at all are zero-filled and must be judged by ``dim_ok`` first.
-    ``text_values``/``tenant_values`` hold the raw payload value or ``MISSING``.
+    ``text_values``/``tenant_values`` hold the raw payload value or ``MISSING``. Ids, payload keys and strings
+    are already safe (:mod:`auditor.textsafety`); ``repairs`` says, per point, what that changed.
     """
 
     offset: int
@@ -208,9 +211,14 @@ class RecordBatch:
     vector_hashes: list[str]
     payload_hashes: list[str]
     text_hashes: list[str | None]
+    repairs: list[PointRepairs] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def repairs_of(self, row: int) -> PointRepairs:
+        """What the connector boundary changed on point ``row`` (nothing for a batch built without it)."""
+        return self.repairs[row] if row < len(self.repairs) else NO_REPAIRS
 
     @property
     def dim_ok(self) -> npt.NDArray[np.bool_]:

@@ -3,7 +3,8 @@ wrapping of backend exceptions into one clear vecaudit error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from auditor.connector import SourceURI
@@ -119,12 +120,33 @@ def arrow_vector_dim(schema: Any, vector: str) -> int | None:
     return int(vtype.list_size) if pa.types.is_fixed_size_list(vtype) else None
 
 
+def majority_length(counts: Mapping[int, int]) -> int:
+    """The most common vector length in ``{length: rows}`` (ties: the longer), 0 when there is none.
+
+    A collection's dimension is what most of its vectors have, never what its first row has: one odd first
+    row must not turn every other point into a wrong-dimension finding (and blind the graph detectors)."""
+    usable = {length: n for length, n in counts.items() if length > 0 and n > 0}
+    return max(usable, key=lambda length: (usable[length], length)) if usable else 0
+
+
+def arrow_vector_lengths(batches: Iterable[Any]) -> Counter[int]:
+    """``{length: rows}`` of a list column read as Arrow record batches of that one column (nulls left out)."""
+    import pyarrow.compute as pc
+
+    counts: Counter[int] = Counter()
+    for batch in batches:
+        for entry in pc.value_counts(pc.list_value_length(batch.column(0))).to_pylist():
+            if entry["values"] is not None:
+                counts[int(entry["values"])] += int(entry["counts"])
+    return counts
+
+
 def arrow_points(table: Any, *, vector: str, id_column: str) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
     """Ids, vectors (1-D arrays as stored, None for nulls) and payload dicts of an Arrow batch or table."""
     import numpy as np
     import pyarrow as pa
 
-    ids = table.column(id_column).to_pylist()
+    ids = arrow_pylist(table.column(id_column))
     column = table.column(vector)
     vectors: list[Any]
     if column.null_count:
@@ -138,8 +160,51 @@ def arrow_points(table: Any, *, vector: str, id_column: str) -> tuple[list[Any],
             offsets = values.offsets.to_numpy()
             offsets = offsets - offsets[0]  # flatten() honours a slice, raw offsets do not
             vectors = [flat[offsets[i]:offsets[i + 1]] for i in range(len(ids))]
-    payloads = table.drop_columns([vector, id_column]).to_pylist()
+    rest = table.drop_columns([vector, id_column])
+    try:
+        payloads = rest.to_pylist()
+    except UnicodeDecodeError:  # a string column with invalid UTF-8: read column by column, losslessly
+        names = rest.column_names
+        columns = [arrow_pylist(rest.column(name)) for name in names]
+        payloads = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
     return ids, vectors, payloads
+
+
+def arrow_pylist(column: Any) -> list[Any]:
+    """An Arrow column as Python values. Strings that are not valid UTF-8 (Arrow does not check what another
+    writer put in a Parquet file) do not fail the read: their bytes are decoded with ``surrogateescape`` so the
+    boundary sanitiser (auditor.textsafety) escapes and flags them."""
+    try:
+        return list(column.to_pylist())
+    except UnicodeDecodeError:
+        return [_decode_bytes(v) for v in column.cast(_bytes_type(column.type)).to_pylist()]
+
+
+def _bytes_type(arrow_type: Any) -> Any:
+    """``arrow_type`` with every string type replaced by the matching binary type (a zero-copy cast)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow_type):
+        return pa.binary()
+    if pa.types.is_large_string(arrow_type):
+        return pa.large_binary()
+    if pa.types.is_list(arrow_type):
+        return pa.list_(arrow_type.value_field.with_type(_bytes_type(arrow_type.value_type)))
+    if pa.types.is_large_list(arrow_type):
+        return pa.large_list(arrow_type.value_field.with_type(_bytes_type(arrow_type.value_type)))
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([f.with_type(_bytes_type(f.type)) for f in arrow_type])
+    return arrow_type
+
+
+def _decode_bytes(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, dict):
+        return {k: _decode_bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_bytes(v) for v in value]
+    return value
 
 
 def guarded_iter(iterator: Iterable[T], operation: str, where: str) -> Iterator[T]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -13,14 +14,17 @@ import numpy as np
 
 from auditor.connector import Connector, Cursor, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.textsafety import safe_text
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import (
     arrow_points,
     arrow_vector_dim,
+    arrow_vector_lengths,
     call_backend,
     distance_option,
     first_line,
     guarded_iter,
+    majority_length,
     pick_arrow_columns,
 )
 
@@ -114,11 +118,9 @@ class FileConnector(Connector):
         self.vector, self.id_column = pick_arrow_columns(schema, vector=self.vector, id_column=self.id_column,
                                                          where=self.where)
         dim = arrow_vector_dim(schema, self.vector)
-        if dim is None:
-            dim = 0
-            for page, _ in self._pages_parquet(1, None):
-                dim = len(page.vectors[0]) if page.vectors[0] is not None else 0
-                break
+        if dim is None:  # variable-length lists: the most common length (reads only that column's lengths)
+            column = pf.iter_batches(batch_size=65_536, columns=[self.vector], use_threads=False)
+            dim = majority_length(arrow_vector_lengths(guarded_iter(column, "read vector lengths", self.where)))
         payload = {f.name: str(f.type) for f in schema if f.name not in (self.vector, self.id_column)}
         return dim, int(pf.metadata.num_rows), payload
 
@@ -148,33 +150,44 @@ class FileConnector(Connector):
 
     # -- jsonl --------------------------------------------------------------------------------------
     def _describe_jsonl(self) -> tuple[int, int, dict[str, str]]:
+        """Count the lines and take the dimension and payload keys from an evenly spaced sample of rows: the
+        most common vector length is the collection's (a first row of another length must not decide it)."""
         self.id_column = self.id_column or "id"
         self.vector = self.vector or "vector"
-        count, dim, keys = 0, 0, {}
+        sample = _RowSample()
         with open(self.path, "rb") as fh:
-            for line, end in _json_lines(fh, 0):
-                if count == 0:
-                    first = self._json_row(line, end)
-                    vec = first.get(self.vector)
-                    dim = len(vec) if isinstance(vec, list) else 0
-                    keys = {k: type(v).__name__ for k, v in first.items() if k not in (self.id_column, self.vector)}
-                count += 1
-        return dim, count, keys
+            for index, (line, _end) in enumerate(_json_lines(fh, 0)):
+                if sample.wants(index):
+                    try:
+                        row = _parse_json_line(line)
+                    except ValueError:
+                        continue  # the reader reports it, with its position, when it gets there
+                    if isinstance(row, dict):
+                        sample.add(index, row, self.vector)
+            count = sample.seen
+        for key, label in ((self.id_column, "id"), (self.vector, "vector")):
+            if sample.share_with(key) < 0.5:
+                raise ConfigError(f"most rows of {self.where} have no {label} key {_short_key(key)!r}",
+                                  hint=f"keys: {', '.join(sample.keys) or 'none'}; name the {label} key with "
+                                       f"?{label}=KEY")
+        keys = {k: t for k, t in sample.keys.items() if k not in (self.id_column, self.vector)}
+        return sample.majority_dim(), count, keys
 
     def _json_row(self, line: bytes, end: int) -> dict[str, Any]:
         at = f"the line ending at byte {end} of {self.where}"
         try:
-            row = json.loads(line)
+            row = _parse_json_line(line)
+        except RecursionError as e:
+            raise ConnectorError(f"{at} nests deeper than the JSON reader allows",
+                                 hint="flatten that row's payload or remove the line") from e
         except ValueError as e:
-            raise ConnectorError(f"{at} is not JSON: {first_line(e)}") from e
+            raise ConnectorError(f"{at} is not JSON: {first_line(e)}",
+                                 hint="the export is truncated or corrupt: re-export it or remove that line") from e
         if not isinstance(row, dict):
-            raise ConnectorError(f"{at} is not a JSON object")
+            raise ConnectorError(f"{at} is not a JSON object", hint="each line must be one {...} object")
         if self.id_column not in row:
             raise ConfigError(f"{at} has no id key {self.id_column!r}",
-                              hint=f"keys: {', '.join(row)}; name the id key with ?id=KEY")
-        if self.vector not in row:
-            raise ConfigError(f"{at} has no vector key {self.vector!r}",
-                              hint=f"keys: {', '.join(row)}; name the vector key with ?vector=KEY")
+                              hint=f"keys: {', '.join(map(_short_key, row))}; name the id key with ?id=KEY")
         return row
 
     def _pages_jsonl(self, batch_size: int, start: Cursor) -> Iterator[tuple[PointBatch, Cursor]]:
@@ -188,7 +201,7 @@ class FileConnector(Connector):
                     line, end = pending
                     row = self._json_row(line, end)
                     batch.ids.append(row.pop(str(self.id_column)))
-                    vec = row.pop(str(self.vector))
+                    vec = row.pop(str(self.vector), None)  # a row without one is flagged (VA103), not fatal
                     batch.vectors.append(vec if isinstance(vec, list) else None)
                     batch.payloads.append(row)
                     pending = next(lines, None)
@@ -241,8 +254,8 @@ class FileConnector(Connector):
                 while row < total:
                     n = min(batch_size, total - row)
                     columns = {name: stream.read(n) for name, stream in streams.items()}
-                    ids = (columns[self.id_column].tolist() if self.id_column else list(range(row, row + n)))
-                    fields = [columns[f].tolist() for f in self._npz_fields]
+                    ids = _npz_values(columns[self.id_column]) if self.id_column else list(range(row, row + n))
+                    fields = [_npz_values(columns[f]) for f in self._npz_fields]
                     payloads = [dict(zip(self._npz_fields, values, strict=True))
                                 for values in zip(*fields, strict=True)]
                     row += n
@@ -279,6 +292,15 @@ class _NpyRows:
         self.member.close()
 
 
+def _npz_values(column: np.ndarray) -> list[Any]:
+    """Python values of a 1-D array; byte strings (``S`` dtype) are text, decoded like a JSONL line (invalid
+    UTF-8 kept as surrogate escapes for the boundary sanitiser to flag)."""
+    values = column.tolist()
+    if column.dtype.kind == "S":
+        return [v.decode("utf-8", "surrogateescape") for v in values]
+    return list(values)
+
+
 def _npy_header(member: IO[bytes], where: str, name: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
     from numpy.lib import format as npy
 
@@ -301,6 +323,58 @@ def _json_lines(fh: IO[bytes], start: int) -> Iterator[tuple[bytes, int]]:
         position += len(line)
         if line.strip():
             yield line, position
+
+
+def _parse_json_line(line: bytes) -> Any:
+    """One JSONL row. Invalid UTF-8 bytes do not fail the line: they are decoded with ``surrogateescape``
+    (byte 0xff becomes U+DCFF), so the point is still read and the boundary sanitiser escapes and flags them
+    (VA110). A leading byte-order mark is dropped."""
+    text = line.decode("utf-8", "surrogateescape")
+    return json.loads(text[1:] if text.startswith("\ufeff") else text)
+
+
+class _RowSample:
+    """Rows at evenly spaced line numbers of a file read once, in bounded memory: every ``stride``-th row is
+    kept, and the stride doubles (dropping every other kept row) whenever more than ``limit`` are kept."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self.stride = 1
+        self.seen = 0
+        #: line number -> (vector length or -1 when the row has no list there, the row's keys)
+        self._rows: dict[int, tuple[int, frozenset[str]]] = {}
+        self.keys: dict[str, str] = {}
+
+    def wants(self, index: int) -> bool:
+        self.seen = index + 1
+        return index % self.stride == 0
+
+    def add(self, index: int, row: dict[str, Any], vector_key: str) -> None:
+        vec = row.get(vector_key)
+        self._rows[index] = (len(vec) if isinstance(vec, list) else -1, frozenset(row))
+        for key, value in row.items():
+            if len(self.keys) < 200:
+                self.keys.setdefault(_short_key(key), type(value).__name__)
+        if len(self._rows) > self.limit:
+            self.stride *= 2
+            for kept in [i for i in self._rows if i % self.stride]:
+                del self._rows[kept]
+
+    def share_with(self, key: str) -> float:
+        """Fraction of the kept rows that carry ``key`` (1.0 when no row was kept)."""
+        if not self._rows:
+            return 1.0
+        return sum(key in keys for _, keys in self._rows.values()) / len(self._rows)
+
+    def majority_dim(self) -> int:
+        """The most common vector length among the kept rows; 0 when none has one."""
+        return majority_length(Counter(d for d, _ in self._rows.values() if d >= 0))
+
+
+def _short_key(key: Any, limit: int = 60) -> str:
+    """A payload key fit for a message: made safe (no lone surrogates) and bounded."""
+    text, _ = safe_text(str(key))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _key(pid: Any) -> str:

@@ -112,3 +112,77 @@ def test_quarantine_on_an_export_exits_with_one_clear_message(tmp_path: Path) ->
         assert f"FileConnector cannot quarantine in {mode} mode" in result.output
         assert "read-only" in result.output and "Traceback" not in result.output
     assert pq.read_table(path).column("vector").to_pylist() == vectors
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"file://{path}"
+
+
+def test_jsonl_dimension_is_the_majority_not_the_first_row(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    rows = [{"id": i, "vector": rng.standard_normal(12 if i in (0, 7) else 24).tolist()} for i in range(50)]
+    with connector_for(_jsonl(tmp_path / "dump.jsonl", rows)) as conn:
+        info = conn.describe()
+    assert (info.dim, info.count) == (24, 50)
+
+
+def test_jsonl_dimension_sample_stays_bounded_and_spread_over_the_file() -> None:
+    from connectors.files import _RowSample
+
+    sample = _RowSample(limit=64)
+    for index in range(10_000):  # first 4,000 rows 8-d, the other 6,000 16-d
+        if sample.wants(index):
+            sample.add(index, {"id": index, "vector": [0.0] * (8 if index < 4000 else 16)}, "vector")
+    assert sample.seen == 10_000 and sample.stride == 256
+    assert sample.majority_dim() == 16 and sample.share_with("id") == 1.0
+
+
+def test_parquet_variable_lists_take_the_majority_length(tmp_path: Path) -> None:
+    path = tmp_path / "dump.parquet"
+    vectors = [[1.0] * 3] + [[0.5] * 5 for _ in range(9)]
+    pq.write_table(pa.table({"id": list(range(10)), "vector": vectors}), path, row_group_size=4)
+    with connector_for(f"file://{path}") as conn:
+        assert conn.describe().dim == 5
+
+
+def test_jsonl_invalid_utf8_and_lone_surrogate_escapes_are_read_not_fatal(tmp_path: Path) -> None:
+    from auditor.batching import resolve_batch
+    from auditor.types import FieldMap
+
+    path = tmp_path / "dump.jsonl"
+    lines = [
+        b'\xef\xbb\xbf{"id": 0, "vector": [1.0, 0.0], "text": "fine"}',  # byte-order mark
+        b'{"id": 1, "vector": [0.0, 1.0], "text": "bad byte \xff here"}',
+        b'{"id": 2, "vector": [1.0, 1.0], "text": "ok", "meta": {"note": "x\\ud800y"}}',
+        b'{"id": 3, "text": "no vector key"}',
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with connector_for(f"file://{path}") as conn:
+        info = conn.describe()
+        pages = list(conn.iter_batches())
+    batch = resolve_batch(pages[0][0], FieldMap(text="text"), info.dim)
+    assert batch.ids == [0, 1, 2, 3] and batch.texts[1] == "bad byte \\udcff here"
+    assert batch.payloads[2]["meta"]["note"] == "x\\ud800y" and list(batch.stored_dims) == [2, 2, 2, 0]
+    assert [[r.path for r in batch.repairs_of(i).repairs] for i in range(4)] == [[], ["text"], ["meta.note"], []]
+
+
+def test_parquet_string_column_with_invalid_utf8_is_read_not_fatal(tmp_path: Path) -> None:
+    raw = pa.array([b"ok", b"bad\xff"], pa.binary())
+    text = pa.Array.from_buffers(pa.string(), 2, raw.buffers())  # what a writer that skips validation leaves
+    ids = pa.Array.from_buffers(pa.string(), 2, pa.array([b"a", b"b\xfe"], pa.binary()).buffers())
+    path = tmp_path / "dump.parquet"
+    pq.write_table(pa.table({"id": ids, "vector": [[0.1, 0.2], [0.3, 0.4]], "text": text}), path)
+    with connector_for(f"file://{path}") as conn:
+        (batch, _), = list(conn.iter_batches())
+    assert batch.ids == ["a", "b\udcfe"] and batch.payloads == [{"text": "ok"}, {"text": "bad\udcff"}]
+
+
+def test_npz_byte_string_fields_are_text_and_unicode_fields_keep_surrogates_for_the_sanitiser(tmp_path: Path) -> None:
+    path = tmp_path / "dump.npz"
+    np.savez(path, vectors=np.ones((2, 3), np.float32), ids=np.array([b"a", b"b\xff"]),
+             text=np.array(["fine", "lone \ud800"]), tag=np.array([b"x", b"y"]))
+    with connector_for(f"file://{path}") as conn:
+        (batch, _), = list(conn.iter_batches())
+    assert batch.ids == ["a", "b\udcff"]
+    assert batch.payloads == [{"text": "fine", "tag": "x"}, {"text": "lone \ud800", "tag": "y"}]

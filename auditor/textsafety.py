@@ -1,0 +1,193 @@
+"""Every string read from a store is made safe at the connector boundary, before hashing, detectors and the ledger.
+
+A Python string can hold code points that no UTF-8 encoder accepts (lone surrogates U+D800-U+DFFF, e.g. from a
+JSON ``"\\ud800"`` escape, Qdrant's pickled local store, or invalid UTF-8 bytes decoded with ``surrogateescape``)
+and NUL (U+0000), which PostgreSQL text refuses. One such character anywhere in one payload used to abort the whole
+scan; anyone who can write one chunk could switch the audit off. Here each one is replaced by its escape *text*
+(``\\ud800``, ``\\u0000``: six visible characters, the JSON spelling of the original) and reported as a
+:class:`Repair` naming the field path, so the point is still scanned and flagged (integrity rule VA110). Two code
+points forming a valid UTF-16 surrogate pair are joined into the character they encode (reported too).
+
+Ids are normalised to ``int`` or ``str`` (the :data:`~auditor.types.PointId` contract): integral floats become
+ints, byte strings are decoded, anything else (nested, null, boolean, fractional) becomes its JSON text and is
+reported (rule VA112).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Characters no UTF-8 encoder (lone surrogates) or no PostgreSQL text column (NUL) accepts.
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+#: Field path components and samples are bounded: a key or id can be megabytes long.
+_MAX_COMPONENT = 80
+_MAX_SAMPLES = 5
+#: Repairs reported per point (the rest are counted in ``Repairs.more``).
+MAX_REPAIRS = 20
+
+TEXT = "text"
+ID_TYPE = "id-type"
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One value made safe: ``path`` of the field (``meta.tags[2]``, ``title (key)`` for a key, ``id``),
+    ``kind`` (:data:`TEXT` or :data:`ID_TYPE`), and ``detail``: the escaped characters replaced
+    (``\\ud800``) or the id's original type."""
+
+    path: str
+    kind: str
+    detail: tuple[str, ...]
+
+
+def escape_char(char: str) -> str:
+    """The escape text that replaces one unsafe character: ``\\ud800``, ``\\u0000``."""
+    return f"\\u{ord(char):04x}"
+
+
+def _join_pair(match: re.Match[str]) -> str:
+    pair = match.group()
+    return chr(0x10000 + ((ord(pair[0]) - 0xD800) << 10) + (ord(pair[1]) - 0xDC00))
+
+
+def safe_text(text: str) -> tuple[str, tuple[str, ...]]:
+    """``text`` with surrogate pairs joined and lone surrogates and NUL escaped; the escaped forms of what was
+    replaced (empty when ``text`` was already safe, in which case ``text`` itself is returned)."""
+    if _UNSAFE.search(text) is None:
+        return text, ()
+    found: list[str] = [escape_char(c) for c in dict.fromkeys(_UNSAFE.findall(text))]
+    joined = _SURROGATE_PAIR.sub(_join_pair, text)
+    return _UNSAFE.sub(lambda m: escape_char(m.group()), joined), tuple(found[:_MAX_SAMPLES])
+
+
+def _short(component: str) -> str:
+    return component if len(component) <= _MAX_COMPONENT else component[: _MAX_COMPONENT - 1] + "…"
+
+
+class _Walker:
+    """Copy-on-write walk of one payload: containers are rebuilt only where something was replaced."""
+
+    def __init__(self) -> None:
+        self.repairs: list[Repair] = []
+        self.more = 0
+
+    def report(self, path: str, kind: str, detail: tuple[str, ...]) -> None:
+        if len(self.repairs) < MAX_REPAIRS:
+            self.repairs.append(Repair(path, kind, detail))
+        else:
+            self.more += 1
+
+    def value(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            clean, found = safe_text(value)
+            if found:
+                self.report(path or "(value)", TEXT, found)
+            return clean
+        if isinstance(value, dict):
+            return self.mapping(value, path)
+        if isinstance(value, list | tuple):
+            items = [self.value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            if all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return items if isinstance(value, list) else tuple(items)
+        return value
+
+    def mapping(self, payload: dict[Any, Any], path: str) -> dict[str, Any]:
+        out: dict[str, Any] | None = None
+        for i, (key, val) in enumerate(payload.items()):
+            # JSON object keys are strings: a non-string key would break canonical (sorted-key) hashing
+            skey = key if isinstance(key, str) else str(key)
+            clean_key, found = safe_text(skey)
+            where = f"{path}.{_short(clean_key)}" if path else _short(clean_key)
+            if found:
+                self.report(f"{where} (key)", TEXT, found)
+            clean_val = self.value(val, where)
+            if out is None and (clean_key is not key or clean_val is not val):
+                out = dict(list(payload.items())[:i])
+            if out is not None:
+                out[clean_key] = clean_val
+        return payload if out is None else out
+
+
+def safe_payload(payload: Any) -> tuple[dict[str, Any], list[Repair], int]:
+    """A payload safe to hash and store: a dict (a non-dict payload becomes ``{"_raw": payload}``) whose keys
+    and strings, at any depth, are safe; the repairs made (at most :data:`MAX_REPAIRS`) and how many more."""
+    walker = _Walker()
+    root = payload if isinstance(payload, dict) else {"_raw": payload}
+    clean = walker.mapping(root, "")
+    return clean, walker.repairs, walker.more
+
+
+def safe_id(raw: Any) -> tuple[int | str, Repair | None]:
+    """A point id as ``int`` or safe ``str``, with the repair made (None when the id was already fine or only
+    changed form losslessly: an integral float, a numpy scalar, a UTF-8 byte string)."""
+    if isinstance(raw, bool):
+        return _id_as_text(raw)
+    if isinstance(raw, int):
+        return int(raw), None
+    if isinstance(raw, str):
+        clean, found = safe_text(str(raw))
+        return clean, Repair("id", TEXT, found) if found else None
+    if isinstance(raw, bytes):
+        clean, found = safe_text(bytes(raw).decode("utf-8", "surrogateescape"))
+        return clean, Repair("id", TEXT, found) if found else None
+    if hasattr(raw, "item") and not isinstance(raw, list | dict):  # numpy scalars
+        try:
+            item = raw.item()
+        except (TypeError, ValueError):
+            item = raw
+        if item is not raw:
+            return safe_id(item)
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        return int(raw), None
+    return _id_as_text(raw)
+
+
+def _id_as_text(raw: Any) -> tuple[str, Repair]:
+    try:
+        text = json.dumps(raw, sort_keys=True, default=str, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):  # mixed key types, cycles, extreme nesting
+        text = repr(raw)
+    clean, _ = safe_text(text)
+    return clean, Repair("id", ID_TYPE, (type(raw).__name__,))
+
+
+@dataclass(frozen=True)
+class PointRepairs:
+    """What the boundary changed on one point: the repairs (id first) and how many more were not listed."""
+
+    repairs: tuple[Repair, ...] = ()
+    more: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.repairs)
+
+
+NO_REPAIRS = PointRepairs()
+
+
+def safe_points(
+    ids: Sequence[Any], payloads: Sequence[Any]
+) -> tuple[list[int | str], list[dict[str, Any]], list[PointRepairs]]:
+    """Safe ids and payloads of one page, with each point's repairs (:data:`NO_REPAIRS` for a clean point)."""
+    out_ids: list[int | str] = []
+    out_payloads: list[dict[str, Any]] = []
+    out_repairs: list[PointRepairs] = []
+    for raw_id, raw_payload in zip(ids, payloads, strict=True):
+        pid, id_repair = safe_id(raw_id)
+        payload, repairs, more = safe_payload(raw_payload)
+        out_ids.append(pid)
+        out_payloads.append(payload)
+        if id_repair is None and not repairs:
+            out_repairs.append(NO_REPAIRS)
+        else:
+            listed = ([id_repair] if id_repair else []) + repairs
+            extra = max(0, len(listed) - MAX_REPAIRS)
+            out_repairs.append(PointRepairs(tuple(listed[:MAX_REPAIRS]), more + extra))
+    return out_ids, out_payloads, out_repairs
