@@ -24,7 +24,7 @@ from auditor.context import ScanContext, ScanSettings
 from auditor.detector import Detector
 from auditor.errors import ConnectorError, ExitCode, VecauditError
 from auditor.findings import Finding, Rule, point_key
-from auditor.hashing import point_version
+from auditor.hashing import point_states, point_version
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
 from auditor.ledger.session import Ledger
@@ -506,6 +506,7 @@ def _sub_batch(batch: RecordBatch, rows: list[int]) -> RecordBatch:
         vector_hashes=[batch.vector_hashes[i] for i in rows],
         payload_hashes=[batch.payload_hashes[i] for i in rows],
         text_hashes=[batch.text_hashes[i] for i in rows],
+        repairs=[batch.repairs_of(i) for i in rows],
     )
 
 
@@ -539,10 +540,11 @@ def _point_changes(ctx: ScanContext) -> tuple[list[repo.PointChange], dict[str, 
     changes: list[repo.PointChange] = []
     seen: set[str] = set()
     new = changed = 0
-    for i, pid in enumerate(table.ids):
-        key = point_key(pid)
+    # one state per id: the copies of an id stored twice are folded into one (auditor.hashing.point_states)
+    for key, vh, ph, th, tenant in point_states(
+        table.ids, table.vector_hashes, table.payload_hashes, table.text_hashes, table.tenants
+    ):
         seen.add(key)
-        vh, ph, th, tenant = table.vector_hashes[i], table.payload_hashes[i], table.text_hashes[i], table.tenants[i]
         old = previous.get(key) if previous is not None else None
         if old is None:
             new += 1

@@ -1,9 +1,9 @@
 """Integrity faults of stored points: broken vectors, foreign-model norms, copied vectors, conflicting
-document ids, and payloads missing the configured fields."""
+document ids, duplicate and odd point ids, text no encoder accepts, and payloads missing the configured fields."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -12,7 +12,10 @@ import numpy as np
 from auditor.context import ScanContext
 from auditor.detector import Detector
 from auditor.findings import ATLAS_POISON_TRAINING, OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, Finding, Rule
-from auditor.types import MISSING, Confidence, RecordBatch, Severity
+from auditor.hashing import duplicate_id_rows
+from auditor.masking import redact_text
+from auditor.textsafety import ID_TYPE, PointRepairs
+from auditor.types import MISSING, Confidence, PointId, RecordBatch, Severity
 
 _TAGS = (OWASP_VECTOR_WEAKNESS,)
 NON_FINITE = Rule("VA101", "Vector has NaN or infinite components", Severity.HIGH, Confidence.HIGH, _TAGS)
@@ -42,6 +45,20 @@ DOC_ID_CONFLICT = Rule(
 MISSING_TEXT = Rule("VA107", "Payload lacks the configured text field", Severity.MEDIUM, Confidence.HIGH, _TAGS)
 MISSING_TENANT = Rule("VA108", "Payload lacks the configured tenant field", Severity.HIGH, Confidence.HIGH, _TAGS)
 BAD_TEXT = Rule("VA109", "Text is empty or not a string", Severity.LOW, Confidence.HIGH, _TAGS)
+# MEDIUM: text that no UTF-8 encoder accepts is never written by a well-behaved ingestion pipeline, and it
+# crashes or is silently dropped by the tools that read it downstream (once, this scanner too): a cheap way to
+# hide content from an audit or a filter. The point is still scanned, with the characters escaped.
+UNSAFE_TEXT = Rule(
+    "VA110",
+    "Text holds characters no UTF-8 encoder accepts (lone surrogates, NUL)",
+    Severity.MEDIUM,
+    Confidence.HIGH,
+    (*_TAGS, OWASP_DATA_POISONING),
+)
+DUPLICATE_ID = Rule(
+    "VA111", "One point id stored more than once", Severity.MEDIUM, Confidence.HIGH, (*_TAGS, OWASP_DATA_POISONING)
+)
+ODD_ID = Rule("VA112", "Point id is neither an integer nor a string", Severity.LOW, Confidence.HIGH, _TAGS)
 
 
 class IntegrityDetector(Detector):
@@ -53,7 +70,7 @@ class IntegrityDetector(Detector):
     """
 
     name = "integrity"
-    version = "1"
+    version = "2"
     description = (
         "NaN/Inf, zero, wrong-dimension and foreign-norm vectors; copied vectors; doc-id conflicts; payload fields"
     )
@@ -67,14 +84,27 @@ class IntegrityDetector(Detector):
         MISSING_TEXT,
         MISSING_TENANT,
         BAD_TEXT,
+        UNSAFE_TEXT,
+        DUPLICATE_ID,
+        ODD_ID,
     )
     requires = frozenset({"vectors"})
-    defaults: ClassVar[dict[str, Any]] = {"norm_z": 6.0, "min_scale": 0.02, "max_group_evidence": 20}
+    defaults: ClassVar[dict[str, Any]] = {
+        "norm_z": 6.0,
+        "min_scale": 0.02,
+        "max_group_evidence": 20,
+        "missing_text_share": 0.95,
+    }
 
     def begin(self, ctx: ScanContext) -> None:
         self._norms: list[np.ndarray] = []
+        self._points = 0
+        #: (point id, tenant, payload keys) of each point without the text field; key tuples shared
+        self._missing_text: list[tuple[PointId, str | None, tuple[str, ...]]] = []
+        self._key_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
+        self._points += len(batch)
         dim = ctx.info.dim
         vec = batch.vectors
         dim_ok: np.ndarray = np.asarray(batch.dim_ok)
@@ -104,19 +134,14 @@ class IntegrityDetector(Detector):
                 )
             elif zero[i]:
                 yield Finding(ZERO, self.name, pid, 1.0, "vector is all zeros", 0.5, {}, tenant)
+            repairs = batch.repairs_of(i)
+            if repairs:
+                yield from self._repair_findings(pid, repairs, tenant)
             if fm.text:
                 value = batch.text_values[i]
-                if value is MISSING:
-                    yield Finding(
-                        MISSING_TEXT,
-                        self.name,
-                        pid,
-                        1.0,
-                        f"payload has no {fm.text!r} field",
-                        0.5,
-                        {"field": fm.text, "payload_keys": sorted(batch.payloads[i])[:20]},
-                        tenant,
-                    )
+                if value is MISSING:  # reported in finish: once per point, or once for the collection
+                    keys = tuple(sorted(batch.payloads[i])[:20])
+                    self._missing_text.append((pid, tenant, self._key_sets.setdefault(keys, keys)))
                 elif not isinstance(value, str) or not value.strip():
                     kind = type(value).__name__ if not isinstance(value, str) else "empty string"
                     yield Finding(
@@ -141,8 +166,34 @@ class IntegrityDetector(Detector):
                     None,
                 )
 
+    def _repair_findings(self, pid: PointId, repairs: PointRepairs, tenant: str | None) -> Iterable[Finding]:
+        """VA110 for text the connector boundary had to escape, VA112 for an id of another type."""
+        odd = [r for r in repairs.repairs if r.kind == ID_TYPE]
+        text = [r for r in repairs.repairs if r.kind != ID_TYPE]
+        if odd:
+            kind = odd[0].detail[0]
+            yield Finding(ODD_ID, self.name, pid, 1.0, f"point id is a {kind}; read as its JSON text {pid!r}"[:300],
+                          0.5, {"id_type": kind}, tenant)
+        if text:
+            fields = [r.path for r in text]
+            chars = sorted({c for r in text for c in r.detail})
+            more = f" and {repairs.more} more" if repairs.more else ""
+            yield Finding(
+                UNSAFE_TEXT,
+                self.name,
+                pid,
+                float(len(text) + repairs.more),
+                f"{', '.join(fields[:3])}{' ...' if len(fields) > 3 else ''}{more} hold(s) {' '.join(chars[:5])}: "
+                "characters no UTF-8 encoder accepts, audited as their escape text",
+                0.5,
+                {"fields": fields, "more_fields": repairs.more, "characters": chars},
+                tenant,
+            )
+
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
         table = ctx.table
+        yield from self._missing_text_findings(ctx)
+        yield from self._duplicate_ids(ctx)
         yield from self._norm_outliers(ctx)
         max_ev = int(self.params["max_group_evidence"])
         # identical vectors under different ids (broken vectors are reported above, not here)
@@ -152,11 +203,11 @@ class IntegrityDetector(Detector):
             if valid[i]:
                 by_hash[h].append(i)
         for rows in by_hash.values():
-            if len(rows) < 2:
+            members = list(dict.fromkeys(table.ids[r] for r in rows))
+            if len(members) < 2:  # copies of one id are VA111, not "several ids"
                 continue
             distinct_texts = {table.text_hashes[r] for r in rows}
             same_text = len(distinct_texts) == 1
-            members = [table.ids[r] for r in rows]
             for r in rows:
                 others = [m for m in members if m != table.ids[r]]
                 yield Finding(
@@ -178,9 +229,9 @@ class IntegrityDetector(Detector):
                     by_doc[str(d)].append(i)
             for doc, rows in by_doc.items():
                 texts = {table.text_hashes[r] for r in rows}
-                if len(rows) < 2 or len(texts) < 2:
+                members = list(dict.fromkeys(table.ids[r] for r in rows))
+                if len(members) < 2 or len(texts) < 2:  # one id's copies disagreeing is VA111
                     continue
-                members = [table.ids[r] for r in rows]
                 for r in rows:
                     yield Finding(
                         DOC_ID_CONFLICT,
@@ -192,6 +243,68 @@ class IntegrityDetector(Detector):
                         {"doc_id": doc, "points": members[:max_ev], "distinct_texts": len(texts)},
                         table.tenants[r],
                     )
+
+    def _missing_text_findings(self, ctx: ScanContext) -> Iterable[Finding]:
+        """VA107 per point, or one collection-level VA107 when (nearly) every point lacks the field: then the
+        field map is wrong, not the points, and the finding names the keys the payloads do have."""
+        missing, total = self._missing_text, self._points
+        if not missing:
+            return
+        field = ctx.field_map.text
+        share = len(missing) / max(total, 1)
+        if share >= float(self.params["missing_text_share"]):
+            counts: Counter[str] = Counter()
+            for _, _, keys in missing:
+                counts.update(keys)
+            present = [f"{_short(k)} ({n:,})" for k, n in counts.most_common(10)]
+            yield Finding(
+                MISSING_TEXT,
+                self.name,
+                None,
+                share,
+                f"text field {field!r} is missing on {len(missing):,} of {total:,} points: check --text-field; "
+                f"payload keys present: {', '.join(present) or 'none'}",
+                float(self.params["missing_text_share"]),
+                {"field": field, "missing": len(missing), "points": total, "payload_keys": present},
+                None,
+                identity=f"text-field-missing:{field}",
+            )
+            return
+        for pid, tenant, keys in missing:
+            yield Finding(
+                MISSING_TEXT,
+                self.name,
+                pid,
+                1.0,
+                f"payload has no {field!r} field",
+                0.5,
+                {"field": field, "payload_keys": [_short(k) for k in keys]},
+                tenant,
+            )
+
+    def _duplicate_ids(self, ctx: ScanContext) -> Iterable[Finding]:
+        """VA111 once per id stored more than once: LOW when the copies are identical, MEDIUM when they differ
+        (which copy does the store serve?)."""
+        table = ctx.table
+        max_ev = int(self.params["max_group_evidence"])
+        for rows in duplicate_ids(ctx).values():
+            vectors = len({table.vector_hashes[r] for r in rows})
+            payloads = len({table.payload_hashes[r] for r in rows})
+            same = vectors == 1 and payloads == 1
+            differ = "identical copies" if same else f"{vectors} distinct vector(s), {payloads} distinct payload(s)"
+            pid = table.ids[rows[0]]
+            yield Finding(
+                DUPLICATE_ID,
+                self.name,
+                pid,
+                float(len(rows)),
+                f"id {pid!r} is stored {len(rows)} times ({differ})"[:300],
+                1.0,
+                {"copies": len(rows), "rows": rows[:max_ev], "distinct_vectors": vectors,
+                 "distinct_payloads": payloads},
+                table.tenants[rows[-1]],
+                severity=Severity.LOW if same else None,
+            )
 
     def _norm_outliers(self, ctx: ScanContext) -> Iterable[Finding]:
         norms = np.concatenate(self._norms) if self._norms else np.zeros(0)
@@ -217,3 +330,18 @@ class IntegrityDetector(Detector):
                 {"norm": float(norms[row]), "median_norm": typical, "robust_z": float(z[row])},
                 ctx.table.tenants[row],
             )
+
+
+def duplicate_ids(ctx: ScanContext) -> dict[str, list[int]]:
+    """Table rows of every point id stored more than once (by point key), computed once per scan and shared
+    (provenance leaves these ids out of its comparisons)."""
+    found = ctx.shared.get("duplicate_id_rows")
+    if found is None:
+        found = ctx.shared["duplicate_id_rows"] = duplicate_id_rows(ctx.table.ids)
+    return dict(found)
+
+
+def _short(key: str, limit: int = 40) -> str:
+    """A payload key for a message: bounded and masked (a key is data the store's writer chose)."""
+    text = key if len(key) <= limit else key[: limit - 1] + "…"
+    return redact_text(text)

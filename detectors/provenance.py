@@ -17,7 +17,9 @@ from auditor.findings import (
     Rule,
     point_key,
 )
-from auditor.types import Confidence, RecordBatch, Severity
+from auditor.hashing import DUPLICATE_STATE
+from auditor.types import Confidence, Severity
+from detectors.integrity import duplicate_ids
 
 VECTOR_CHANGED = Rule(
     "VA201",
@@ -40,24 +42,30 @@ class ProvenanceDetector(Detector):
 
     The first scan of a collection is a baseline and reports nothing here; new and deleted points are
     counted in the scan summary rather than flagged one by one. Score is 1.0 (a hash either matches or not).
+    Runs in pass 2, when the whole collection is known: an id stored more than once now, or last time (its
+    recorded state folds all copies, see ``auditor.hashing.point_states``), has no single state to compare
+    with; it is left out here and reported once by integrity (VA111).
     """
 
     name = "provenance"
-    version = "1"
+    version = "2"
     description = "vector changed with unchanged text (tampering), text changed with unchanged vector (stale)"
     rules = (VECTOR_CHANGED, TEXT_CHANGED)
     requires = frozenset({"vectors", "text"})
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
         previous = ctx.previous
         if not previous:
             return
-        for i, pid in enumerate(batch.ids):
-            old = previous.get(point_key(pid))
-            if old is None:
+        table = ctx.table
+        duplicated = duplicate_ids(ctx)
+        for i, pid in enumerate(table.ids):
+            key = point_key(pid)
+            old = previous.get(key)
+            if old is None or key in duplicated or old.vector_hash.startswith(DUPLICATE_STATE):
                 continue
-            vh, th = batch.vector_hashes[i], batch.text_hashes[i]
+            vh, th = table.vector_hashes[i], table.text_hashes[i]
             evidence = {
                 "old_vector_hash": old.vector_hash,
                 "new_vector_hash": vh,
@@ -65,7 +73,7 @@ class ProvenanceDetector(Detector):
                 "new_text_hash": th,
                 "first_seen_scan": old.first_scan_id,
             }
-            tenant = batch.tenants[i]
+            tenant = table.tenants[i]
             if vh != old.vector_hash and th == old.text_hash and th is not None:
                 yield Finding(
                     VECTOR_CHANGED,

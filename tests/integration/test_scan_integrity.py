@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,101 @@ def test_a_crashing_detector_makes_the_scan_partial_but_keeps_the_others(
     assert result.status == "partial" and result.exit_code() == 3
     assert any("provenance failed: IndexError: boom" in n for n in result.notes)
     assert ("VA102", 2) in {(r.finding.rule_id, r.finding.point_id) for r in result.findings}
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"file://{path}"
+
+
+def test_a_lone_surrogate_in_any_field_is_flagged_and_the_scan_completes(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    """One ``\\ud800`` in a field nobody audits used to fail the whole scan (UnicodeEncodeError, 0 points)."""
+    rows, vecs = wiki
+    payloads = [{"text": r["text"], "tenant": "acme", "source": {"tags": ["wiki"]}} for r in rows[:40]]
+    payloads[3]["source"] = {"tags": ["wiki", "x\ud800y"]}  # nested, not the text field
+    payloads[5]["text"] = rows[5]["text"] + "\udc80"
+    payloads[6]["bad\udfffkey"] = 1
+    payloads[8]["tenant"] = "acme\x00"  # NUL: refused by PostgreSQL text columns
+    uri = build_qdrant_store(tmp_path / "store", vecs[:40], payloads)
+    before = read_collection(uri)
+    result = run_scan(uri, sqlite_ledger_url)  # every default detector
+    assert result.status == "completed" and result.points_scanned == 40, result.error
+    flagged = {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == "VA110"}
+    assert set(flagged) == {3, 5, 6, 8}
+    assert flagged[3].evidence["fields"] == ["source.tags[1]"] and flagged[3].evidence["characters"] == ["\\ud800"]
+    assert flagged[5].evidence["fields"] == ["text"] and "source.tags[1]" in flagged[3].message
+    assert flagged[6].evidence["fields"] == ["bad\\udfffkey (key)"]
+    assert flagged[8].evidence["characters"] == ["\\u0000"] and flagged[8].tenant == "acme\\u0000"
+    assert all(r.finding.effective_severity.value == "medium" for r in result.findings if r.finding.rule_id == "VA110")
+    assert result.exit_code() in (0, 1)
+    assert read_collection(uri) == before
+
+
+def test_duplicate_ids_are_one_finding_and_an_unchanged_export_is_unchanged_on_rescan(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    rows, vecs = wiki
+    export = [{"id": i, "vector": vecs[i].tolist(), "text": rows[i]["text"]} for i in range(30)]
+    export.append({"id": 3, "vector": vecs[40].tolist(), "text": rows[3]["text"]})  # same text, another vector
+    export.append(dict(export[7]))  # an identical copy
+    uri = _write_jsonl(tmp_path / "dump.jsonl", export)
+    fm = FieldMap(text="text")
+    first = run_scan(uri, sqlite_ledger_url, collection="dump", detectors=["integrity", "provenance"], field_map=fm)
+    second = run_scan(uri, sqlite_ledger_url, collection="dump", detectors=["integrity", "provenance"], field_map=fm)
+    for result in (first, second):
+        dup = {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == "VA111"}
+        assert set(dup) == {3, 7}
+        assert dup[3].effective_severity.value == "medium" and dup[3].evidence["rows"] == [3, 30]
+        assert dup[7].effective_severity.value == "low"
+        assert not [r for r in result.findings if r.finding.rule_id == "VA105"]  # copies of one id: not "several ids"
+    assert not [r for r in second.findings if r.finding.detector == "provenance"]
+    assert (second.counts["new"], second.counts["changed"], second.counts["deleted"]) == (0, 0, 0)
+    # the copy removed: the id has one state again, compared with nothing stale; a real tamper is still caught
+    export.pop(30)
+    export[12]["vector"] = vecs[50].tolist()
+    _write_jsonl(tmp_path / "dump.jsonl", export)
+    third = run_scan(uri, sqlite_ledger_url, collection="dump", detectors=["integrity", "provenance"], field_map=fm)
+    assert {(r.finding.rule_id, r.finding.point_id) for r in third.findings if r.finding.detector == "provenance"} == {
+        ("VA201", 12)
+    }
+
+
+def test_a_text_field_missing_everywhere_is_one_collection_finding(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    rows, vecs = wiki
+    payloads = [{"body": r["text"], "tenant": "acme"} for r in rows[:30]]
+    uri = build_qdrant_store(tmp_path / "store", vecs[:30], payloads)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text"))
+    missing = [r.finding for r in result.findings if r.finding.rule_id == "VA107"]
+    assert len(missing) == 1 and missing[0].point_id is None
+    assert "--text-field" in missing[0].message and "body (30)" in missing[0].message
+    assert missing[0].evidence["payload_keys"] == ["body (30)", "tenant (30)"]
+    # a few points without it are still reported one by one
+    payloads[4] = {"body": "x", "tenant": "acme"}
+    for p, r in zip(payloads, rows[:30], strict=True):
+        p.setdefault("text", r["text"])
+    del payloads[4]["text"]
+    uri = build_qdrant_store(tmp_path / "store2", vecs[:30], payloads)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text"))
+    assert [r.finding.point_id for r in result.findings if r.finding.rule_id == "VA107"] == [4]
+
+
+def test_an_odd_first_row_does_not_set_the_dimension_of_an_export(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    """A 128-d first row in a 384-d JSONL used to flag every other row (VA103), blind the graph detectors and
+    raise a false model mismatch (VA502)."""
+    rows, vecs = wiki
+    export = [{"id": i, "vector": vecs[i].tolist(), "text": rows[i]["text"]} for i in range(100)]
+    export[0]["vector"] = vecs[0][:128].tolist()
+    uri = _write_jsonl(tmp_path / "dump.jsonl", export)
+    result = run_scan(uri, sqlite_ledger_url, collection="dump", field_map=FieldMap(text="text"),
+                      detectors=["integrity", "vector-text-mismatch", "outlier"])
+    assert result.status == "completed", result.error
+    wrong = [r.finding for r in result.findings if r.finding.rule_id == "VA103"]
+    assert [(f.point_id, f.evidence["stored_dim"], f.evidence["dim"]) for f in wrong] == [(0, 128, 384)]
+    assert not [r for r in result.findings if r.finding.rule_id == "VA502"]
+    assert not [n for n in result.notes if "skipped" in n or "failed" in n], result.notes
