@@ -15,10 +15,10 @@ import numpy as np
 from auditor.context import ScanContext
 from auditor.detector import Detector
 from auditor.findings import ATLAS_PROMPT_INJECTION_INDIRECT, OWASP_PROMPT_INJECTION, Finding, Rule
+from auditor.masking import redact_text
 from auditor.types import Confidence, RecordBatch, Severity
 from detectors.patterns import injection_rules as pat
 from detectors.patterns.injection_scorer import SentenceScorer, default_scorer, sentences
-from detectors.patterns.redact import redact_sensitive
 
 _TAGS = (OWASP_PROMPT_INJECTION, ATLAS_PROMPT_INJECTION_INDIRECT)
 OVERRIDE = Rule("VA511", "Instruction-override phrasing in a document", Severity.HIGH, Confidence.HIGH, _TAGS)
@@ -111,7 +111,7 @@ class InjectionDetector(Detector):
         for i, verdicts in enumerate(self.analyse_many([t or "" for t in texts])):
             for rule, score, threshold, evidence in verdicts:
                 # an injected sentence may quote a password or an address: evidence carries it masked
-                span = evidence["span"] = redact_sensitive(evidence.get("span", ""))
+                span = evidence["span"] = redact_text(evidence.get("span", ""))
                 yield Finding(rule, self.name, batch.ids[i], score, f"{rule.title}: {span!r}", threshold, evidence,
                               batch.tenants[i], identity=rule.id)
 

@@ -24,6 +24,7 @@ GENERIC_SECRET = Rule("VA525", "High-entropy string next to a key-like word", Se
 _SKIPPED_PLUGINS = {"IPPublicDetector", "KeywordDetector", "Base64HighEntropyString", "HexHighEntropyString"}
 _RULE_BY_PLUGIN = {"PrivateKeyDetector": PRIVATE_KEY, "JwtTokenDetector": JWT, "BasicAuthDetector": PASSWORD}
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]{20,}")
+_TOKEN_TAIL = re.compile(r"[A-Za-z0-9_\-]*")
 _STRIP = " \t\r\n\"'`=:,;()[]{}<>"
 _PLACEHOLDER = re.compile(r"(?i)^(?:x+|\*+|\.+|-+|_+|#+|<[^>]*>|\{[^}]*\}|\$\{?\w+\}?|%\w+%|your[_\-]?\w*|"
                           r"changeme|password\d*|secret|example\w*|placeholder|redacted|none|null|true|false)$")
@@ -91,6 +92,10 @@ class SecretsDetector(SensitiveSpanDetector):
                             continue
                     if name == "PrivateKeyDetector":
                         end = _private_key_end(text, end)
+                    elif rule is PROVIDER_TOKEN:
+                        # fixed-length regexes (Stripe's 24 characters) stop inside today's longer keys
+                        tail = _TOKEN_TAIL.match(text, end)
+                        end = tail.end() if tail else end
                     mask_kind = "password" if rule is PASSWORD else "token"
                     hits.append(make_hit(rule, plugin.secret_type, text, start, end, mask_kind))
         return hits

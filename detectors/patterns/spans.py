@@ -62,6 +62,10 @@ class SensitiveSpanDetector(Detector):
     def scan_text(self, text: str) -> list[Hit]:
         """The validated values of this detector's kinds found in ``text``."""
 
+    def masked_spans(self, text: str) -> list[Hit]:
+        """``auditor.masking.TextMasker``: the same values, each already masked, for reports and logs."""
+        return self.scan_text(text)
+
     def begin(self, ctx: ScanContext) -> None:
         self._flagged: set[tuple[PointId, str | None]] = set()
         self._findings = 0
