@@ -24,10 +24,12 @@ from auditor.cli.output import (
     finding_json,
     finding_table_rows,
     iso,
+    review_json,
 )
 from auditor.errors import ConfigError
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingRow
+from auditor.masking import redact_text
 from auditor.types import Severity
 
 VERDICT_CHOICES = ("confirmed", "false_positive", "accepted", "open", "resolved")
@@ -127,9 +129,7 @@ def show_command(finding_id: int, ledger_url: str | None, fmt: str) -> None:
         doc["occurrences"] = [
             {"scan_id": o.scan_id, "score": o.score, "threshold": o.threshold} for o in row.occurrences
         ]
-        doc["reviews"] = [
-            {"reviewer": r.reviewer, "verdict": r.verdict, "note": r.note, "at": iso(r.created_at)} for r in row.reviews
-        ]
+        doc["reviews"] = [review_json(r) for r in row.reviews]
         history = repo.point_history(s, [row.point_key]) if row.point_key else {"quarantine": []}
         doc["quarantine"] = [
             {
@@ -140,7 +140,7 @@ def show_command(finding_id: int, ledger_url: str | None, fmt: str) -> None:
                 "at": iso(a.created_at),
                 "applied_at": iso(a.applied_at),
                 "finding_ids": a.finding_ids,
-                "error": a.error,
+                "error": None if a.error is None else redact_text(a.error),
                 "released_by": a.released_by,
                 "released_at": iso(a.released_at),
             }

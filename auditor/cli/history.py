@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from auditor.cli.options import format_option, info, ledger_option, open_ledger
-from auditor.cli.output import emit_json, emit_table, iso, point_id_from_key
+from auditor.cli.output import emit_json, emit_table, iso, point_id_from_key, review_json
 from auditor.findings import parse_point_id, point_key
 
 
@@ -55,10 +55,7 @@ def history_command(point_id: str, ledger_url: str | None, fmt: str) -> None:
                     "title": f.title,
                     "first_scan_id": f.first_scan_id,
                     "last_scan_id": f.last_scan_id,
-                    "reviews": [
-                        {"reviewer": r.reviewer, "verdict": r.verdict, "note": r.note, "at": iso(r.created_at)}
-                        for r in f.reviews
-                    ],
+                    "reviews": [review_json(r) for r in f.reviews],
                 }
                 for f in h["findings"]
             ],

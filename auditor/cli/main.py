@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import traceback
 from typing import Any
 
@@ -11,6 +10,7 @@ import click
 
 from auditor import __version__
 from auditor.errors import ExitCode, VecauditError
+from auditor.masking import MaskingFormatter, redact_text
 
 
 class VecauditGroup(click.Group):
@@ -34,8 +34,8 @@ class VecauditGroup(click.Group):
 
 def _report(ctx: click.Context, message: str, exc: BaseException) -> None:
     if (ctx.obj or {}).get("verbose"):
-        traceback.print_exception(exc, file=sys.stderr)
-    click.echo(message, err=True)
+        click.echo(redact_text("".join(traceback.format_exception(exc))), err=True, nl=False)
+    click.echo(redact_text(message), err=True)
 
 
 @click.group(cls=VecauditGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -54,9 +54,9 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     ctx.obj["quiet"] = quiet
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))  # no raw secret in a log line
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     if not verbose:
         # third-party chatter (model loading, HTTP) is noise for a security report
         for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "chromadb"):

@@ -1,4 +1,5 @@
-"""Rendering: tables (tabulate) and versioned JSON documents for findings and scans."""
+"""Rendering: tables (tabulate) and versioned JSON documents for findings and scans. Every free text read back
+from the ledger (messages, evidence, notes, errors, review notes) is masked here, on its way out."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import click
 from tabulate import tabulate
 
 from auditor.findings import Finding
-from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
+from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ReviewRow, ScanRow
+from auditor.masking import redact_json, redact_text
 
 JSON_VERSION = 1
 
@@ -51,8 +53,8 @@ def scan_json(scan: ScanRow) -> dict[str, Any]:
         "field_map": scan.field_map,
         "detectors": scan.detector_configs,
         "counts": scan.counts,
-        "notes": scan.notes,
-        "error": scan.error,
+        "notes": [redact_text(n) for n in scan.notes or []],
+        "error": None if scan.error is None else redact_text(scan.error),
         "incremental": scan.incremental,
     }
 
@@ -78,12 +80,18 @@ def finding_json(
         "status": row.status,
         "score": occurrence.score if occurrence else None,
         "threshold": occurrence.threshold if occurrence else None,
-        "message": occurrence.message if occurrence else row.message,
-        "evidence": occurrence.evidence if occurrence else {},
+        "message": redact_text(occurrence.message if occurrence else row.message),
+        "evidence": redact_json(occurrence.evidence) if occurrence else {},
         "tags": row.tags,
         "first_seen_at": iso(row.first_seen_at),
         "last_seen_at": iso(row.last_seen_at),
     }
+
+
+def review_json(review: ReviewRow) -> dict[str, Any]:
+    """One human verdict; the reviewer's note masked (a note may quote the value it is about)."""
+    note = None if review.note is None else redact_text(review.note)
+    return {"reviewer": review.reviewer, "verdict": review.verdict, "note": note, "at": iso(review.created_at)}
 
 
 def finding_table_rows(items: Sequence[tuple[FindingRow, FindingOccurrenceRow | None]]) -> list[list[Any]]:

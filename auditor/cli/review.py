@@ -11,6 +11,7 @@ from auditor.cli.options import info, ledger_option, open_ledger, severity_type
 from auditor.cli.output import point_id_from_key, shorten
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingRow
+from auditor.masking import redact_json, redact_text
 from auditor.types import Severity
 
 CHOICES = {"c": "confirmed", "f": "false_positive", "a": "accepted", "s": None, "q": None}
@@ -66,9 +67,10 @@ def review_command(
             click.echo(
                 f"  point {point_id_from_key(row.point_key)}  tenant {row.tenant or '-'}  detector {row.detector}"
             )
-            click.echo(f"  {occ.message if occ else row.message}")
+            click.echo(f"  {redact_text(occ.message if occ else row.message)}")
             if occ and occ.evidence:
-                click.echo(f"  evidence: {shorten(json.dumps(occ.evidence, ensure_ascii=False, default=str), 300)}")
+                evidence = json.dumps(redact_json(occ.evidence), ensure_ascii=False, default=str)
+                click.echo(f"  evidence: {shorten(evidence, 300)}")
         answer = click.prompt(PROMPT, type=click.Choice(list(CHOICES)), show_choices=False)
         if answer == "q":
             break

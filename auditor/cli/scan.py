@@ -31,6 +31,7 @@ from auditor.errors import ConfigError, ExitCode
 from auditor.ledger import Ledger
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingRow, ScanRow
+from auditor.masking import redact_text
 from auditor.registry import connector_for, detector_classes
 from auditor.types import FieldMap, Severity
 
@@ -230,9 +231,9 @@ def render_scan(ledger: Ledger, result: ScanResult, fmt: str) -> None:
         emit_table(finding_rows_from_json(order), FINDING_HEADERS)
     info(_summary_line(doc, result))
     for note in result.notes:
-        info(f"  note: {note}")
+        info(f"  note: {redact_text(note)}")
     if result.error:
-        click.echo(f"error: scan {result.status}: {result.error}", err=True)
+        click.echo(f"error: scan {result.status}: {redact_text(result.error)}", err=True)
 
 
 def _summary_line(doc: dict[str, Any], result: ScanResult) -> str:

@@ -24,6 +24,7 @@ from auditor.ledger.models import (
     ScanRow,
     utcnow,
 )
+from auditor.masking import redact_json, redact_text
 from auditor.types import Severity
 
 # A human verdict stays in force across scans; these statuses are not reopened by a new occurrence.
@@ -141,6 +142,8 @@ def record_findings(
     for finding, fp in items:
         from auditor.findings import point_key
 
+        # what a detector wrote is masked again before it is stored (a detector may quote the text it read)
+        message, evidence = redact_text(finding.message), redact_json(finding.evidence)
         found = existing.get(fp)
         is_new = found is None
         if found is None:
@@ -154,7 +157,7 @@ def record_findings(
                 severity=finding.effective_severity.value,
                 confidence=finding.effective_confidence.value,
                 title=finding.rule.title,
-                message=finding.message,
+                message=message,
                 tags=list(finding.tags),
                 status="open",
                 first_scan_id=scan_id,
@@ -171,7 +174,7 @@ def record_findings(
                 continue  # the same identity twice in one scan: keep the first
             row.last_scan_id = scan_id
             row.last_seen_at = now
-            row.message = finding.message
+            row.message = message
             row.severity = finding.effective_severity.value
             if row.status == "resolved":
                 row.status = "open"  # it came back
@@ -181,8 +184,8 @@ def record_findings(
                 scan_id=scan_id,
                 score=float(finding.score),
                 threshold=None if finding.threshold is None else float(finding.threshold),
-                evidence=finding.evidence,
-                message=finding.message,
+                evidence=evidence,
+                message=message,
             )
         )
         out.append(RecordedFinding(finding, row.id, fp, row.status, is_new))
@@ -211,6 +214,7 @@ def add_review(session: Session, *, finding_id: int, reviewer: str, verdict: str
         raise ConfigError(f"no finding with id {finding_id}", hint="see `vecaudit findings list`")
     if verdict not in REVIEW_STATUSES:
         raise ConfigError(f"unknown verdict {verdict!r}")
+    note = None if note is None else redact_text(note)
     session.add(ReviewRow(finding_id=finding_id, reviewer=reviewer, verdict=verdict, note=note))
     row.status = verdict
     session.flush()
@@ -329,7 +333,7 @@ def finish_scan(
     scan.status = status
     scan.counts = counts
     scan.points_scanned = points_scanned
-    scan.notes = notes
-    scan.error = error
+    scan.notes = [redact_text(n) for n in notes]
+    scan.error = None if error is None else redact_text(error)
     scan.resume_cursor = cursor
     scan.finished_at = finished_at or utcnow()

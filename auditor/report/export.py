@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from auditor import __version__
-from auditor.cli.output import finding_json, iso, scan_json
+from auditor.cli.output import finding_json, review_json, scan_json
 from auditor.errors import ConfigError
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
@@ -51,9 +51,7 @@ def json_document(data: ExportSet) -> dict[str, Any]:
         doc["stage"] = occ.stage if occ is not None else None
         doc["first_scan_id"] = row.first_scan_id
         doc["last_scan_id"] = row.last_scan_id
-        doc["reviews"] = [
-            {"reviewer": r.reviewer, "verdict": r.verdict, "note": r.note, "at": iso(r.created_at)} for r in row.reviews
-        ]
+        doc["reviews"] = [review_json(r) for r in row.reviews]
         findings.append(doc)
     return {
         "version": JSON_EXPORT_VERSION,

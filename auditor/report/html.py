@@ -17,12 +17,13 @@ import numpy as np
 from sqlalchemy import select
 
 from auditor import __version__
-from auditor.cli.output import finding_json, iso
+from auditor.cli.output import finding_json, iso, review_json
 from auditor.errors import ConfigError
 from auditor.findings import point_key
 from auditor.ledger import repository as repo
 from auditor.ledger.models import REVIEW_STATUSES, CollectionRow, ScanRow
 from auditor.ledger.session import Ledger
+from auditor.masking import redact_text
 from auditor.types import FieldMap, Severity, resolve_field, tenant_label
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ SEVERITY_COLOURS = {
     "low": "#3b82f6",
     "info": "#9ca3af",
 }
+#: Characters of a point's text in its map tooltip (masked before the cut).
+TIP_CHARS = 160
 #: Evidence keys that list neighbouring / related points (rendered as a neighbour table).
 NEIGHBOUR_KEYS = ("neighbours", "neighbors", "nearest", "nearest_neighbours", "others", "points", "members")
 MAX_CARDS = 500
@@ -79,10 +82,7 @@ def collect(ledger: Ledger, scan_id: int) -> ReportData:
         for row in rows:
             occ = repo.latest_occurrence(s, row.id, scan_id)
             doc = finding_json(row, occ, collection=scan.collection_name)
-            doc["reviews"] = [
-                {"reviewer": r.reviewer, "verdict": r.verdict, "note": r.note, "at": iso(r.created_at)}
-                for r in row.reviews
-            ]
+            doc["reviews"] = [review_json(r) for r in row.reviews]
             doc["is_new"] = row.first_scan_id == scan_id
             findings.append(doc)
         trend = []
@@ -137,7 +137,7 @@ def load_map(data: ReportData, *, vector_name: str | None, max_points: int = 500
                 ids.append(pid)
                 vectors.append(arr)
                 tenants.append(tenant_label(resolve_field(payload, field_map.tenant)))
-                texts.append(text[:160] if isinstance(text, str) else "")
+                texts.append(redact_text(text, limit=TIP_CHARS) if isinstance(text, str) else "")
 
             for page, _ in connector.iter_batches(batch_size=512):
                 for pid, vec, payload in zip(page.ids, page.vectors, page.payloads, strict=True):
@@ -154,7 +154,7 @@ def load_map(data: ReportData, *, vector_name: str | None, max_points: int = 500
             connector.close()
     except Exception as e:  # unreachable store, missing credentials, dropped collection: report without a map
         log.debug("report map unavailable", exc_info=True)
-        data.map_note = f"the collection could not be read from {scan['source']} ({type(e).__name__}: {e})"
+        data.map_note = redact_text(f"the collection could not be read from {scan['source']} ({type(e).__name__}: {e})")
         return
     if len(ids) < 3:
         data.map_note = f"too few readable vectors ({len(ids)}) for a map"
@@ -567,6 +567,7 @@ def write_report(
         load_map(data, vector_name=vector_name, max_points=map_points)
     else:
         data.map_note = "map disabled (--no-map)"
-    with open(path, "w", encoding="utf-8") as fh:
+    # a lone surrogate from a store is written escaped rather than failing the report
+    with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(render(data))
     return data

@@ -9,6 +9,7 @@ from typing import Any
 from auditor import __version__
 from auditor.cli.output import iso, point_id_from_key
 from auditor.ledger.models import FindingOccurrenceRow, FindingRow
+from auditor.masking import redact_json, redact_text
 from auditor.report.export import ExportSet
 
 SARIF_VERSION = "2.1.0"
@@ -50,7 +51,7 @@ def _result(row: FindingRow, occ: FindingOccurrenceRow | None, rule_index: int, 
         "ruleId": row.rule_id,
         "ruleIndex": rule_index,
         "level": _LEVEL[row.severity],
-        "message": {"text": occ.message if occ is not None else row.message},
+        "message": {"text": redact_text(occ.message if occ is not None else row.message)},
         "locations": [
             {
                 "logicalLocations": [
@@ -71,7 +72,7 @@ def _result(row: FindingRow, occ: FindingOccurrenceRow | None, rule_index: int, 
             "reviewStatus": row.status,
             "score": occ.score if occ is not None else None,
             "threshold": occ.threshold if occ is not None else None,
-            "evidence": occ.evidence if occ is not None else {},
+            "evidence": redact_json(occ.evidence) if occ is not None else {},
             "firstSeen": iso(row.first_seen_at),
             "lastSeen": iso(row.last_seen_at),
             "tags": list(row.tags),
@@ -83,7 +84,7 @@ def _result(row: FindingRow, occ: FindingOccurrenceRow | None, rule_index: int, 
         last = row.reviews[-1] if row.reviews else None
         suppression: dict[str, Any] = {"kind": "external", "status": _SUPPRESSED[row.status]}
         if last is not None and last.note:
-            suppression["justification"] = last.note
+            suppression["justification"] = redact_text(last.note)
         result["suppressions"] = [suppression]
     return result
 
@@ -123,7 +124,8 @@ def sarif_log(data: ExportSet) -> dict[str, Any]:
         if scan.finished_at is not None:
             invocation["endTimeUtc"] = iso(scan.finished_at)
         if scan.error:
-            invocation["toolExecutionNotifications"] = [{"message": {"text": scan.error}, "level": "error"}]
+            error = {"message": {"text": redact_text(scan.error)}, "level": "error"}
+            invocation["toolExecutionNotifications"] = [error]
         run["invocations"] = [invocation]
         run["properties"] = {"source": scan.source, "collection": scan.collection_name}
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
