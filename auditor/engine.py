@@ -28,6 +28,7 @@ from auditor.hashing import point_states, point_version
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
 from auditor.ledger.session import Ledger
+from auditor.notify import post_json, should_notify, summary_payload
 from auditor.progress import progress_bar
 from auditor.scanlock import ScanLock
 from auditor.types import Confidence, FieldMap, PointId, RecordBatch, Severity
@@ -467,8 +468,6 @@ class Scanner:
         )
 
     def _notify(self, result: ScanResult, collection: str) -> None:
-        from auditor.notify import post_json, should_notify, summary_payload
-
         assert self.options.notify_url is not None
         if not should_notify(result):
             return

@@ -1,5 +1,6 @@
 """``scan --notify URL``: POST a JSON summary of a scan's *new* findings to a webhook (Slack-compatible
-``text`` field included), so a scheduled scan only makes noise when something changed."""
+``text`` field included), so a scheduled scan only makes noise when something changed. Messages and errors are
+masked. Sits below the engine: it reads a scan's outcome through :class:`ScanOutcome` and imports no engine code."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from auditor import __version__
 from auditor.findings import point_key
+from auditor.ledger.repository import RecordedFinding
+from auditor.masking import redact_text
 from auditor.types import Severity
-
-if TYPE_CHECKING:
-    from auditor.engine import ScanResult
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,26 @@ log = logging.getLogger(__name__)
 MAX_LISTED = 100
 
 
-def summary_payload(result: ScanResult, *, collection: str, source: str) -> dict[str, Any]:
+class ScanOutcome(Protocol):
+    """What a notification needs of a finished scan (``auditor.engine.ScanResult`` has it)."""
+
+    @property
+    def scan_id(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def points_scanned(self) -> int: ...
+
+    @property
+    def findings(self) -> Sequence[RecordedFinding]: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
+def summary_payload(result: ScanOutcome, *, collection: str, source: str) -> dict[str, Any]:
     """The webhook document: ``{"version": 1, "event": "vecaudit.scan", "scan": {...}, "new_findings": [...]}``."""
     new = [r for r in result.findings if r.is_new]
     new.sort(key=lambda r: (-r.finding.effective_severity.rank, r.finding.rule_id, str(r.finding.point_id)))
@@ -49,7 +69,7 @@ def summary_payload(result: ScanResult, *, collection: str, source: str) -> dict
             "status": result.status,
             "points_scanned": result.points_scanned,
             "findings": len(result.findings),
-            "error": result.error,
+            "error": None if result.error is None else redact_text(result.error),
         },
         "new_findings_total": len(new),
         "new_by_severity": by_severity,
@@ -64,7 +84,7 @@ def summary_payload(result: ScanResult, *, collection: str, source: str) -> dict
                 "point_id": None if r.finding.point_id is None else json.loads(point_key(r.finding.point_id)),
                 "tenant": r.finding.tenant,
                 "score": float(r.finding.score),
-                "message": r.finding.message,
+                "message": redact_text(r.finding.message),
                 "tags": list(r.finding.tags),
             }
             for r in new[:MAX_LISTED]
@@ -73,7 +93,7 @@ def summary_payload(result: ScanResult, *, collection: str, source: str) -> dict
     }
 
 
-def should_notify(result: ScanResult) -> bool:
+def should_notify(result: ScanOutcome) -> bool:
     """Post when there are new findings or the scan did not complete (a silent failure is worse)."""
     return result.status != "completed" or any(r.is_new for r in result.findings)
 
