@@ -19,7 +19,8 @@ def _as_vector(raw: Any) -> np.ndarray | None:
     if raw is None or isinstance(raw, str | bytes | dict):
         return None
     try:
-        arr = np.asarray(raw, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a component beyond float32 becomes inf, flagged by integrity (VA101)
+            arr = np.asarray(raw, dtype=np.float32)
     except (TypeError, ValueError, OverflowError):
         return None
     return arr.reshape(-1) if arr.ndim <= 1 else None

@@ -103,9 +103,13 @@ def pick_arrow_columns(schema: Any, *, vector: str | None, id_column: str | None
                               hint=f"vector columns: {', '.join(vectors) or 'none'}")
     elif len(vectors) == 1:
         vector = vectors[0]
-    else:
+    elif vectors:
         raise ConfigError(f"{where} has {len(vectors)} vector columns",
-                          hint=f"choose one with ?vector=COL ({', '.join(vectors) or 'none here'})")
+                          hint=f"choose one with ?vector=COL ({', '.join(vectors)})")
+    else:
+        types = ", ".join(f"{f.name} ({f.type})" for f in list(schema)[:20])
+        raise ConfigError(f"{where} has no vector column (a list of floats)",
+                          hint=f"columns: {types}; re-export the vectors as lists of floats")
     id_column = id_column or "id"
     if id_column not in names:
         raise ConfigError(f"no id column {id_column!r} in {where}", hint=f"name it with ?id=COL ({', '.join(names)})")

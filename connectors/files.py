@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from connectors.common import (
 )
 
 _FORMATS = (".parquet", ".jsonl", ".npz")
+_CORRUPT = "the export is truncated or corrupt: re-export it"
+T = TypeVar("T")
 
 
 class FileConnector(Connector):
@@ -66,6 +68,15 @@ class FileConnector(Connector):
     @property
     def where(self) -> str:
         return f"export {str(self.path)!r}"
+
+    def _backend(self, operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call_backend`` for a file: a file that cannot be decoded is named, with the fix."""
+        try:
+            return call_backend(operation, self.where, fn, *args, **kwargs)
+        except ConnectorError as e:
+            if e.hint or isinstance(e, StoreNotFoundError):
+                raise
+            raise ConnectorError(str(e), hint=_CORRUPT) from e
 
     def describe(self) -> CollectionInfo:
         if self._info is not None:
@@ -110,7 +121,7 @@ class FileConnector(Connector):
 
         # pre_buffer and threads read several row groups ahead (measured: 146 MB instead of 39 MB of growth on
         # 98 MB of vectors); memory stays bounded by one row group without them.
-        return call_backend("open parquet", self.where, pq.ParquetFile, str(self.path), pre_buffer=False)
+        return self._backend("open parquet", pq.ParquetFile, str(self.path), pre_buffer=False)
 
     def _describe_parquet(self) -> tuple[int, int, dict[str, str]]:
         pf = self._parquet()
@@ -160,7 +171,7 @@ class FileConnector(Connector):
                 if sample.wants(index):
                     try:
                         row = _parse_json_line(line)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         continue  # the reader reports it, with its position, when it gets there
                     if isinstance(row, dict):
                         sample.add(index, row, self.vector)
@@ -181,8 +192,7 @@ class FileConnector(Connector):
             raise ConnectorError(f"{at} nests deeper than the JSON reader allows",
                                  hint="flatten that row's payload or remove the line") from e
         except ValueError as e:
-            raise ConnectorError(f"{at} is not JSON: {first_line(e)}",
-                                 hint="the export is truncated or corrupt: re-export it or remove that line") from e
+            raise ConnectorError(f"{at} is not JSON: {first_line(e)}", hint=f"{_CORRUPT}, or remove that line") from e
         if not isinstance(row, dict):
             raise ConnectorError(f"{at} is not a JSON object", hint="each line must be one {...} object")
         if self.id_column not in row:
@@ -211,7 +221,7 @@ class FileConnector(Connector):
     def _npz_members(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         """Shape and dtype of every array in the archive, read from the .npy headers only."""
         out = {}
-        with call_backend("open npz", self.where, zipfile.ZipFile, self.path) as archive:
+        with self._backend("open npz", zipfile.ZipFile, self.path) as archive:
             for name in archive.namelist():
                 if name.endswith(".npy"):
                     with archive.open(name) as member:
@@ -248,12 +258,14 @@ class FileConnector(Connector):
         total = info.count if info is not None else self._describe_npz()[1]
         row = int(start or 0)
         names = [str(self.vector), *([self.id_column] if self.id_column else []), *self._npz_fields]
-        with zipfile.ZipFile(self.path) as archive:
-            streams = {name: _NpyRows(archive.open(f"{name}.npy"), self.where, name, row) for name in names}
+        with self._backend("open npz", zipfile.ZipFile, self.path) as archive:
+            streams = {name: self._backend(f"open array {name!r}", _NpyRows, archive.open(f"{name}.npy"), self.where,
+                                           name, row) for name in names}
             try:
                 while row < total:
                     n = min(batch_size, total - row)
-                    columns = {name: stream.read(n) for name, stream in streams.items()}
+                    columns = {name: self._backend(f"read array {name!r}", stream.read, n)
+                               for name, stream in streams.items()}
                     ids = _npz_values(columns[self.id_column]) if self.id_column else list(range(row, row + n))
                     fields = [_npz_values(columns[f]) for f in self._npz_fields]
                     payloads = [dict(zip(self._npz_fields, values, strict=True))
@@ -275,6 +287,7 @@ class _NpyRows:
 
     def __init__(self, member: IO[bytes], where: str, name: str, first_row: int) -> None:
         shape, dtype, _ = _npy_header(member, where, name)
+        self.where, self.name = where, name
         self.member = member
         self.dtype = dtype
         self.row_shape = shape[1:]
@@ -285,7 +298,7 @@ class _NpyRows:
     def read(self, rows: int) -> np.ndarray:
         data = self.member.read(rows * self.row_bytes)
         if len(data) != rows * self.row_bytes:
-            raise ConnectorError("npz member ended early: the archive is truncated")
+            raise ConnectorError(f"array {self.name!r} of {self.where} ended early", hint=_CORRUPT)
         return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.row_shape))
 
     def close(self) -> None:

@@ -109,8 +109,9 @@ class IntegrityDetector(Detector):
         vec = batch.vectors
         dim_ok: np.ndarray = np.asarray(batch.dim_ok)
         finite = np.asarray(np.isfinite(vec).all(axis=1))
-        zero: np.ndarray = np.abs(np.nan_to_num(vec)).sum(axis=1) == 0
-        norms = np.where(dim_ok & finite & ~zero, np.linalg.norm(np.nan_to_num(vec), axis=1), np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):  # rows with inf/NaN are reported, not measured
+            zero: np.ndarray = np.abs(np.nan_to_num(vec)).sum(axis=1) == 0
+            norms = np.where(dim_ok & finite & ~zero, np.linalg.norm(np.nan_to_num(vec), axis=1), np.nan)
         self._norms.append(norms.astype(np.float64))
         fm = ctx.field_map
         for i, pid in enumerate(batch.ids):
