@@ -66,6 +66,18 @@ class Config:
     notify: dict[str, Any] = field(default_factory=dict)
 
 
+def check_embed_sample(value: str | int | float, where: str = "--embed-sample") -> str:
+    """``value`` as the scan settings keep it, once it is a positive count, a fraction in (0, 1] or "all"."""
+    text = str(value).strip().lower()
+    try:
+        number = None if text == "all" else float(text)
+    except ValueError:
+        number = float("nan")
+    if isinstance(value, bool) or (number is not None and not (number > 0 and (number <= 1 or number.is_integer()))):
+        raise ConfigError(f"bad {where} {value!r}", hint="give a count (5000), a fraction (0.1) or 'all'")
+    return text
+
+
 def _check_table(table: dict[str, Any], section: str, where: str) -> None:
     schema = _SCHEMA[section]
     for key, value in table.items():
@@ -100,6 +112,8 @@ def load_config(path: str | Path | None, *, known_detectors: set[str] | None = N
     for section in ("fields", "embedding", "tenancy", "hub", "quarantine", "notify"):
         if section in data:
             _check_table(data[section], section, where)
+    if "sample" in data.get("embedding", {}):
+        check_embed_sample(data["embedding"]["sample"], f"'embedding.sample' in {where}:")
     cfg = Config(
         path=p,
         source=data.get("source"),

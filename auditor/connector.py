@@ -33,7 +33,13 @@ class SourceURI:
     def parse(cls, uri: str) -> SourceURI:
         if uri == ":memory:":
             return cls(raw=uri, scheme="qdrant+memory", host=None, port=None, path=":memory:")
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError as e:  # e.g. "Invalid IPv6 URL" for http://[::1
+            raise ConfigError(
+                f"malformed store URI {uri!r}: {e}",
+                hint="check the brackets of an IPv6 host (qdrant://[::1]:6333) and percent-encode odd characters",
+            ) from e
         if not parts.scheme or "://" not in uri:
             raise ConfigError(
                 f"not a store URI: {uri!r}",
@@ -42,17 +48,19 @@ class SourceURI:
         try:
             port = parts.port
         except ValueError as e:
-            raise ConfigError(f"bad port in store URI {uri!r}") from e
+            raise ConfigError(f"bad port in store URI {uri!r}", hint="a port is a number from 0 to 65535") from e
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         return cls(raw=uri, scheme=parts.scheme.lower(), host=parts.hostname, port=port, path=parts.path, query=query)
 
-    def redacted(self) -> str:
+    def redacted(self, *, keep_user: bool = True) -> str:
         """The URI with any user info password and secret-looking query values removed (safe to store)."""
         if self.raw == ":memory:":
             return self.raw
         parts = urlsplit(self.raw)
         netloc = parts.hostname or ""
-        if parts.username:
+        if ":" in netloc:  # an IPv6 address keeps its brackets
+            netloc = f"[{netloc}]"
+        if parts.username and keep_user:
             netloc = f"{parts.username}@{netloc}"
         if parts.port:
             netloc = f"{netloc}:{parts.port}"
@@ -62,6 +70,24 @@ class SourceURI:
         )
         # built by hand: urlunsplit drops the "//" of an empty authority (qdrant+local:///path)
         return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+    def refuse_credentials(self, store: str, env_var: str | None, *, user_allowed: bool) -> None:
+        """Credentials come from the environment only. A password in the URI is refused, and so is a user name
+        where ``store`` has no use for one (it would be a key put in the wrong place, and kept in the ledger)."""
+        if self.raw == ":memory:":
+            return
+        parts = urlsplit(self.raw)
+        instead = f" and export {env_var} instead" if env_var else f" ({store} takes no credentials)"
+        if parts.password is not None:
+            raise ConfigError(
+                f"a password is written in the store URI {self.redacted()}",
+                hint=f"remove it from the URI{instead}; URIs end up in logs and the ledger",
+            )
+        if parts.username and not user_allowed:
+            raise ConfigError(
+                f"the store URI {self.redacted(keep_user=False)} carries a user name, which {store} does not use",
+                hint=f"remove the 'user@' part{instead}; URIs end up in logs and the ledger",
+            )
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,10 @@ class Connector(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     #: What the store supports beyond reading: ``"probe"``, ``"quarantine:tag"``, ``"quarantine:move"``.
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: The environment variable that carries the store's credential (named when a URI carries one).
+    credentials_env: ClassVar[str | None] = None
+    #: Whether a user name in the URI means something to the store (a database role); else it is refused.
+    uri_user: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -101,6 +131,8 @@ class Connector(abc.ABC):
         vector: str | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        store = type(self).__name__.removesuffix("Connector")
+        uri.refuse_credentials(store, self.credentials_env, user_allowed=self.uri_user)
         self.uri = uri
         self.collection = collection
         self.vector = vector

@@ -18,6 +18,7 @@ Both ``observe`` and ``finish`` return findings; evidence must never contain a r
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,8 +39,11 @@ class Detector(abc.ABC):
     rules: ClassVar[tuple[Rule, ...]] = ()
     #: Subset of {"vectors", "text", "tenant", "embedder", "graph"}.
     requires: ClassVar[frozenset[str]] = frozenset({"vectors"})
-    #: Parameters and their defaults; ``__init__`` accepts exactly these names.
+    #: Parameters and their defaults; ``__init__`` accepts exactly these names, each of its default's type
+    #: (an integer passes for a float, a list for a tuple).
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: The type of a parameter whose default is None (``{"queries_file": str}``); None stays allowed.
+    param_types: ClassVar[Mapping[str, type]] = {}
     #: Whether ``vecaudit scan`` runs it when no ``--detector`` is given.
     enabled_by_default: ClassVar[bool] = True
     #: True only when ``observe``'s findings about a point depend on nothing but that point's record and the
@@ -58,7 +62,34 @@ class Detector(abc.ABC):
             raise DetectorError(
                 f"unknown parameter {unknown[0]!r} for detector {self.name!r}", hint=f"known parameters: {known}"
             )
+        for key, value in params.items():
+            self._check_type(key, value)
         self.params: dict[str, Any] = {**self.defaults, **params}
+
+    def _check_type(self, key: str, value: Any) -> None:
+        """Refuse a parameter of the wrong type now, before any scan starts (not mid-scan in ``finish``)."""
+        default = self.defaults[key]
+        expected = self.param_types.get(key) or type(default)
+        if (value is None and default is None) or expected is type(None):
+            return  # None stays None; a None default with no declared type takes any value
+        wanted = _TYPE_WORDS.get(expected, f"a {expected.__name__}")
+        if expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif expected is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif expected in (list, tuple):
+            kinds = {type(v) for v in default or ()}
+            item = kinds.pop() if len(kinds) == 1 else None
+            ok = isinstance(value, (list, tuple)) and (item is None or all(isinstance(v, item) for v in value))
+            wanted = f"a list of {_ITEM_WORDS.get(item, 'values')}" if item is not None else wanted
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            how = f"`{key} = {json.dumps(_jsonable(default))}`" if default is not None else f"{key} as {wanted}"
+            raise DetectorError(
+                f"parameter {key!r} of detector {self.name!r} must be {wanted}, got {json.dumps(_jsonable(value))}",
+                hint=f"write it like {how} under [detectors.{self.name}]",
+            )
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -92,6 +123,11 @@ class Detector(abc.ABC):
     def config(self) -> dict[str, Any]:
         """What is recorded in the ledger with each scan: name, version and parameters."""
         return {"name": self.name, "version": self.version, "params": _jsonable(self.params)}
+
+
+_TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list",
+               tuple: "a list", dict: "a table"}
+_ITEM_WORDS = {float: "numbers", int: "integers", bool: "booleans", str: "strings"}
 
 
 def _jsonable(value: Any) -> Any:

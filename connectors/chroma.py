@@ -41,6 +41,7 @@ class ChromaConnector(Connector):
     schemes = ("chroma", "chroma+http", "chroma+https")
     capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
+    credentials_env = "CHROMA_AUTH_TOKEN"
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
         options: Mapping[str, Any] | None = None,

@@ -50,6 +50,7 @@ class MilvusConnector(Connector):
     """
 
     schemes = ("milvus", "milvus+https")
+    credentials_env = "MILVUS_TOKEN"
     capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
     def __init__(

@@ -42,6 +42,8 @@ class PgvectorConnector(Connector):
     """
 
     schemes = ("pgvector",)
+    credentials_env = "PGPASSWORD"
+    uri_user = True  # the PostgreSQL role
     capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
     def __init__(

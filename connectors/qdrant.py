@@ -31,6 +31,7 @@ class QdrantConnector(Connector):
     """
 
     schemes = ("qdrant", "qdrants", "qdrant+local", "qdrant+memory")
+    credentials_env = "QDRANT_API_KEY"
     capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
     def __init__(

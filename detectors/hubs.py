@@ -120,6 +120,7 @@ class HubDetector(Detector):
         "queries_file": None, "query_k": 10, "min_query_share": 0.05, "min_queries": 3, "max_queries": 100_000,
         "max_evidence": 10,
     }
+    param_types: ClassVar[dict[str, type]] = {"queries_file": str}
 
     def neighbours_needed(self) -> int:
         return int(self.params["k"])

@@ -47,7 +47,7 @@ def current_command(ledger_url: str | None, config_path: str | None) -> None:
     Example:
       vecaudit db current
     """
-    ledger = _ledger(ledger_url, config_path)
+    ledger = _ledger(ledger_url, config_path).require_existing()
     click.echo(f"current: {ledger.current_revision() or 'none'}  head: {ledger.head_revision()}")
 
 
@@ -61,7 +61,7 @@ def check_command(ledger_url: str | None, config_path: str | None) -> None:
     Example:
       vecaudit db check || vecaudit db upgrade
     """
-    ledger = _ledger(ledger_url, config_path)
+    ledger = _ledger(ledger_url, config_path).require_existing()
     current, head = ledger.current_revision(), ledger.head_revision()
     if current != head:
         raise LedgerError(

@@ -64,9 +64,10 @@ def resolve_ledger_url(flag: str | None, config: Config | None = None) -> str:
 
 
 def open_ledger(flag: str | None, config_path: str | None = None) -> Ledger:
-    """The ledger, schema-checked (exit 4 with the upgrade command when behind head)."""
+    """An existing ledger, schema-checked (exit 4 with the upgrade command when behind head, or when a SQLite
+    path holds no ledger: only `scan` and `db upgrade` create one)."""
     config = load_config(config_path) if config_path or not flag else None
-    return Ledger(resolve_ledger_url(flag, config)).open()
+    return Ledger(resolve_ledger_url(flag, config)).open(create=False)
 
 
 def is_quiet() -> bool:

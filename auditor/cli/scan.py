@@ -23,7 +23,7 @@ from auditor.cli.output import (
     finding_rows_from_json,
     scan_json,
 )
-from auditor.config import Config, load_config
+from auditor.config import Config, check_embed_sample, load_config
 from auditor.context import ScanSettings
 from auditor.detector import Detector
 from auditor.engine import Scanner, ScanOptions, ScanResult
@@ -108,7 +108,12 @@ def build_settings(config: Config, **flags: Any) -> ScanSettings:
 @click.option("--model", help="sentence-transformers model name or path for re-embedding [bundled all-MiniLM-L6-v2].")
 @click.option("--device", help="Embedding device: cpu, cuda, cuda:0 ... [auto].")
 @click.option("--embed-batch-size", type=click.IntRange(1, 4096), help="Texts per embedding batch [64].")
-@click.option("--embed-sample", metavar="N|FRACTION|all", help="How many points to re-embed [10000].")
+@click.option(
+    "--embed-sample",
+    metavar="N|FRACTION|all",
+    callback=lambda _ctx, _param, value: None if value is None else check_embed_sample(value),
+    help="How many points to re-embed [10000].",
+)
 @click.option("--tenants", metavar="A,B,C", help="The declared set of tenant labels.")
 @click.option("--probe", is_flag=True, default=None, help="Run live tenant-isolation probes (filtered searches).")
 @click.option(
@@ -182,11 +187,12 @@ def scan_command(
     options: dict[str, Any] = {}
     if grpc if grpc is not None else config.grpc:
         options["grpc"] = True
-    ledger = Ledger(resolve_ledger_url(ledger_url, config)).open()
+    # the URI is checked (no I/O) before the ledger is opened, so a mistyped URI leaves no ledger file behind
     connector = connector_for(
         source, collection=collection or config.collection, vector=vector or config.vector, options=options
     )
     try:
+        ledger = Ledger(resolve_ledger_url(ledger_url, config)).open()
         scan_opts = ScanOptions(
             field_map=field_map,
             settings=settings,

@@ -45,6 +45,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_foreign_keys_on(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # migrations switch enforcement off on their connection (migrations/env.py); it is back on for the next user
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 class Ledger:
     """A ledger database by URL. ``open()`` verifies the schema is at head (creating a fresh SQLite file)."""
 
@@ -85,6 +92,7 @@ class Ledger:
                 raise LedgerError(f"cannot use ledger {self.display_url}: {e}") from e
             if self.is_sqlite:
                 event.listen(self._engine, "connect", _sqlite_pragmas)
+                event.listen(self._engine, "checkout", _sqlite_foreign_keys_on)
             self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self._engine
 
@@ -105,6 +113,19 @@ class Ledger:
             raise LedgerError(f"ledger file {path} is not writable", hint="fix its permissions or pass --ledger")
         return False
 
+    def require_existing(self) -> Ledger:
+        """Refuse a SQLite ledger file that does not exist (or is empty): read commands never create one, so a
+        mistyped path is reported instead of answered from a fresh, empty ledger."""
+        database = self._parsed.database
+        if self.is_sqlite and database and database != ":memory:":
+            path = Path(database)
+            if not path.is_file() or path.stat().st_size == 0:
+                raise LedgerError(
+                    f"there is no ledger at {path}",
+                    hint="check --ledger / VECAUDIT_LEDGER; `vecaudit scan` or `vecaudit db upgrade` creates one",
+                )
+        return self
+
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
@@ -113,11 +134,18 @@ class Ledger:
                 return MigrationContext.configure(conn).get_current_revision()
         except OperationalError as e:
             raise LedgerError(
-                f"ledger {self.display_url} is unreachable: {str(e.orig).strip().splitlines()[0]}",
+                f"ledger {self.display_url} is unreachable: {_reason(e)}",
                 hint="check --ledger / VECAUDIT_LEDGER and that the database server is running",
             ) from e
         except SQLAlchemyError as e:
-            raise LedgerError(f"ledger {self.display_url} cannot be read: {e}") from e
+            raise self._unreadable(e) from e
+
+    def _unreadable(self, e: SQLAlchemyError) -> LedgerError:
+        if self.is_sqlite:
+            hint = "point --ledger at a vecaudit ledger: a SQLite file that `vecaudit scan` created"
+        else:
+            hint = "check --ledger / VECAUDIT_LEDGER"
+        return LedgerError(f"ledger {self.display_url} cannot be read: {_reason(e)}", hint=hint)
 
     def head_revision(self) -> str | None:
         from alembic.script import ScriptDirectory
@@ -134,12 +162,17 @@ class Ledger:
                 command.upgrade(cfg, revision)
         except OperationalError as e:
             raise LedgerError(
-                f"cannot migrate ledger {self.display_url}: {str(e.orig).strip().splitlines()[0]}",
+                f"cannot migrate ledger {self.display_url}: {_reason(e)}",
                 hint="check the URL, that the server runs, and that the user may create tables",
             ) from e
+        except SQLAlchemyError as e:
+            raise self._unreadable(e) from e
 
-    def open(self) -> Ledger:
-        """Check the schema is at head; a brand-new SQLite file is created and migrated automatically."""
+    def open(self, *, create: bool = True) -> Ledger:
+        """Check the schema is at head. A SQLite file that does not exist yet is created and migrated when
+        ``create`` (scans); read commands pass False and get :meth:`require_existing`'s error instead."""
+        if not create:
+            self.require_existing()
         fresh = self.is_sqlite and self._sqlite_file_is_new()
         if fresh:
             self.upgrade()
@@ -165,7 +198,7 @@ class Ledger:
             session.commit()
         except OperationalError as e:
             session.rollback()
-            raise LedgerError(f"ledger write failed on {self.display_url}: {str(e.orig).strip()[:200]}") from e
+            raise LedgerError(f"ledger write failed on {self.display_url}: {_reason(e)[:200]}") from e
         except BaseException:
             session.rollback()
             raise
@@ -176,3 +209,9 @@ class Ledger:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def _reason(e: SQLAlchemyError) -> str:
+    """The database's own one-line reason (without SQLAlchemy's SQL echo and background link)."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

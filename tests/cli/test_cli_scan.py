@@ -13,6 +13,7 @@ from conftest import load_jsonl
 from support import build_qdrant_store, read_collection
 
 from auditor.cli.main import cli
+from auditor.ledger import Ledger
 
 SCAN_ARGS = ["--collection", "docs", "--text-field", "text", "--tenant-field", "tenant", "--doc-id-field", "doc_id"]
 CORE = ["-d", "integrity", "-d", "provenance"]
@@ -128,6 +129,7 @@ def test_scan_leaves_the_store_unchanged(planted_store: str, sqlite_ledger_url: 
 def test_user_mistakes_give_one_line_and_the_right_exit_code(
     args: list[str], code: int, needle: str, planted_store: str, sqlite_ledger_url: str
 ) -> None:
+    Ledger(sqlite_ledger_url).open().dispose()  # read commands need an existing ledger
     argv = [a.replace("{store}", planted_store) for a in args] + ["--ledger", sqlite_ledger_url]
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == code, result.output
