@@ -39,9 +39,9 @@ class ChromaConnector(Connector):
     """
 
     schemes = ("chroma", "chroma+http", "chroma+https")
+    credentials_env = "CHROMA_AUTH_TOKEN"
     capabilities = frozenset({"probe", "quarantine:tag", "quarantine:move"})
 
-    credentials_env = "CHROMA_AUTH_TOKEN"
     def __init__(
         self, uri: SourceURI, *, collection: str | None = None, vector: str | None = None,
         options: Mapping[str, Any] | None = None,
