@@ -30,7 +30,7 @@ from auditor.ledger.models import FindingOccurrenceRow, FindingRow, ScanRow
 from auditor.ledger.session import Ledger
 from auditor.notify import post_json, should_notify, summary_payload
 from auditor.progress import progress_bar
-from auditor.scanlock import ScanLock
+from auditor.scanlock import DEFAULT_STALE_AFTER, ScanLock
 from auditor.types import Confidence, FieldMap, PointId, RecordBatch, Severity
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,9 @@ class ScanOptions:
     state_dir: str | None = None
     #: Webhook that receives a JSON summary of new findings (see auditor.notify).
     notify_url: str | None = None
-    #: Take the per-collection ledger lock (two scans of one collection never overlap).
-    lock: bool = True
-    #: Seconds without a heartbeat after which another host's lock counts as abandoned.
-    lock_stale_after: float = 900.0
+    #: Seconds without a heartbeat after which another host's lock counts as abandoned (every scan holds the
+    #: per-collection ledger lock: two scans of one collection never overlap, and a killed one is recognised).
+    lock_stale_after: float = DEFAULT_STALE_AFTER
     lock_heartbeat_every: float = 30.0
 
 
@@ -116,26 +115,18 @@ class Scanner:
                 vector_name=info.vector_name,
             )
             collection_id = coll.id
-        lock = (
-            ScanLock(
-                self.ledger,
-                collection_id,
-                stale_after=opts.lock_stale_after,
-                heartbeat_every=opts.lock_heartbeat_every,
-            ).acquire()
-            if opts.lock
-            else None
-        )
+        lock = ScanLock(
+            self.ledger, collection_id, stale_after=opts.lock_stale_after, heartbeat_every=opts.lock_heartbeat_every
+        ).acquire()
         try:
             result = self._run_locked(info, collection_id, lock)
         finally:
-            if lock is not None:
-                lock.release()
+            lock.release()
         if opts.notify_url:
             self._notify(result, info.name)
         return result
 
-    def _run_locked(self, info: Any, collection_id: int, lock: ScanLock | None) -> ScanResult:
+    def _run_locked(self, info: Any, collection_id: int, lock: ScanLock) -> ScanResult:
         opts = self.options
         collection_key = self.connector.collection_key
         with self.ledger.session() as s:
@@ -143,25 +134,6 @@ class Scanner:
             previous = repo.latest_point_states(s, collection_id) if previous_scan is not None else None
             previous_summaries = summaries.load(s, previous_scan.id) if previous_scan is not None else {}
             carry = self._carry_basis(s, previous_scan) if opts.incremental else None
-            scan = ScanRow(
-                collection_id=collection_id,
-                source=self.connector.uri.redacted(),
-                collection_name=info.name,
-                status="running",
-                operator=opts.operator or _whoami(),
-                tool_version=__version__,
-                field_map=opts.field_map.as_dict(),
-                detector_configs=[d.config() for d in self.detectors],
-                collection_info=info.as_dict(),
-                counts={},
-                notes=[],
-                incremental=carry is not None,
-            )
-            s.add(scan)
-            s.flush()
-            scan_id = scan.id
-        if lock is not None:
-            lock.attach_scan(scan_id)
 
         ctx = ScanContext(
             info=info,
@@ -172,26 +144,26 @@ class Scanner:
             connector=self.connector,
             spill_dir=opts.spill_dir,
         )
+        try:
+            active = self._begin_detectors(ctx)
+            scan_id = self._open_scan(info, collection_id, incremental=carry is not None, lock=lock)
+        except BaseException:
+            ctx.close()
+            raise
+
         if opts.incremental:
             from auditor.statecache import StateCache, default_state_dir
 
             ctx.state = StateCache(opts.state_dir or default_state_dir(), collection_key)
             ctx.state.begin(scan_id)
             ctx.reuse_state = True
-        if lock is not None and lock.recovered_from:
+        if lock.recovered_from:
             ctx.note(f"recovered a stale scan lock from {lock.recovered_from}")
         if previous_scan is not None:
             ctx.shared["previous_scan_id"] = previous_scan.id
         ctx.shared["previous_tenant_summaries"] = previous_summaries
         if opts.incremental and carry is None:
             ctx.note("incremental: no comparable completed scan to build on, ran a full scan")
-        active: list[Detector] = []
-        for det in self.detectors:
-            reason = det.skip_reason(ctx)
-            if reason:
-                ctx.note(f"detector {det.name} skipped: {reason}")
-            else:
-                active.append(det)
         findings: list[Finding] = []
         carried: list[tuple[Finding, str]] = []
         stages: dict[int, str] = {}
@@ -199,7 +171,6 @@ class Scanner:
         status, error, error_exit = "completed", None, None
         try:
             for det in active:
-                det.begin(ctx)
                 ctx.request_neighbours(det.neighbours_needed())
             if carry is not None:
                 carry.detectors &= {d.name for d in active}
@@ -241,6 +212,44 @@ class Scanner:
             )
         finally:
             ctx.close()
+
+    def _open_scan(self, info: Any, collection_id: int, *, incremental: bool, lock: ScanLock) -> int:
+        """Record the scan as running; in the same transaction the lock names it (see auditor.scanlock)."""
+        opts = self.options
+        with self.ledger.session() as s:
+            scan = ScanRow(
+                collection_id=collection_id,
+                source=self.connector.uri.redacted(),
+                collection_name=info.name,
+                status="running",
+                operator=opts.operator or _whoami(),
+                tool_version=__version__,
+                field_map=opts.field_map.as_dict(),
+                detector_configs=[d.config() for d in self.detectors],
+                collection_info=info.as_dict(),
+                counts={},
+                notes=[],
+                incremental=incremental,
+            )
+            s.add(scan)
+            s.flush()
+            lock.attach_scan(s, scan.id)
+            return scan.id
+
+    def _begin_detectors(self, ctx: ScanContext) -> list[Detector]:
+        """The detectors that run: skip reasons noted, then ``begin`` (validation) of each before the scan row
+        exists, so a bad parameter or flag is a usage error with no scan recorded. A detector whose ``begin``
+        crashes is left out and the scan will be partial, as for a crash in a later stage."""
+        active: list[Detector] = []
+        for det in self.detectors:
+            reason = det.skip_reason(ctx)
+            if reason:
+                ctx.note(f"detector {det.name} skipped: {reason}")
+                continue
+            self._guard(ctx, det, "begin", lambda d=det: d.begin(ctx) or ())
+            if det.name not in ctx.shared.get("failed_detectors", ()):
+                active.append(det)
+        return active
 
     # -- incremental ------------------------------------------------------------------------------------
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
 
 from auditor.ledger.models import Base
 
@@ -20,10 +21,19 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode re-creates a table that others reference (DROP TABLE + rename), which SQLite refuses while
+        # it enforces foreign keys. The switch only works outside a transaction: pysqlite has not opened one yet.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left rows with dangling references: {broken[:5]}")
 
 
 def run_migrations_online() -> None:

@@ -9,6 +9,7 @@ from auditor.cli.output import emit_json, emit_table, iso, scan_json
 from auditor.errors import ConfigError
 from auditor.ledger import repository as repo
 from auditor.ledger.models import ScanRow
+from auditor.scanlock import mark_abandoned_scans
 
 
 @click.group("scans")
@@ -22,13 +23,14 @@ def scans_group() -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 @format_option("table", "json")
 def list_command(ledger_url: str | None, collection: str | None, limit: int, fmt: str) -> None:
-    """List scans, newest first.
+    """List scans, newest first. A scan whose process was killed is shown (and recorded) as abandoned.
 
     \b
     Example:
       vecaudit scans list --collection docs
     """
     ledger = open_ledger(ledger_url)
+    mark_abandoned_scans(ledger)
     with ledger.session() as s:
         scans = repo.list_scans(s, collection=collection, limit=limit)
         if fmt == "json":
@@ -65,6 +67,7 @@ def show_command(scan_id: int, ledger_url: str | None, fmt: str) -> None:
       vecaudit scans show 3 --format json
     """
     ledger = open_ledger(ledger_url)
+    mark_abandoned_scans(ledger)
     with ledger.session() as s:
         scan = s.get(ScanRow, scan_id)
         if scan is None:

@@ -34,7 +34,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-SCAN_STATUSES = ("running", "completed", "partial", "failed")
+SCAN_STATUSES = ("running", "completed", "partial", "failed", "abandoned")
 REVIEW_STATUSES = ("open", "confirmed", "false_positive", "accepted", "quarantined", "resolved")
 VERDICTS = ("confirmed", "false_positive", "accepted", "open", "resolved")
 CHANGE_KINDS = ("new", "changed", "deleted")

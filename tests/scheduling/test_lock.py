@@ -56,9 +56,11 @@ def test_live_lock_keeps_a_second_scan_out_and_release_frees_it(ledger: Ledger) 
 
 
 def test_lock_of_a_dead_process_on_this_host_is_recovered(ledger: Ledger) -> None:
-    _plant_lock(ledger, pid=_dead_pid(), hostname=socket.gethostname())
+    pid = _dead_pid()
+    _plant_lock(ledger, pid=pid, hostname=socket.gethostname())
     lock = ScanLock(ledger, 1).acquire()
-    assert lock.recovered_from is not None and "process is gone" in lock.recovered_from
+    assert lock.recovered_from is not None
+    assert f"process {pid} on host {socket.gethostname()} is gone" in lock.recovered_from
     lock.release()
 
 
