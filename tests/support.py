@@ -1,9 +1,12 @@
-"""Test helpers: build real Qdrant local stores, run scans, read a collection back."""
+"""Test helpers: build real Qdrant local stores, run scans, read a collection back, record webhook posts."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +114,47 @@ def run_scan(
     finally:
         connector.close()
         ledger.dispose()
+
+
+class WebhookRecorder:
+    """A local HTTP server (127.0.0.1, a free port) that keeps every POST it gets (request line, headers, body
+    bytes) and answers ``status``; a context manager serving in a thread."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.status = 200
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.requests.append((self.requestline, dict(self.headers), body))
+                self.send_response(recorder.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/vecaudit"
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """The JSON documents posted."""
+        return [json.loads(body) for _, _, body in self.requests]
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        return [headers for _, headers, _ in self.requests]
+
+    def raw(self) -> bytes:
+        """Every byte received, request lines and headers included."""
+        return b"\n".join(f"{line}\n{json.dumps(headers)}\n".encode() + body for line, headers, body in self.requests)
+
+    def __enter__(self) -> WebhookRecorder:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -3,16 +3,13 @@ a first scan reports everything, an unchanged rescan posts nothing, a new fault 
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import load_jsonl
-from support import build_qdrant_store
+from support import WebhookRecorder, build_qdrant_store
 
 from auditor.context import ScanSettings
 from auditor.engine import Scanner, ScanOptions, ScanResult
@@ -22,34 +19,10 @@ from auditor.types import FieldMap
 from detectors.integrity import IntegrityDetector
 
 
-class _Hook:
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.status = 200
-
-
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, _Hook]]:
-    hook = _Hook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            hook.received.append(json.loads(body))
-            hook.headers.append(dict(self.headers))
-            self.send_response(hook.status)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/vecaudit", hook
-    server.shutdown()
-    server.server_close()
+def webhook() -> Iterator[tuple[str, WebhookRecorder]]:
+    with WebhookRecorder() as hook:
+        yield hook.url, hook
 
 
 def _scan(uri: str, ledger_url: str, notify: str) -> ScanResult:

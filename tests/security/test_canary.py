@@ -14,9 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import pytest
 from canaries import KINDS, canary
 from click.testing import CliRunner
 from conftest import load_jsonl
-from support import build_qdrant_store
+from support import WebhookRecorder, build_qdrant_store
 
 from auditor.cli.main import cli
 from auditor.masking import MaskingFormatter
@@ -34,26 +32,9 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # as auditor.cli.main config
 
 
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, list[bytes]]]:
-    """A local HTTP server that keeps every request (line, headers and body) as raw bytes."""
-    received: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(self.requestline.encode() + b"\n" + bytes(self.headers) + body)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
-    server.server_close()
+def webhook() -> Iterator[WebhookRecorder]:
+    with WebhookRecorder() as hook:
+        yield hook
 
 
 class _Run:
@@ -85,11 +66,10 @@ def _written_files(root: Path, store: Path) -> dict[str, bytes]:
             if p.is_file() and store not in p.parents}
 
 
-def test_no_canary_leaves_the_store(tmp_path: Path, embed: Any, webhook: tuple[str, list[bytes]],
+def test_no_canary_leaves_the_store(tmp_path: Path, embed: Any, webhook: WebhookRecorder,
                                     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.fernet import Fernet
 
-    hook_url, received = webhook
     planted = [canary(kind) for kind in KINDS]
     hosts = [r["text"] for r in load_jsonl("emails.jsonl")[:20]] + [r["text"] for r in load_jsonl("pubmed.jsonl")[:40]]
     texts = [f"{hosts[i]}\n{c.fragment}\n" if i % 2 else f"{c.fragment} {hosts[i]}" for i, c in enumerate(planted)]
@@ -111,14 +91,14 @@ def test_no_canary_leaves_the_store(tmp_path: Path, embed: Any, webhook: tuple[s
     # the scan in a process of its own, as cron runs it: debug logs on stderr through the CLI's own handler
     vecaudit = [sys.executable, "-c", "from auditor.cli.main import main; main()"]
     scan = subprocess.run([*vecaudit, "-v", "scan", uri, *SCAN_FIELDS, "--ledger", ledger, "--incremental",
-                           "--notify", hook_url, "--format", "json"],
+                           "--notify", webhook.url, "--format", "json"],
                           capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
     assert scan.returncode == 1, scan.stderr[-3000:]
     doc = json.loads(scan.stdout)
     scan_id = str(doc["scan"]["id"])
     flagged = {f["point_id"] for f in doc["findings"] if f["detector"] in ("secrets", "pii")}
     assert set(range(len(planted))) <= flagged  # every canary was found, so the checks below mean something
-    assert received, "the webhook got nothing"
+    assert webhook.requests, "the webhook got nothing"
 
     caplog.set_level(logging.DEBUG)
     run = _Run(ledger, caplog)
@@ -156,7 +136,7 @@ def test_no_canary_leaves_the_store(tmp_path: Path, embed: Any, webhook: tuple[s
     haystacks["scan stdout"], haystacks["scan stderr"] = scan.stdout, scan.stderr
     haystacks["command output"] = "\n".join(run.outputs)
     haystacks["log records"] = run.logs()
-    haystacks["webhook"] = b"\n".join(received).decode("utf-8", "replace")
+    haystacks["webhook"] = webhook.raw().decode("utf-8", "replace")
     haystacks["report, unescaped"] = html.unescape(haystacks["file report.html"])
     leaks = {(where, c.kind): c.leaks_in(text)[:2] for where, text in haystacks.items() for c in planted
              if c.leaks_in(text)}
