@@ -15,6 +15,7 @@ from auditor.detector import Detector
 from auditor.engine import Scanner, ScanOptions, ScanResult
 from auditor.errors import ConfigError
 from auditor.ledger import Ledger
+from auditor.masking import redact_text
 from auditor.progress import progress_bar
 from auditor.redteam.generators import Doc, Embed, Plan, build_plan
 from auditor.registry import connector_for
@@ -134,7 +135,7 @@ def apply_plan(store_uri: str, collection: str, plan: Plan, ids: Sequence[Any]) 
             pid: Any = next_id if numeric else str(uuid.uuid5(uuid.NAMESPACE_URL, f"vecaudit-redteam/{next_id}"))
             next_id += 1
             points.append(models.PointStruct(id=pid, vector=np.asarray(vec, np.float32).tolist(), payload=payload))
-            plan.mark(attack, pid, text[:80])
+            plan.mark(attack, pid, redact_text(text, limit=80))  # planted texts quote real documents
         if points:
             client.upsert(collection, points)
         if plan.vector_updates:
