@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
@@ -203,5 +204,14 @@ def redact_json(value: Any) -> Any:
 class MaskingFormatter(logging.Formatter):
     """A log formatter whose output (message, arguments and traceback) went through :func:`redact_text`."""
 
+    _busy = threading.local()
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+        if getattr(self._busy, "active", False):
+            # a record logged while masking (a plugin logging as it loads) must not recurse into masking
+            return WITHHELD.format(reason="logged while masking")
+        self._busy.active = True
+        try:
+            return redact_text(super().format(record))
+        finally:
+            self._busy.active = False

@@ -141,3 +141,33 @@ def test_injection_evidence_masks_quoted_values() -> None:
     for f in findings:
         assert not _leaks(json.dumps(f.evidence) + f.message), f.rule_id
         assert "Gr4nite" not in f.message and "maria.lopez" not in f.message
+
+
+def test_log_lines_and_tracebacks_are_masked() -> None:
+    """The CLI's log formatter masks the message, its arguments and a traceback's exception text."""
+    from auditor.masking import MaskingFormatter
+
+    formatter = MaskingFormatter("%(levelname)s %(name)s: %(message)s")
+    try:
+        raise ValueError(f"cannot parse {SENTENCES['openai']}")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("auditor.engine", logging.DEBUG, __file__, 1, "scan failed on %s",
+                                   (SENTENCES["email"],), sys.exc_info())
+    line = formatter.format(record)
+    assert "scan failed on Questions go to m***@***.se" in line and "ValueError: cannot parse" in line
+    assert not _leaks(line)
+
+
+def test_cli_error_messages_are_masked() -> None:
+    """A user mistake echoes what was typed; a key in it is masked (the full message with -v as well)."""
+    from click.testing import CliRunner
+
+    from auditor.cli.main import cli
+
+    uri = f"bogus://store.internal/?token={RAW['github']}"
+    for verbose in ([], ["-v"]):
+        result = CliRunner().invoke(cli, [*verbose, "scan", uri])
+        assert result.exit_code == 2 and "no connector for scheme 'bogus'" in result.output
+        assert "ghp_****" in result.output and not _leaks(result.output)
