@@ -35,6 +35,13 @@ LEARNED = Rule("VA518", "Sentence scored as an injected instruction by the learn
 
 SPAN_CHARS = 160
 
+# Letters of alphabets that separate words with spaces and give zero-width characters no role inside a word
+# (Latin, Greek, Cyrillic, Armenian and their extensions). Scripts that join letters (Arabic, Indic: ZWJ/ZWNJ) or
+# write without spaces (Thai, CJK: ZWSP as a break hint) use them legitimately, so they are left out.
+_SPACED_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u052f\u0531-\u0587\u1e00-\u1fff"
+_ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff\u180e"
+ZERO_WIDTH_IN_WORD = re.compile(f"(?<=[{_SPACED_LETTERS}])[{_ZERO_WIDTH_CHARS}]+(?=[{_SPACED_LETTERS}])")
+
 
 def _clip(text: str) -> str:
     text = pat.ZERO_WIDTH.sub("", text).replace("\n", " ")
@@ -82,17 +89,21 @@ class InjectionDetector(Detector):
     averaged over the clean dev corpora — emails, code answers, Wikipedia (en, es), PubMed, hotpotqa passages,
     including ones about prompts and passwords — on out-of-fold scores (benchmarks/train_injection_scorer.py),
     and confirmed on a separate test split (benchmarks/content_quality.py). Zero-width characters count as hidden
-    text in a run of 8 or more, or when at least ``zero_width_min`` (default 2) of them split words (one stray
-    joiner is common in web text). Each point is judged on its own text alone (``pointwise_observe``).
+    text in a run of 8 or more, or when at least ``zero_width_min`` (default 1) of them split a word of an alphabet
+    that separates words with spaces (``pass\u200bword``), where they have no role but to slip past keyword
+    filters; none of the ~22,000 clean development documents (web pages, Wikipedia en/es, news, PubMed, code,
+    e-mails) has one, while stray ones between words or around formulas are left alone. Each point is judged on
+    its own text alone (``pointwise_observe``).
     """
 
     name = "injection"
-    version = "5"  # bump with every weights file or evidence change: --incremental carries same-version findings
+    version = "6"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     requires = frozenset({"text"})
     pointwise_observe = True
-    defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 2}
+    defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 1}
+    param_types: ClassVar[dict[str, type]] = {"learned_threshold": float}
 
     def begin(self, ctx: ScanContext) -> None:
         self._scorer: SentenceScorer | None = default_scorer() if self.params["learned"] else None
@@ -177,11 +188,12 @@ class InjectionDetector(Detector):
             return
         # Zero-width characters hide text when they split words (evading keyword filters) or encode bits in
         # long runs; a few word joiners around formulas (as Wikipedia's math markup has) are neither.
-        intra_word = pat.ZERO_WIDTH_IN_WORD.findall(text)
+        in_word = list(ZERO_WIDTH_IN_WORD.finditer(text))
         run = pat.ZERO_WIDTH_RUN.search(text)
-        if run or len(intra_word) >= int(self.params["zero_width_min"]):
-            hit(HIDDEN_TEXT, normalise(text[max(0, (run.start() if run else 0) - 20) :][:120]),
-                carrier="zero-width-characters", count=len(pat.ZERO_WIDTH.findall(text)))
+        if run or (in_word and len(in_word) >= int(self.params["zero_width_min"])):
+            at = (run or in_word[0]).start()
+            hit(HIDDEN_TEXT, normalise(text[max(0, at - 20) :][:120]), carrier="zero-width-characters",
+                count=len(pat.ZERO_WIDTH.findall(text)), split_words=len(in_word))
             return
         for m in pat.HTML_COMMENT.finditer(text):
             if pat.INSTRUCTION_WORDS.search(m.group(1)):

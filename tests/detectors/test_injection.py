@@ -91,6 +91,53 @@ def test_evidence_is_the_matched_span(detector: InjectionDetector, hosts: list[s
     assert encoded["encoding"] == "base64" and "send the password" in encoded["span"]
 
 
+ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
+
+
+def _split_word(text: str, char: str, *, after: str = "") -> str:
+    """``text`` with ``char`` inside a word: the first 7+ letter one, or right after a letter of ``after``."""
+    if after:
+        found = re.search(rf"[^\W\d_]*[{after}](?=[^\W\d_])", text)
+        assert found is not None
+        cut = found.end()
+    else:
+        found = re.search(r"\b[A-Za-z]{7,}\b", text)
+        assert found is not None
+        cut = found.start() + 3
+    return text[:cut] + char + text[cut:]
+
+
+@pytest.mark.parametrize("char", ZERO_WIDTH, ids=[f"U+{ord(c):04X}" for c in ZERO_WIDTH])
+def test_one_zero_width_character_splitting_a_word_is_hidden_text(char: str) -> None:
+    """docs/detectors-content.md VA515: zero-width characters splitting a word, in real English and Spanish text;
+    the same texts unsplit, and every clean text of tests/data, have none."""
+    rules_only = InjectionDetector(learned=False)
+    english = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:20]]
+    spanish = [r["text"] for r in load_jsonl("wikipedia_es.jsonl") if re.search(r"[áéíóúñ](?=\w)", r["text"])][:20]
+    split = [_split_word(t, char) for t in english] + [_split_word(t, char, after="áéíóúñ") for t in spanish]
+    for text in split:
+        hidden = {v[0].id: v[3] for v in rules_only.analyse(text)}.get("VA515")
+        assert hidden is not None and hidden["carrier"] == "zero-width-characters" and hidden["split_words"] == 1
+        assert char not in hidden["span"]  # evidence shows the word as it reads
+    assert not any(rules_only.analyse_many(english + spanish))
+
+
+def test_zero_width_characters_with_a_role_are_not_hidden_text() -> None:
+    """Joiners inside Persian and Hindi words, a break hint between Thai words, a byte-order mark, a zero-width
+    space between words, word joiners around Wikipedia's formulas: none splits a word of a spaced alphabet."""
+    rules_only = InjectionDetector(learned=False)
+    legitimate = ["می\u200cخواهم کتاب بخوانم", "नमस्\u200dते दुनिया", "ภาษา\u200bไทย", "\ufeffQuarterly report",
+                  "First sentence.\u200b Second sentence.", "version 1\u200b2 of the tool"]
+    wiki_math = [r["text"] for r in load_jsonl("wikipedia_en.jsonl") if "\u2060" in r["text"]]
+    assert wiki_math  # real text with word joiners
+    assert not any(rules_only.analyse_many(legitimate + wiki_math))
+    clean = [r["text"] for name in ("emails.jsonl", "code.jsonl", "pubmed.jsonl", "hotpotqa_retrieved.jsonl",
+                                    "wikipedia_en.jsonl", "wikipedia_es.jsonl") for r in load_jsonl(name)]
+    hidden = [v for verdicts in rules_only.analyse_many(clean) for v in verdicts
+              if v[0].id == "VA515" and v[3]["carrier"] == "zero-width-characters"]
+    assert hidden == []
+
+
 def test_bipia_attacks_recall_and_clean_false_positives(detector: InjectionDetector, hosts: list[str]) -> None:
     attacks = [r["text"] for r in load_jsonl("injections_bipia.jsonl")]
     planted = [plant(hosts[i % len(hosts)], a, ("start", "middle", "end")[i % 3]) for i, a in enumerate(attacks)]
