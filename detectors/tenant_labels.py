@@ -1,5 +1,6 @@
-"""Tenant-label faults: empty or non-string tenant values, values outside the declared tenant set, and
-variants of another tenant's value (``Acme`` vs ``acme ``, ``acme`` vs ``acmee``)."""
+"""Tenant-label faults: empty or non-string tenant values, values outside the declared tenant set, variants of
+another tenant's value (``Acme`` vs ``acme ``, ``acme`` vs ``acmee``), and values that hide characters (a bidi
+override that makes ``emca`` read as ``acme``, a zero-width space inside ``ac\u200bme``)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,23 @@ _TAGS = (OWASP_VECTOR_WEAKNESS,)
 BAD_VALUE = Rule("VA401", "Tenant value is empty, null or not a string", Severity.HIGH, Confidence.HIGH, _TAGS)
 UNDECLARED = Rule("VA402", "Tenant value outside the declared tenant set", Severity.HIGH, Confidence.HIGH, _TAGS)
 VARIANT = Rule("VA403", "Tenant value is a variant of another tenant's value", Severity.HIGH, Confidence.HIGH, _TAGS)
+HIDDEN = Rule("VA404", "Tenant value holds invisible or bidi control characters", Severity.HIGH, Confidence.HIGH,
+              _TAGS)
 
 _SEPARATORS = re.compile(r"[\s\-_.:/]+")
 
 
+def hidden_characters(value: str) -> list[str]:
+    """The invisible format characters in ``value`` (Unicode category Cf: bidi embeddings, overrides and isolates,
+    zero-width spaces and joiners, the byte-order mark, soft hyphens, tag characters), each once, as ``U+XXXX``."""
+    return list(dict.fromkeys(f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cf"))
+
+
 def normalise_tenant(value: str) -> str:
-    """Comparison key of a tenant label: Unicode NFKC, case-folded, separators and spaces removed."""
-    return _SEPARATORS.sub("", unicodedata.normalize("NFKC", value).casefold())
+    """Comparison key of a tenant label: Unicode NFKC, case-folded, invisible format characters, separators and
+    spaces removed."""
+    visible = "".join(c for c in unicodedata.normalize("NFKC", value) if unicodedata.category(c) != "Cf")
+    return _SEPARATORS.sub("", visible.casefold())
 
 
 def _edit_similar(a: str, b: str, min_ratio: float) -> bool:
@@ -47,10 +58,13 @@ class TenantLabelDetector(Detector):
     * VA401 — null, empty/whitespace, boolean, list/dict; a number where most labelled points hold strings
       (a keyword filter ``tenant == "7"`` does not match the integer 7).
     * VA402 — with a declared tenant set (``--tenants``), a value not in it and not a variant of a member.
-    * VA403 — a variant: the same label after case-folding, Unicode normalisation and removing spaces and
-      separators, or (for misspellings) a ``difflib`` ratio >= ``min_ratio`` to a declared value, or to a
-      value held by at least ``dominance`` times as many points when no set is declared. The most frequent
-      raw spelling of a group is taken as canonical; the others are reported.
+    * VA403 — a variant: the same label after case-folding, Unicode normalisation and removing invisible
+      characters, spaces and separators, or (for misspellings) a ``difflib`` ratio >= ``min_ratio`` to a declared
+      value, or to a value held by at least ``dominance`` times as many points when no set is declared. The most
+      frequent raw spelling of a group is taken as canonical; the others are reported.
+    * VA404 — a value holding invisible format characters (bidi controls, zero-width characters): a label is
+      an identifier that a filter compares byte for byte, so what a person reads is not what matches
+      (``\u202eemca`` displays as ``acme``). Reported whether or not it is also a variant.
 
     All scores are 1.0 (rule matched) against threshold 0.5. False-positive budget: zero on well-formed
     labels — exact-after-normalisation variants are never legitimate distinct tenants; the fuzzy match
@@ -61,7 +75,7 @@ class TenantLabelDetector(Detector):
     name = "tenant-label"
     version = "1"
     description = "Empty/non-string tenant values, values outside the declared set, variants of another tenant"
-    rules = (BAD_VALUE, UNDECLARED, VARIANT)
+    rules = (BAD_VALUE, UNDECLARED, VARIANT, HIDDEN)
     requires = frozenset({"tenant"})
     defaults: ClassVar[dict[str, Any]] = {"min_ratio": 0.8, "dominance": 10.0}
 
@@ -77,6 +91,15 @@ class TenantLabelDetector(Detector):
                 continue  # VA108 (integrity)
             if isinstance(value, str) and value.strip():
                 self._labels.append((pid, value))
+                hidden = hidden_characters(value)
+                if hidden:
+                    names = ", ".join(f"{cp} {unicodedata.name(chr(int(cp[2:], 16)), '')}".strip() for cp in hidden)
+                    yield Finding(
+                        HIDDEN, self.name, pid, 1.0, f"tenant {value!r} holds invisible characters ({names})",
+                        0.5, {"field": field, "value": repr(value), "characters": hidden,
+                              "visible": "".join(c for c in value if unicodedata.category(c) != "Cf")},
+                        value, identity=value,
+                    )
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._numeric_points.append((pid, value))
             else:
@@ -101,7 +124,7 @@ class TenantLabelDetector(Detector):
         for pid, value in self._labels:
             target = canonical.get(value)
             if target is not None:
-                how = "same label after normalising case and separators" if (
+                how = "same label after normalising case, invisible characters and separators" if (
                     normalise_tenant(value) == normalise_tenant(target)) else "near spelling"
                 yield Finding(
                     VARIANT, self.name, pid, 1.0, f"tenant {value!r} looks like a variant of {target!r} ({how})", 0.5,

@@ -74,8 +74,32 @@ def test_digit_only_differences_are_distinct_tenants(tmp_path: Path, corpus: Any
     assert set(_labels(result)) == set(range(75, 80))  # "Team 1" is a variant, "team-2" is not
 
 
+def test_bidi_override_and_zero_width_characters_in_a_tenant_value(
+    tmp_path: Path, corpus: Any, sqlite_ledger_url: str
+) -> None:
+    """docs/tenancy.md: a label that hides characters is reported (VA404) and compared without them (VA403);
+    labels in other scripts are not."""
+    tenants: list[Any] = ["acme" if i % 2 else "globex" for i in range(80)]
+    tenants[30] = "\u202eemca"  # RIGHT-TO-LEFT OVERRIDE: reads "acme" on screen
+    tenants[31] = "ac\u200bme"  # a zero-width space inside acme
+    tenants[32] = "globex\u2069"  # a stray POP DIRECTIONAL ISOLATE
+    tenants[33] = tenants[34] = "Müller & Søn"  # a real, visible tenant name
+    uri = _store(tmp_path, corpus, tenants)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["tenant-label"])
+    assert _labels(result) == {30: {"VA404"}, 31: {"VA403", "VA404"}, 32: {"VA403", "VA404"}}
+    hidden = {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == "VA404"}
+    assert hidden[30].evidence["characters"] == ["U+202E"] and hidden[30].evidence["visible"] == "emca"
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in hidden[30].message and "\u202e" not in hidden[30].message
+    variant = next(r.finding for r in result.findings if r.finding.point_id == 31 and r.finding.rule_id == "VA403")
+    assert variant.evidence["canonical"] == "acme"
+    declared = run_scan(uri, sqlite_ledger_url, detectors=["tenant-label"],
+                        settings=ScanSettings(tenants=("acme", "globex", "Müller & Søn")))
+    assert _labels(declared) == {30: {"VA402", "VA404"}, 31: {"VA403", "VA404"}, 32: {"VA403", "VA404"}}
+
+
 def test_normalise_tenant() -> None:
     assert normalise_tenant(" Acme_Corp ") == normalise_tenant("acme corp") == "acmecorp"
+    assert normalise_tenant("ac\u200bme\u202c") == normalise_tenant("\u2066ACME") == "acme"
 
 
 def test_tenant_cleared_after_ingest(tmp_path: Path, corpus: Any, sqlite_ledger_url: str) -> None:
