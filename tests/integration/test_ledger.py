@@ -97,3 +97,46 @@ def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == Ledger(f"sqlite:///{db}").head_revision()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrade_to_0003_keeps_every_row_and_allows_abandoned(
+    backend: str, small_store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A ledger at 0002 with a recorded scan is upgraded in place (SQLite re-creates the referenced scans
+    table): rows and references survive, 'abandoned' becomes a valid status, and a downgrade maps it back."""
+    from alembic import command
+    from sqlalchemy import func, select, text
+
+    from auditor.engine import Scanner, ScanOptions
+    from auditor.ledger.models import FindingRow, PointVersionRow, ScanRow
+    from auditor.ledger.session import alembic_config
+    from auditor.registry import connector_for
+    from auditor.types import FieldMap
+    from detectors.integrity import IntegrityDetector
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("fresh_postgres_db")
+    ledger = Ledger(url)
+    ledger.upgrade("0002")
+    connector = connector_for(small_store, collection="docs")
+    with connector:  # recorded by today's engine into the 0002 schema (Ledger.open() would refuse it)
+        Scanner(ledger, connector, [IntegrityDetector()], ScanOptions(field_map=FieldMap(text="text"),
+                                                                      show_progress=False)).run()
+    ledger.upgrade()
+    assert ledger.current_revision() == "0003" == ledger.head_revision()
+    with ledger.session() as s:
+        assert s.scalar(select(func.count()).select_from(PointVersionRow)) == 40
+        assert s.scalar(select(func.count()).select_from(FindingRow)) == 1
+        scan = s.get(ScanRow, 1)
+        assert scan is not None and scan.status == "completed"
+        scan.status = "abandoned"
+        if backend == "sqlite":
+            assert s.execute(text("PRAGMA foreign_key_check")).all() == []
+            assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1  # enforcement is back after migrating
+    with ledger.engine.begin() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with ledger.session() as s:
+        assert s.get(ScanRow, 1).status == "failed"  # type: ignore[union-attr]
+    ledger.dispose()
