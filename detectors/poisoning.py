@@ -23,6 +23,7 @@ from auditor.findings import (
     Rule,
 )
 from auditor.graph import NeighbourGraph
+from auditor.masking import redact_text
 from auditor.types import Confidence, Distance, Severity
 from detectors.textsignals import (
     TermProfile,
@@ -345,7 +346,7 @@ class PoisonClusterDetector(Detector):
         if len(opening) >= _BAIT_WORDS:
             same = [m for m in members if texts.opening(m) == opening]
             if same and (best is None or len(same) > len(best[0])):
-                best = (same, " ".join(opening))
+                best = (same, _opening_text(texts, row))
         return best
 
     @staticmethod
@@ -376,7 +377,13 @@ class PoisonClusterDetector(Detector):
 
 
 def _question_text(texts: _Texts, row: int, question: frozenset[str]) -> str:
-    for sentence in question_sentences(texts.texts[row]):
-        if frozenset(sentence.split()) == question:
-            return sentence
-    return " ".join(sorted(question))
+    """The bait as quoted in evidence, read from the row's masked text: a question may carry an address or a
+    number, and once normalised to words it no longer looks like one to the masker."""
+    quoted = question_sentences(redact_text(texts.texts[row] or ""))
+    return max(quoted, key=lambda q: jaccard(frozenset(q.split()), question)) if quoted else "(question masked)"
+
+
+def _opening_text(texts: _Texts, row: int) -> str:
+    """The shared opening sentence as quoted in evidence, from the row's masked text (see ``_question_text``)."""
+    head = _SENTENCE.split(redact_text((texts.texts[row] or "").lstrip(), limit=400), maxsplit=1)[0]
+    return " ".join(words(head))

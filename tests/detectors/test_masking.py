@@ -171,3 +171,51 @@ def test_cli_error_messages_are_masked() -> None:
         result = CliRunner().invoke(cli, [*verbose, "scan", uri])
         assert result.exit_code == 2 and "no connector for scheme 'bogus'" in result.output
         assert "ghp_****" in result.output and not _leaks(result.output)
+
+
+def test_a_quoted_bait_question_is_masked(tmp_path: Path, embed: Any, sqlite_ledger_url: str) -> None:
+    """`poison-cluster` quotes the shared bait question (normalised to words) in its message and evidence; a
+    question that carries a phone number is quoted from the masked text (as words, "415 867 5309" would no
+    longer look like a phone number to the masker)."""
+    poison = [r for r in load_jsonl("poisonedrag.jsonl") if r["target_id"] == "5a722b8655429971e9dc9329"][:5]
+    question = "Who wrote These Boots Are Made for Walkin' and can be called on (415) 867-5309?"
+    texts = [f"{question} {r['text']}" for r in poison] + [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:40]]
+    uri = build_qdrant_store(tmp_path / "store", embed(texts), [{"text": t} for t in texts])
+    result = run_scan(uri, sqlite_ledger_url, detectors=["poison-cluster"], field_map=FieldMap(text="text"))
+    bait = [r.finding for r in result.findings if r.finding.rule_id == "VA321"]
+    assert bait and "who wrote these boots are made for walkin" in bait[0].message.lower()
+    for text in (*(f.message + json.dumps(f.evidence) for f in bait), _all_ledger_text(sqlite_ledger_url)):
+        assert "867 5309" not in text and "867-5309" not in text
+
+
+def test_the_ledger_masks_every_finding_it_stores(sqlite_ledger_url: str) -> None:
+    """``record_findings`` masks message and evidence whatever a (third-party) detector wrote; review notes and
+    scan notes and errors are stored masked too."""
+    from auditor.findings import Finding, Rule
+    from auditor.ledger import Ledger
+    from auditor.ledger import repository as repo
+    from auditor.ledger.models import ScanRow
+    from auditor.types import Confidence, Severity
+
+    rule = Rule("VA999", "Quotes its text", Severity.LOW, Confidence.LOW, ())
+    finding = Finding(rule, "quoting", 7, 1.0, f"text was: {SENTENCES['github']}", 0.5,
+                      {"quote": SENTENCES["card"], "nested": [{"also": SENTENCES["password"]}], "n": 3}, None)
+    ledger = Ledger(sqlite_ledger_url).open()
+    try:
+        with ledger.session() as s:
+            coll = repo.get_or_create_collection(s, key="k", source="qdrant://h", name="c", vector_name=None)
+            scan = ScanRow(collection_id=coll.id, source="qdrant://h", collection_name="c", status="running",
+                           operator="t", tool_version="t", field_map={}, detector_configs=[], collection_info={},
+                           counts={}, notes=[], incremental=False)
+            s.add(scan)
+            s.flush()
+            recorded = repo.record_findings(s, collection_id=coll.id, scan_id=scan.id, items=[(finding, "fp")])
+            repo.add_review(s, finding_id=recorded[0].row_id, reviewer="ana", verdict="confirmed",
+                            note=f"seen: {SENTENCES['iban']}")
+            repo.finish_scan(s, scan.id, status="completed", counts={}, points_scanned=1,
+                             notes=[SENTENCES["email"]], error=SENTENCES["ssn"])
+    finally:
+        ledger.dispose()
+    stored = _all_ledger_text(sqlite_ledger_url)
+    assert "ghp_****" in stored and "**** **** **** 6467" in stored and "(14 chars)" in stored
+    assert not _leaks(stored)
