@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from auditor.hashing import payload_hash, text_hash, vector_hash
+from auditor.hashing import json_hash, text_hash, vector_hash
 from auditor.textsafety import safe_points
 from auditor.types import FieldMap, PointBatch, PointId, RecordBatch, resolve_field
 
@@ -43,11 +43,12 @@ def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int 
         if vec.shape[0] == dim:
             vectors[i] = vec
         vhashes.append(vector_hash(vec))
-    ids, payloads, repairs = safe_points(batch.ids, batch.payloads)
+    safe = safe_points(batch.ids, batch.payloads)
+    payloads = safe.payloads
     texts = [resolve_field(p, field_map.text) for p in payloads]
     return RecordBatch(
         offset=offset,
-        ids=ids,
+        ids=safe.ids,
         vectors=vectors,
         stored_dims=stored_dims,
         payloads=payloads,
@@ -56,9 +57,9 @@ def resolve_batch(batch: PointBatch, field_map: FieldMap, dim: int, offset: int 
         doc_ids=[resolve_field(p, field_map.doc_id) for p in payloads],
         timestamps=[resolve_field(p, field_map.timestamp) for p in payloads],
         vector_hashes=vhashes,
-        payload_hashes=[payload_hash(p) for p in payloads],
+        payload_hashes=[json_hash(c) for c in safe.canonical],
         text_hashes=[text_hash(t) for t in texts],
-        repairs=repairs,
+        repairs=safe.repairs,
     )
 
 

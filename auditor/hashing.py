@@ -6,11 +6,12 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from auditor.types import PointId
+if TYPE_CHECKING:  # types imports textsafety, which hashes payloads with this module
+    from auditor.types import PointId
 
 
 def vector_hash(vector: np.ndarray | None) -> str:
@@ -21,13 +22,37 @@ def vector_hash(vector: np.ndarray | None) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def canonical_json(payload: Any) -> str:
+    """The canonical JSON text of a payload that :func:`payload_hash` hashes: sorted keys, no whitespace,
+    non-ASCII kept, anything JSON cannot hold written as its ``str()``. Never raises on a payload a store can
+    hold: keys that cannot be sorted together (``1`` and ``"a"``) are written as strings first."""
+    try:
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    except TypeError:
+        return json.dumps(_string_keys(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          default=str)
+
+
+def _string_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_string_keys(v) for v in value]
+    return value
+
+
 def payload_hash(payload: Any) -> str:
-    """SHA-256 (truncated) of the canonical JSON of a payload (sorted keys, no whitespace).
+    """SHA-256 (truncated) of the canonical JSON of a payload (:func:`canonical_json`)."""
+    return json_hash(canonical_json(payload))
+
+
+def json_hash(canonical: str | bytes) -> str:
+    """SHA-256 (truncated) of a payload's canonical JSON (text, or its UTF-8 bytes).
 
     Payloads are made safe at the connector boundary (:mod:`auditor.textsafety`); ``surrogatepass`` only keeps
     a caller that skipped it from crashing here."""
-    data = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    data = canonical if isinstance(canonical, bytes) else canonical.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def text_hash(text: Any) -> str | None:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from auditor.hashing import canonical_json
+
 #: Characters no UTF-8 encoder (lone surrogates) or no PostgreSQL text column (NUL) accepts.
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 _SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
@@ -117,7 +119,8 @@ class _Walker:
 
 def safe_payload(payload: Any) -> tuple[dict[str, Any], list[Repair], int]:
     """A payload safe to hash and store: a dict (a non-dict payload becomes ``{"_raw": payload}``) whose keys
-    and strings, at any depth, are safe; the repairs made (at most :data:`MAX_REPAIRS`) and how many more."""
+    and strings, at any depth, are safe; the repairs made (at most :data:`MAX_REPAIRS`) and how many more.
+    A payload that needed no repair is returned as it is (not copied)."""
     walker = _Walker()
     root = payload if isinstance(payload, dict) else {"_raw": payload}
     clean = walker.mapping(root, "")
@@ -172,22 +175,45 @@ class PointRepairs:
 NO_REPAIRS = PointRepairs()
 
 
-def safe_points(
-    ids: Sequence[Any], payloads: Sequence[Any]
-) -> tuple[list[int | str], list[dict[str, Any]], list[PointRepairs]]:
-    """Safe ids and payloads of one page, with each point's repairs (:data:`NO_REPAIRS` for a clean point)."""
-    out_ids: list[int | str] = []
-    out_payloads: list[dict[str, Any]] = []
-    out_repairs: list[PointRepairs] = []
+@dataclass
+class SafePoints:
+    """One page after the boundary: ids (``int``/``str``), payloads, each point's repairs, and each payload's
+    canonical JSON as UTF-8 (:func:`auditor.hashing.canonical_json`, computed once and reused for its hash)."""
+
+    ids: list[int | str]
+    payloads: list[dict[str, Any]]
+    repairs: list[PointRepairs]
+    canonical: list[bytes]
+
+
+def safe_points(ids: Sequence[Any], payloads: Sequence[Any]) -> SafePoints:
+    """Safe ids and payloads of one page, with each point's repairs (:data:`NO_REPAIRS` for a clean point).
+
+    Fast path: the canonical JSON every payload is hashed from anyway keeps non-ASCII characters as they are and
+    writes NUL as ``\\u0000``, so encoding it to UTF-8 (needed for the hash) fails on a lone surrogate and a
+    substring test finds a NUL: a clean payload is cleared without walking it. Only a payload where either
+    fires is walked (a false alarm, a literal backslash-u0000 in a text, just costs the walk)."""
+    out = SafePoints([], [], [], [])
     for raw_id, raw_payload in zip(ids, payloads, strict=True):
         pid, id_repair = safe_id(raw_id)
-        payload, repairs, more = safe_payload(raw_payload)
-        out_ids.append(pid)
-        out_payloads.append(payload)
+        repairs: list[Repair] = []
+        more = 0
+        payload = raw_payload if isinstance(raw_payload, dict) else {"_raw": raw_payload}
+        canonical = canonical_json(payload)
+        try:
+            encoded = canonical.encode("utf-8")
+        except UnicodeEncodeError:
+            encoded = b"\\u0000"  # walk below
+        if b"\\u0000" in encoded:
+            payload, repairs, more = safe_payload(payload)
+            encoded = canonical_json(payload).encode("utf-8")
+        out.ids.append(pid)
+        out.payloads.append(payload)
+        out.canonical.append(encoded)
         if id_repair is None and not repairs:
-            out_repairs.append(NO_REPAIRS)
+            out.repairs.append(NO_REPAIRS)
         else:
             listed = ([id_repair] if id_repair else []) + repairs
             extra = max(0, len(listed) - MAX_REPAIRS)
-            out_repairs.append(PointRepairs(tuple(listed[:MAX_REPAIRS]), more + extra))
-    return out_ids, out_payloads, out_repairs
+            out.repairs.append(PointRepairs(tuple(listed[:MAX_REPAIRS]), more + extra))
+    return out

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from auditor.batching import resolve_batch
 from auditor.cli.main import cli
-from auditor.hashing import payload_hash, point_states, text_hash, vector_hash
+from auditor.hashing import canonical_json, payload_hash, point_states, text_hash, vector_hash
 from auditor.textsafety import ID_TYPE, TEXT, safe_id, safe_payload, safe_points, safe_text
 from auditor.types import FieldMap, PointBatch
 
@@ -82,6 +82,17 @@ def test_safe_text_escapes_each_unsafe_character_as_its_json_spelling(text: str)
     assert text_hash(clean) is not None and text_hash(text) is not None
 
 
+@given(st.lists(payloads, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_safe_points_walks_exactly_the_payloads_that_need_it(page: list[dict[str, Any]]) -> None:
+    safe = safe_points(list(range(len(page))), page)
+    for payload, clean, repairs, canonical in zip(page, safe.payloads, safe.repairs, safe.canonical, strict=True):
+        unsafe = any(UNSAFE.search(s) for s in strings_and_keys(payload))
+        assert bool(repairs) == unsafe and (clean is payload) == (not unsafe)
+        assert canonical == canonical_json(clean).encode("utf-8")
+        assert not [s for s in strings_and_keys(json.loads(canonical)) if UNSAFE.search(s)]
+
+
 @given(ids)
 @settings(max_examples=300)
 def test_safe_id_is_an_int_or_an_encodable_string(raw: Any) -> None:
@@ -137,5 +148,3 @@ def test_a_scan_of_an_export_with_arbitrary_payloads_completes(
     unsafe = {i for i, p in enumerate(stored) if any(UNSAFE.search(s) for s in strings_and_keys(p))}
     flagged = {f["point_id"] for f in doc["findings"] if f["rule_id"] == "VA110"}
     assert flagged == unsafe | ({999} if raw_line else set())
-    points = safe_points(list(range(len(generated))), generated)
-    assert len(points[0]) == len(generated)
