@@ -178,14 +178,15 @@ class IntegrityDetector(Detector):
         if text:
             fields = [r.path for r in text]
             chars = sorted({c for r in text for c in r.detail})
-            more = f" and {repairs.more} more" if repairs.more else ""
+            count = len(fields) + repairs.more
+            named = ", ".join(fields[:3]) + (f" and {count - 3} more" if count > 3 else "")
             yield Finding(
                 UNSAFE_TEXT,
                 self.name,
                 pid,
-                float(len(text) + repairs.more),
-                f"{', '.join(fields[:3])}{' ...' if len(fields) > 3 else ''}{more} hold(s) {' '.join(chars[:5])}: "
-                "characters no UTF-8 encoder accepts, audited as their escape text",
+                float(count),
+                f"{'field' if count == 1 else 'fields'} {named} {'holds' if count == 1 else 'hold'} "
+                f"{' '.join(chars[:5])}, which no UTF-8 encoder accepts (audited as escape text)",
                 0.5,
                 {"fields": fields, "more_fields": repairs.more, "characters": chars},
                 tenant,
