@@ -198,9 +198,10 @@ class PgvectorConnector(Connector):
                                   hint="leave out &payload= to take the payload from the other columns")
         self._register_vector_type()
         dim = self._typmods[self.vector]
-        if dim <= 0:  # a `vector` column declared without a dimension: read one row
-            row = self._query("read dimension", sql.SQL("SELECT vector_dims({}) FROM {} WHERE {} IS NOT NULL LIMIT 1")
-                              .format(sql.Identifier(self.vector), self._qualified, sql.Identifier(self.vector)))
+        if dim <= 0:  # a `vector` column declared without a dimension: the most common one, not the first row's
+            row = self._query("read dimension", sql.SQL(
+                "SELECT vector_dims({0}) AS d FROM {1} WHERE {0} IS NOT NULL GROUP BY d ORDER BY count(*) DESC, d DESC "
+                "LIMIT 1").format(sql.Identifier(self.vector), self._qualified))
             dim = int(row[0][0]) if row else 0
         count = int(self._query("count", sql.SQL("SELECT count(*) FROM {}").format(self._qualified))[0][0])
         declared, indexed = distance_option(self.uri, self.options), self._index_distance(self.vector)

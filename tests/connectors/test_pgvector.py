@@ -97,6 +97,14 @@ def test_distance_comes_from_the_vector_index_opclass(pg_db: str) -> None:
         assert conn.describe().distance is Distance.EUCLID
 
 
+def test_a_vector_column_without_a_dimension_takes_the_most_common_one(pg_db: str) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v vector)")
+        conn.execute("INSERT INTO t VALUES (1, '[1,0]'), (2, '[1,0,0]'), (3, '[0,1,0]'), (4, NULL)")
+    with connector_for(_uri(pg_db, "table=t")) as conn:
+        assert conn.describe().dim == 3
+
+
 def test_the_session_is_read_only(docs: str) -> None:
     with connector_for(_uri(docs, "table=docs")) as conn:
         conn.describe()
