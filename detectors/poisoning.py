@@ -297,6 +297,9 @@ class PoisonClusterDetector(Detector):
         if score < threshold:
             return None
         shared = sorted(t for t in texts.terms(row) if all(term_in(t, texts.terms(m)) for m in partners))
+        # quote only the terms the masked text still shows (the digit groups of a card or phone are terms too)
+        visible = set(words(redact_text(texts.texts[row] or "")))
+        shared, claim = [t for t in shared if t.casefold() in visible], [t for t in claim if t.casefold() in visible]
         evidence.update({
             "members": [table.ids[m] for m in group][:show],
             "similarities": [round(c, 4) for c in partner_cos][:show],

@@ -173,19 +173,26 @@ def test_cli_error_messages_are_masked() -> None:
         assert "ghp_****" in result.output and not _leaks(result.output)
 
 
-def test_a_quoted_bait_question_is_masked(tmp_path: Path, embed: Any, sqlite_ledger_url: str) -> None:
-    """`poison-cluster` quotes the shared bait question (normalised to words) in its message and evidence; a
-    question that carries a phone number is quoted from the masked text (as words, "415 867 5309" would no
-    longer look like a phone number to the masker)."""
+@pytest.mark.parametrize(("layout", "rule", "quoted"), [
+    ("{phone_question} {passage}", "VA321", "walkin"),
+    ("{passage} Fans can call {phone} for the archive.", "VA322", "dylan"),
+])
+def test_quoted_words_of_a_poison_cluster_are_masked(tmp_path: Path, embed: Any, sqlite_ledger_url: str, layout: str,
+                                                     rule: str, quoted: str) -> None:
+    """`poison-cluster` quotes words of the passages: the shared bait question (VA321), the shared names and numbers
+    (VA322). Normalised to words, "415 867 5309" no longer looks like a phone number to the masker, so the quotes
+    come from the masked text."""
     poison = [r for r in load_jsonl("poisonedrag.jsonl") if r["target_id"] == "5a722b8655429971e9dc9329"][:5]
-    question = "Who wrote These Boots Are Made for Walkin' and can be called on (415) 867-5309?"
-    texts = [f"{question} {r['text']}" for r in poison] + [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:40]]
+    phone = "(415) 867-5309"
+    question = f"Who wrote These Boots Are Made for Walkin' and can be called on {phone}?"
+    texts = [layout.format(phone_question=question, passage=r["text"], phone=phone) for r in poison]
+    texts += [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:40]]
     uri = build_qdrant_store(tmp_path / "store", embed(texts), [{"text": t} for t in texts])
     result = run_scan(uri, sqlite_ledger_url, detectors=["poison-cluster"], field_map=FieldMap(text="text"))
-    bait = [r.finding for r in result.findings if r.finding.rule_id == "VA321"]
-    assert bait and "who wrote these boots are made for walkin" in bait[0].message.lower()
-    for text in (*(f.message + json.dumps(f.evidence) for f in bait), _all_ledger_text(sqlite_ledger_url)):
-        assert "867 5309" not in text and "867-5309" not in text
+    found = [r.finding for r in result.findings if r.finding.rule_id == rule]
+    assert found and quoted in found[0].message.lower()
+    for text in (*(f.message + json.dumps(f.evidence) for f in found), _all_ledger_text(sqlite_ledger_url)):
+        assert not any(n in text for n in ("867 5309", "867-5309", '"867"', '"5309"', "5309,", "867,")), text[:300]
 
 
 def test_the_ledger_masks_every_finding_it_stores(sqlite_ledger_url: str) -> None:

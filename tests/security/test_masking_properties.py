@@ -23,7 +23,7 @@ FILLER = "The quarterly figures were reviewed by the committee. " * 40
 #: Hypothesis itself would make the smallest example too large for its health checks).
 SEEDS = st.integers(0, 2**64)
 MASK_KINDS = ("token", "password", "email", "card", "iban", "phone", "national_id")
-PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("kind", KINDS)
