@@ -15,6 +15,7 @@ reported (rule VA112).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -32,6 +33,9 @@ _MAX_COMPONENT = 80
 _MAX_SAMPLES = 5
 #: Repairs reported per point (the rest are counted in ``Repairs.more``).
 MAX_REPAIRS = 20
+#: The longest id (its JSON form) and tenant label kept as they are; the ledger's columns hold 300 characters.
+MAX_ID_JSON = 256
+MAX_LABEL = 200
 
 TEXT = "text"
 ID_TYPE = "id-type"
@@ -129,16 +133,22 @@ def safe_payload(payload: Any) -> tuple[dict[str, Any], list[Repair], int]:
 
 def safe_id(raw: Any) -> tuple[int | str, Repair | None]:
     """A point id as ``int`` or safe ``str``, with the repair made (None when the id was already fine or only
-    changed form losslessly: an integral float, a numpy scalar, a UTF-8 byte string)."""
+    changed form losslessly: an integral float, a numpy scalar, a UTF-8 byte string).
+
+    An id is also kept short enough to record: an integer beyond 64 bits (no store has those) or a string whose
+    JSON form is longer than :data:`MAX_ID_JSON` becomes a bounded text (a prefix and a hash of the whole), so a
+    megabyte id can neither overflow a ledger column nor make two long ids collide."""
     if isinstance(raw, bool):
-        return _id_as_text(raw)
+        return _id_as_text(raw, f"a {type(raw).__name__}")
     if isinstance(raw, int):
-        return int(raw), None
-    if isinstance(raw, str):
-        clean, found = safe_text(str(raw))
-        return clean, Repair("id", TEXT, found) if found else None
-    if isinstance(raw, bytes):
-        clean, found = safe_text(bytes(raw).decode("utf-8", "surrogateescape"))
+        if -(2**63) <= raw < 2**64:
+            return int(raw), None
+        return _id_as_text(raw, "an integer beyond 64 bits")
+    if isinstance(raw, str | bytes):
+        text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
+        clean, found = safe_text(text)
+        if len(json.dumps(clean)) > MAX_ID_JSON:
+            return _bounded(clean), Repair("id", ID_TYPE, (f"a string of {len(text):,} characters",))
         return clean, Repair("id", TEXT, found) if found else None
     if hasattr(raw, "item") and not isinstance(raw, list | dict):  # numpy scalars
         try:
@@ -147,18 +157,38 @@ def safe_id(raw: Any) -> tuple[int | str, Repair | None]:
             item = raw
         if item is not raw:
             return safe_id(item)
-    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer() and -(2**63) <= raw < 2**64:
         return int(raw), None
-    return _id_as_text(raw)
+    return _id_as_text(raw, f"a {type(raw).__name__}")
 
 
-def _id_as_text(raw: Any) -> tuple[str, Repair]:
+def _id_as_text(raw: Any, kind: str) -> tuple[str, Repair]:
     try:
         text = json.dumps(raw, sort_keys=True, default=str, allow_nan=True)
     except (TypeError, ValueError, RecursionError):  # mixed key types, cycles, extreme nesting
         text = repr(raw)
     clean, _ = safe_text(text)
-    return clean, Repair("id", ID_TYPE, (type(raw).__name__,))
+    return (_bounded(clean) if len(json.dumps(clean)) > MAX_ID_JSON else clean), Repair("id", ID_TYPE, (kind,))
+
+
+def _bounded(text: str, budget: int = MAX_ID_JSON - 40) -> str:
+    """A prefix of ``text`` whose JSON form fits ``budget``, then ``…#`` and 16 hex digits of its SHA-256."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    used, cut = 0, 0
+    for cut, char in enumerate(text):  # noqa: B007 - ``cut`` is read after the loop
+        used += len(json.dumps(char)) - 2
+        if used > budget:
+            break
+    return f"{text[:cut]}…#{digest}"
+
+
+def bounded_label(label: str, limit: int = MAX_LABEL) -> str:
+    """``label`` itself when it has at most ``limit`` characters, else a prefix, ``…#`` and a hash of the whole
+    (distinct labels stay distinct; a ledger column never overflows)."""
+    if len(label) <= limit:
+        return label
+    digest = hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{label[: limit - 18]}…#{digest}"
 
 
 @dataclass(frozen=True)

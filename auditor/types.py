@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from auditor.textsafety import NO_REPAIRS, PointRepairs
+from auditor.textsafety import NO_REPAIRS, PointRepairs, bounded_label
 
 PointId: TypeAlias = int | str
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
@@ -237,8 +237,9 @@ class RecordBatch:
 
 
 def tenant_label(value: Any) -> str | None:
-    """Normalise a raw tenant value to a label; None when missing, null, empty or a container."""
+    """Normalise a raw tenant value to a label; None when missing, null, empty or a container. A label longer
+    than 200 characters is kept as a bounded form (prefix and hash: still distinct, fits the ledger)."""
     if value is MISSING or value is None or isinstance(value, (dict, list, bool)):
         return None
     label = str(value)
-    return label if label.strip() else None
+    return bounded_label(label) if label.strip() else None

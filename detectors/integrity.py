@@ -58,7 +58,9 @@ UNSAFE_TEXT = Rule(
 DUPLICATE_ID = Rule(
     "VA111", "One point id stored more than once", Severity.MEDIUM, Confidence.HIGH, (*_TAGS, OWASP_DATA_POISONING)
 )
-ODD_ID = Rule("VA112", "Point id is neither an integer nor a string", Severity.LOW, Confidence.HIGH, _TAGS)
+ODD_ID = Rule(
+    "VA112", "Point id is neither an integer nor a string, or too long to record", Severity.LOW, Confidence.HIGH, _TAGS
+)
 
 
 class IntegrityDetector(Detector):
@@ -173,7 +175,7 @@ class IntegrityDetector(Detector):
         text = [r for r in repairs.repairs if r.kind != ID_TYPE]
         if odd:
             kind = odd[0].detail[0]
-            yield Finding(ODD_ID, self.name, pid, 1.0, f"point id is a {kind}; read as its JSON text {pid!r}"[:300],
+            yield Finding(ODD_ID, self.name, pid, 1.0, f"point id is {kind}; recorded as {pid!r}"[:300],
                           0.5, {"id_type": kind}, tenant)
         if text:
             fields = [r.path for r in text]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from auditor.batching import resolve_batch
 from auditor.cli.main import cli
 from auditor.hashing import canonical_json, payload_hash, point_states, text_hash, vector_hash
-from auditor.textsafety import ID_TYPE, TEXT, safe_id, safe_payload, safe_points, safe_text
+from auditor.textsafety import ID_TYPE, MAX_ID_JSON, TEXT, safe_id, safe_payload, safe_points, safe_text
 from auditor.types import FieldMap, PointBatch
 
 UNSAFE = re.compile("[\x00\ud800-\udfff]")
@@ -33,6 +33,7 @@ payload_values = st.recursive(
 payloads = st.dictionaries(texts, payload_values, max_size=5)
 ids = st.one_of(
     st.integers(), st.integers(min_value=2**63, max_value=2**200), st.floats(), texts, st.binary(max_size=8),
+    st.text(alphabet=chars, min_size=40, max_size=400),
     st.none(), st.booleans(), st.lists(st.integers(), max_size=3), st.dictionaries(texts, st.integers(), max_size=2),
 )
 vectors = st.one_of(
@@ -100,9 +101,12 @@ def test_safe_id_is_an_int_or_an_encodable_string(raw: Any) -> None:
     assert type(pid) in (int, str)
     if isinstance(pid, str):
         pid.encode("utf-8")
-    json.dumps(pid)
-    if type(raw) is int or (isinstance(raw, str) and not UNSAFE.search(raw)):
+    assert len(json.dumps(pid)) <= MAX_ID_JSON  # always fits the ledger's point_key column
+    fits = len(json.dumps(raw)) <= MAX_ID_JSON if isinstance(raw, str | int) else False
+    if fits and ((type(raw) is int and -(2**63) <= raw < 2**64) or (isinstance(raw, str) and not UNSAFE.search(raw))):
         assert pid == raw and repair is None
+    if isinstance(raw, str) and not fits:
+        assert repair is not None and repair.kind == ID_TYPE and safe_id(raw + "x")[0] != pid
     if isinstance(raw, list | dict) or raw is None or isinstance(raw, bool):
         assert repair is not None and repair.kind == ID_TYPE
 

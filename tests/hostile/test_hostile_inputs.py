@@ -24,6 +24,7 @@ from click.testing import CliRunner, Result
 from support import build_qdrant_store
 
 from auditor.cli.main import cli
+from auditor.textsafety import safe_id
 
 DIM = 8
 N = 24
@@ -31,6 +32,13 @@ TEXTS = [json.loads(line)["text"] for line in (Path(__file__).parents[1] / "data
 VECTORS = np.random.default_rng(11).standard_normal((N, DIM)).astype(np.float32)
 ANSI = "\x1b[2J\x1b[31mred\x1b[0m\x07\x08"
 BIG_TEXT = ("All work and no play makes Jack a dull boy. " * 120_000)[: 5 * 1024 * 1024]
+
+
+def long_rows() -> list[dict[str, Any]]:
+    """Ids and tenant labels longer than any ledger column: a 1 MB string id, an integer beyond 64 bits, 200
+    characters that JSON escapes to 1,200, a 5,000-character tenant label."""
+    return rows(r1={"id": "y" * 1_000_000}, r2={"id": 2**70}, r3={"id": "é" * 200}, r4={"tenant": "t" * 5000},
+                r5={"tenant": "t" * 5000 + "2"})
 
 
 def rows(**override: dict[str, Any]) -> list[dict[str, Any]]:
@@ -217,7 +225,9 @@ CASES = [
     Case("jsonl-odd-ids", jsonl(rows(r0={"id": 1.5}, r1={"id": {"nested": [1]}}, r2={"id": 2**100},
                                      r3={"id": "6f1e1fa0-6a48-4c55-9d4e-3b1b0c6b1a52"}, r4={"id": -5},
                                      r5={"id": None}, r6={"id": True}, r7={"id": 7.0}, r8={"id": [1, 2]})),
-         0, {"VA112": {"1.5", '{"nested": [1]}', "null", "true", "[1, 2]"}}),
+         0, {"VA112": {"1.5", '{"nested": [1]}', str(2**100), "null", "true", "[1, 2]"}}),
+    Case("jsonl-huge-ids-and-tenant-labels", jsonl(long_rows()), 0,
+         {"VA112": {safe_id("y" * 1_000_000)[0], safe_id(2**70)[0], safe_id("é" * 200)[0]}}),
     Case("parquet-float-ids", parquet(arrow_table(id=lambda: [i + 0.5 if i == 3 else float(-i) for i in range(N)])),
          0, {"VA112": {"3.5"}}),
     Case("npz-float-ids", npz(npz_arrays(ids=lambda: np.arange(N) * 1.5)), 0,
@@ -331,3 +341,23 @@ def test_every_default_detector_on_a_hostile_qdrant_store(tmp_path: Path, embed:
     assert not [n for n in doc["scan"]["notes"] if "failed" in n], doc["scan"]["notes"]
     assert {f["point_id"] for f in doc["findings"] if f["rule_id"] == "VA110"} == {1, 2, 3, 4}
     assert store_digest(store) == before
+
+
+@pytest.mark.postgres
+def test_ids_and_labels_too_long_for_a_column_never_blind_a_postgres_ledger(fresh_postgres_db: str,
+                                                                              tmp_path: Path) -> None:
+    """PostgreSQL refuses a value longer than its varchar column (SQLite does not check): one long id or tenant
+    label used to fail the whole scan there, with an SQL dump as the message."""
+    hostile = long_rows()
+    hostile[6].update(tenant="acme\x00", text="NUL\x00in text")  # PostgreSQL text refuses NUL too
+    uri = jsonl(hostile)(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade", "--ledger", fresh_postgres_db]).exit_code == 0
+    case = Case("postgres-long-values", jsonl([]), 1, detectors=("integrity", "provenance", "tenant-label"))
+    result = scan(uri, fresh_postgres_db, case)
+    assert_clean_exit(result, case)
+    doc = json.loads(result.stdout)
+    assert doc["scan"]["status"] == "completed" and doc["scan"]["points_scanned"] == N
+    assert {f["point_id"] for f in doc["findings"] if f["rule_id"] == "VA112"} == {
+        safe_id("y" * 1_000_000)[0], safe_id(2**70)[0], safe_id("é" * 200)[0]}
+    assert {f["point_id"] for f in doc["findings"] if f["rule_id"] == "VA110"} == {6}
