@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -67,6 +68,11 @@ LEVELS = {"LOW+": Severity.LOW, "MEDIUM+": Severity.MEDIUM, "HIGH": Severity.HIG
 #: Counted apart: a hit on a real e-mail address or phone number in a corpus is correct, not a false alarm.
 SENSITIVE = frozenset({"pii", "secrets"})
 N_TENANTS = 4
+#: Documents this similar (cosine of their embeddings; or a lower cosine and this share of word 3-grams) are one
+#: family and share a tenant in the tenancy store.
+FAMILY_COSINE = 0.93
+FAMILY_LEXICAL_COSINE = 0.7
+FAMILY_CONTAINMENT = 0.75
 
 
 # -- stores -----------------------------------------------------------------------------------------------
@@ -92,6 +98,11 @@ def write_jsonl(path: Path, points: Iterable[tuple[int, np.ndarray, dict[str, An
                                 ensure_ascii=False) + "\n")
 
 
+def question_key(row: dict[str, Any]) -> str:
+    """The PoisonedRAG target question a poison passage is written for (PIArena rows name it apart)."""
+    return str(row.get("poisonedrag_target_id") or row["target_id"])
+
+
 def attack_store(
     rows: list[dict[str, Any]], vecs: np.ndarray, data: Path, embed: EmbeddingCache, corpus: str, seed: int,
 ) -> tuple[list[tuple[int, np.ndarray, dict[str, Any]]], dict[str, Any]]:
@@ -102,13 +113,13 @@ def attack_store(
     planted: dict[str, list[int]] = {c: [] for c in ATTACK_CLASSES}
     detail: dict[str, str] = {}
     forms = poison_sets(data)
-    targets = sorted({r["target_id"] for r in forms["PoisonedRAG passage only"]})
+    targets = sorted({question_key(r) for r in forms["PoisonedRAG passage only"]})
     rng.shuffle(targets)
     per_class = share(n, 0.01 / 5)  # target questions per class: 5 passages each, ~1% of the store
     poison_rows: list[tuple[str, dict[str, Any]]] = []
     for k, (cls, form) in enumerate(POISON_CLASSES.items()):
         chosen = set(targets[k * per_class : (k + 1) * per_class])
-        poison_rows += [(cls, r) for r in forms[form] if r["target_id"] in chosen]
+        poison_rows += [(cls, r) for r in forms[form] if question_key(r) in chosen]
     poison_vecs = embed([r["text"] for _, r in poison_rows])
     for (cls, r), vec in zip(poison_rows, poison_vecs, strict=True):
         pid = len(points)
@@ -131,11 +142,42 @@ def attack_store(
     return points, {"planted": planted, "clean": [i for i in range(n) if i not in touched], "detail": detail}
 
 
-def tenant_of(row: dict[str, Any]) -> str:
-    """One of four tenants by a stable hash of the document's group (its id when it has none), so versions of one
-    page or story stay in one tenant."""
-    key = str(row.get("group") or row["id"])
-    return f"tenant-{int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % N_TENANTS}"
+def _shingles(text: str) -> frozenset[str]:
+    words = re.findall(r"\w+", text.casefold())
+    return frozenset(" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2)))
+
+
+def families(rows: list[dict[str, Any]], vecs: np.ndarray) -> np.ndarray:
+    """A family label per document (int array): documents joined by one ``group`` (one claim, page, story), by
+    cosine >= ``FAMILY_COSINE``, or by cosine >= ``FAMILY_LEXICAL_COSINE`` with most of the shorter text's word
+    3-grams in the other (templated e-mails, a passage stored twice), connected transitively."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(rows)
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    shingles = [_shingles(r["text"]) for r in rows]
+    edges = []
+    for start in range(0, n, 1024):
+        sims = unit[start : start + 1024] @ unit.T
+        for i, j in np.argwhere(sims >= FAMILY_LEXICAL_COSINE):
+            a, b = shingles[start + i], shingles[j]
+            if sims[i, j] >= FAMILY_COSINE or len(a & b) >= FAMILY_CONTAINMENT * min(len(a), len(b)):
+                edges.append((start + i, j))
+    by_group: dict[str, int] = {}
+    edges += [(i, by_group.setdefault(str(r["group"]), i)) for i, r in enumerate(rows) if r.get("group")]
+    pairs = np.array(edges, dtype=int).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return np.asarray(connected_components(graph, directed=False)[1])
+
+
+def tenant_labels(rows: list[dict[str, Any]], family: np.ndarray) -> list[str]:
+    """One of four tenants per family by a stable hash of its first document's id: across tenants, members of one
+    family would be real copies, not false alarms."""
+    keys: dict[int, str] = {}
+    for i, f in enumerate(family.tolist()):
+        keys.setdefault(f, str(rows[i]["id"]))
+    return [f"tenant-{int(hashlib.sha256(keys[f].encode()).hexdigest()[:8], 16) % N_TENANTS}" for f in family.tolist()]
 
 
 def tenancy_store(
@@ -144,7 +186,8 @@ def tenancy_store(
     """The corpus as four same-distribution tenants with auditor.redteam's tenancy plants applied."""
     from auditor.redteam.generators import Doc, Plan, tenancy_plan
 
-    tenants = [tenant_of(r) for r in rows]
+    family = families(rows, vecs)
+    tenants = tenant_labels(rows, family)
     docs = [Doc(i, i, r["text"], t, vecs[i]) for i, (r, t) in enumerate(zip(rows, tenants, strict=True))]
     rng = random.Random(f"{seed}:{corpus}:tenancy")
     rng.shuffle(docs)
@@ -168,15 +211,19 @@ def tenancy_store(
         detail[str(pid)] = f"{cls} into {payload['tenant']}"
     popped = {d.row for d in docs} - {d.row for d in pool}
     touched = {p for ids in planted.values() for p in ids}
-    # a copy's source is no clean point: a finding on it names a real cross-tenant copy
+    # a plant's source family is no longer clean: a copy, or a document moved to another tenant, makes real
+    # cross-tenant copies of every member of its family
     sources = popped - touched
-    return points, {"planted": planted, "clean": [i for i in range(len(rows)) if i not in popped],
+    spoilt = {int(f) for f in family[sorted(popped)]}
+    return points, {"planted": planted, "clean": [i for i in range(len(rows)) if int(family[i]) not in spoilt],
                     "copy_sources": sorted(sources), "detail": detail,
                     "tenants": dict(Counter(tenants))}
 
 
 # -- scans ------------------------------------------------------------------------------------------------
-def default_scan(store: Path, ledger_path: Path, *, tenant: bool, seed: int, embed_sample: str | None) -> dict[str, Any]:
+def default_scan(
+    store: Path, ledger_path: Path, *, tenant: bool, seed: int, embed_sample: str | None,
+) -> dict[str, Any]:
     """``vecaudit scan file://STORE --text-field text [--tenant-field tenant] --seed SEED --format json`` in-process
     (the CLI's own detector choice, settings and JSON document), into a fresh SQLite ledger."""
     from auditor.cli.scan import build_settings, scan_document, select_detectors
@@ -270,11 +317,20 @@ def store_measures(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- report -----------------------------------------------------------------------------------------------
-def _pct(k: int, n: int) -> str:
-    return f"{100 * k / n:.2f}" if n else "-"
+Cell = tuple[float, str]  # (value compared for "worst", text shown)
 
 
-def _bold_worst(cells: list[tuple[float, str]], worst_is_max: bool) -> list[str]:
+def _rate(k: int, n: int) -> Cell:
+    """A share of documents, shown in percent."""
+    return (k / n, f"{100 * k / n:.2f}") if n else (float("nan"), "-")
+
+
+def _recall(hit_of: tuple[int, int]) -> Cell:
+    k, n = hit_of
+    return (k / n, f"{k / n:.2f}") if n else (float("nan"), "-")
+
+
+def _bold_worst(cells: list[Cell], worst_is_max: bool) -> list[str]:
     """Cell texts with the worst value(s) in bold (nothing bold when every value is equal)."""
     values = [v for v, _ in cells if not np.isnan(v)]
     if not values or max(values) == min(values):
@@ -283,126 +339,140 @@ def _bold_worst(cells: list[tuple[float, str]], worst_is_max: bool) -> list[str]
     return [f"**{t}**" if v == worst else t for v, t in cells]
 
 
-def _table(header: list[str], columns: list[list[tuple[float, str]]], corpora: list[str],
-           worst_is_max: bool) -> list[str]:
-    bolded = [_bold_worst(col, worst_is_max) for col in columns]
+def _render(header: list[str], names: list[str], columns: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(columns)]
-    for r, corpus in enumerate(corpora):
-        lines.append(f"| {corpus} | " + " | ".join(col[r] for col in bolded) + " |")
-    return lines
+    return lines + [f"| {name} | " + " | ".join(col[r] for col in columns) + " |" for r, name in enumerate(names)]
+
+
+def _recall_columns(
+    m: list[dict[str, Any]], classes: Iterable[str], higher_is_worse: frozenset[str],
+) -> list[list[str]]:
+    """One column per class: ``LOW+ / MEDIUM+ (n)``, each figure's worst corpus in bold."""
+    out = []
+    for cls in classes:
+        worst_max = cls in higher_is_worse
+        low = _bold_worst([_recall(mm["recall"][cls]["LOW+"]) for mm in m], worst_max)
+        med = _bold_worst([_recall(mm["recall"][cls]["MEDIUM+"]) for mm in m], worst_max)
+        out.append([f"{a} / {b} ({mm['recall'][cls]['LOW+'][1]})" for a, b, mm in zip(low, med, m, strict=True)])
+    return out
+
+
+def _fpr_columns(m: list[dict[str, Any]]) -> list[list[str]]:
+    return [_bold_worst([_rate(mm["all"][label], mm["clean"]) for mm in m], True) for label in LEVELS]
+
+
+def clean_tables(m: list[dict[str, Any]], corpora: list[str]) -> list[str]:
+    lines = ["### Clean store: share of documents flagged (%), all default detectors, PII/secrets apart", "",
+             "Worst corpus in bold per column. *all* = a document named by any finding at that severity or above of "
+             "a default detector other than pii/secrets; one column per detector that flagged anything.", ""]
+    names = [f"{c} ({mm['clean']:,})" for c, mm in zip(corpora, m, strict=True)]
+    for label in LEVELS:
+        detectors = sorted({d for mm in m for d in mm["by_detector"][label]} - SENSITIVE)
+        columns = [_bold_worst([_rate(mm["all"][label], mm["clean"]) for mm in m], True)]
+        columns += [_bold_worst([_rate(mm["by_detector"][label].get(d, 0), mm["clean"]) for mm in m], True)
+                    for d in detectors]
+        columns.append(_bold_worst([_rate(mm["sensitive"][label], mm["clean"]) for mm in m], True))
+        lines += [f"**{label}**", "", *_render(["corpus (documents)", "all", *detectors, "pii/secrets"], names,
+                                               columns), ""]
+        pooled = _rate(sum(mm["all"][label] for mm in m), sum(mm["clean"] for mm in m))[1]
+        new = [mm for c, mm in zip(corpora, m, strict=True) if c in NEW_CORPORA]
+        new_rate = _rate(sum(mm["all"][label] for mm in new), sum(mm["clean"] for mm in new))[1]
+        lines += [f"Pooled: {pooled}% of {sum(mm['clean'] for mm in m):,} documents"
+                  + (f"; the five new look-alike corpora: {new_rate}% of {sum(mm['clean'] for mm in new):,}"
+                     if new else "") + ".", ""]
+    lines += ["Rules behind the clean-store findings at LOW+ (documents per rule and severity; collection-level "
+              "findings apart):", ""]
+    for c, mm in zip(corpora, m, strict=True):
+        rules = ", ".join(f"{r} {k}" for r, k in sorted(mm["rules"].items(), key=lambda x: -x[1])) or "none"
+        coll = mm["collection_findings"]
+        lines.append(f"- {c}: {rules}" + (f"; collection-level: {dict(coll)}" if coll else ""))
+    return [*lines, ""]
+
+
+def attack_table(m: list[dict[str, Any]], corpora: list[str]) -> list[str]:
+    header = ["corpus", *[f"{cls} LOW+ / MED+ (n)" for cls in ATTACK_CLASSES], "clean FPR % LOW+", "MEDIUM+", "HIGH"]
+    return ["### Attack store: recall per planted class (LOW+ / MEDIUM+) and the clean FPR of the same store", "",
+            "A planted point counts when any finding (any detector, PII/secrets included) names it. Worst corpus in "
+            "bold (lowest recall, highest FPR); n = planted points per store. The FPR counts the store's untouched "
+            "documents, PII/secrets aside.", "",
+            *_render(header, corpora, _recall_columns(m, ATTACK_CLASSES, frozenset()) + _fpr_columns(m)), ""]
+
+
+def tenancy_table(m: list[dict[str, Any]], docs: list[dict[str, Any]], corpora: list[str]) -> list[str]:
+    tenancy_detectors = frozenset({"cross-tenant-copy", "misfiled", "tenant-label", "tenant-marker"})
+    tenancy_only = [_rate(len(flagged_points(d["findings"], Severity.LOW, tenancy_detectors)
+                              & {str(i) for i in d["truth"]["clean"]}), mm["clean"])
+                    for d, mm in zip(docs, m, strict=True)]
+    columns = [*_recall_columns(m, TENANCY_CLASSES, frozenset({"misfiled"})), *_fpr_columns(m),
+               _bold_worst(tenancy_only, True)]
+    header = ["corpus", *[f"{cls} LOW+ / MED+ (n)" for cls in TENANCY_CLASSES], "clean FPR % LOW+", "MEDIUM+",
+              "HIGH", "tenancy rules alone, LOW+ %"]
+    return ["### Tenancy store: four same-distribution tenants, red-team tenancy plants", "",
+            f"Tenants: {N_TENANTS}, by a hash of each document's family (its `group`, joined with every document at "
+            f"cosine >= {FAMILY_COSINE}, or at cosine >= {FAMILY_LEXICAL_COSINE} sharing >= {FAMILY_CONTAINMENT:.0%} "
+            "of the shorter text's word 3-grams), so no tenant differs from another and no clean document has a "
+            "copy in another tenant. Plants from `auditor.redteam.generators.tenancy_plan` (~1% each): copies of a "
+            "document into another tenant (exact or minus its last sentence), misfiled (tenant relabelled), "
+            "unlabeled (tenant field removed). Misfiled plants move a document between tenants no model can tell "
+            "apart: their recall is expected to stay ~0 (bold marks the *highest*), and the figure that matters is "
+            "the FPR (issue 17 item 6). The FPR leaves out the families of planted documents.", "",
+            *_render(header, corpora, columns), ""]
 
 
 def report(out: Path, corpora: list[str]) -> list[str]:
     docs = {(c, s): json.loads((out / c / f"{s}.scan.json").read_text(encoding="utf-8"))
             for c in corpora for s in ("clean", "attack", "tenancy") if (out / c / f"{s}.scan.json").exists()}
-    corpora = [c for c in corpora if (c, "clean") in docs]
-    if not corpora:
-        return ["no scan documents under " + str(out)]
+    if not docs:
+        return [f"no scan documents under {out}"]
     m = {key: store_measures(doc) for key, doc in docs.items()}
-    first = docs[(corpora[0], "clean")]["bench"]
+    first = next(iter(docs.values()))["bench"]
     lines = [f"Stores: at most {first['max_docs']:,} documents per corpus (seeded sample, seed {first['seed']}); "
-             f"--embed-sample {first['embed_sample'] or 'default'}; detectors (CLI default set): "
+             f"--embed-sample {first['embed_sample'] or 'default'}; detectors (the CLI's default set): "
              + ", ".join(first["detectors"]) + ".", ""]
-    lines += ["### Clean store: share of documents flagged (%), all default detectors, PII/secrets apart", "",
-              "Worst corpus in bold per column. *all* = a document named by any finding of a default detector other "
-              "than pii/secrets.", ""]
-    for label in LEVELS:
-        detectors = sorted({d for c in corpora for d, k in m[(c, "clean")]["by_detector"][label].items() if k})
-        header = ["corpus (documents)", "all", *detectors, "pii/secrets"]
-        cols: list[list[tuple[float, str]]] = []
-        rows = [(m[(c, "clean")]["clean"], m[(c, "clean")]) for c in corpora]
-        cols.append([(k / n, _pct(k, n)) for n, mm in rows for k in [mm["all"][label]]])
-        for det in detectors:
-            cols.append([(k / n, _pct(k, n)) for n, mm in rows for k in [mm["by_detector"][label].get(det, 0)]])
-        cols.append([(k / n, _pct(k, n)) for n, mm in rows for k in [mm["sensitive"][label]]])
-        names = [f"{c} ({n:,})" for c, (n, _) in zip(corpora, rows, strict=True)]
-        lines += [f"**{label}**", "", *_table(header, cols, names, worst_is_max=True), ""]
-        total_n = sum(n for n, _ in rows)
-        total_k = sum(mm["all"][label] for _, mm in rows)
-        new = [(n, mm) for c, (n, mm) in zip(corpora, rows, strict=True) if c in NEW_CORPORA]
-        lines.append(f"Pooled: {_pct(total_k, total_n)}% of {total_n:,} documents"
-                     + (f"; the new look-alike corpora pooled: {_pct(sum(mm['all'][label] for _, mm in new), sum(n for n, _ in new))}% "
-                        f"of {sum(n for n, _ in new):,}" if new else "") + ".")
-        lines.append("")
-    lines += ["Rules behind the clean-store findings at LOW+ (documents, rule and severity):", ""]
-    for c in corpora:
-        rules = m[(c, "clean")]["rules"]
-        coll = m[(c, "clean")]["collection_findings"]
-        lines.append(f"- {c}: " + (", ".join(f"{r} {k}" for r, k in sorted(rules.items(), key=lambda x: -x[1]))
-                                   or "none")
-                     + (f"; collection-level: {dict(coll)}" if coll else ""))
-    lines += ["", "### Attack store: recall per planted class (LOW+ / MEDIUM+) and the clean FPR of the same store",
-              "", "A planted point counts when any finding (any detector) names it. Worst corpus in bold "
-              "(lowest recall, highest FPR). n = planted points per store.", ""]
-    att = [c for c in corpora if (c, "attack") in m]
-    header = ["corpus", *[f"{cls} LOW+ / MED+ (n)" for cls in ATTACK_CLASSES], "clean FPR % LOW+", "MEDIUM+", "HIGH"]
-    cols = []
-    for cls in ATTACK_CLASSES:
-        for label in ("LOW+", "MEDIUM+"):
-            cols.append([(k / n if n else np.nan, f"{k / n:.2f}" if n else "-")
-                         for c in att for k, n in [m[(c, "attack")]["recall"][cls][label]]])
-    merged = []
-    for j in range(len(ATTACK_CLASSES)):
-        low, med = _bold_worst(cols[2 * j], False), _bold_worst(cols[2 * j + 1], False)
-        merged.append([f"{a} / {b} ({m[(c, 'attack')]['recall'][ATTACK_CLASSES[j]]['LOW+'][1]})"
-                       for a, b, c in zip(low, med, att, strict=True)])
-    fpr_cols = [_bold_worst([(mm["all"][label] / mm["clean"], _pct(mm["all"][label], mm["clean"]))
-                             for c in att for mm in [m[(c, "attack")]]], True) for label in LEVELS]
-    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for r, c in enumerate(att):
-        lines.append(f"| {c} | " + " | ".join(col[r] for col in merged + fpr_cols) + " |")
-    lines += ["", "### Tenancy store: four same-distribution tenants (hash of `group`), red-team tenancy plants", "",
-              "Recall per plant (LOW+ / MEDIUM+) and the FPR on the untouched documents. Misfiled plants move a "
-              "document between tenants that no model can tell apart: recall there is expected to stay ~0 and the "
-              "figure that matters is the FPR (issue 17 item 6).", ""]
-    ten = [c for c in corpora if (c, "tenancy") in m]
-    header = ["corpus", *[f"{cls} LOW+ / MED+ (n)" for cls in TENANCY_CLASSES], "clean FPR % LOW+", "MEDIUM+",
-              "HIGH", "tenancy rules LOW+ %"]
-    cols = []
-    for cls in TENANCY_CLASSES:
-        pair = []
-        for label in ("LOW+", "MEDIUM+"):
-            pair.append(_bold_worst([(k / n if n else np.nan, f"{k / n:.2f}" if n else "-")
-                                     for c in ten for k, n in [m[(c, "tenancy")]["recall"][cls][label]]],
-                                    cls == "misfiled"))
-        cols.append([f"{a} / {b} ({m[(c, 'tenancy')]['recall'][cls]['LOW+'][1]})"
-                     for a, b, c in zip(*pair, ten, strict=True)])
-    for label in LEVELS:
-        cols.append(_bold_worst([(mm["all"][label] / mm["clean"], _pct(mm["all"][label], mm["clean"]))
-                                 for c in ten for mm in [m[(c, "tenancy")]]], True))
-    tenancy_detectors = frozenset({"cross-tenant-copy", "misfiled", "tenant-label", "tenant-marker"})
-    tcol = []
-    for c in ten:
-        doc, mm = docs[(c, "tenancy")], m[(c, "tenancy")]
-        k = len(flagged_points(doc["findings"], Severity.LOW, tenancy_detectors) & {str(i) for i in doc["truth"]["clean"]})
-        tcol.append((k / mm["clean"], _pct(k, mm["clean"])))
-    cols.append(_bold_worst(tcol, True))
-    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for r, c in enumerate(ten):
-        lines.append(f"| {c} | " + " | ".join(col[r] for col in cols) + " |")
+    for store, render in (("clean", clean_tables), ("attack", attack_table)):
+        have = [c for c in corpora if (c, store) in m]
+        if have:
+            lines += render([m[(c, store)] for c in have], have)
+    have = [c for c in corpora if (c, "tenancy") in m]
+    if have:
+        lines += tenancy_table([m[(c, "tenancy")] for c in have], [docs[(c, "tenancy")] for c in have], have)
     seconds = sum(d["bench"]["seconds"] for d in docs.values())
     loads = [x for d in docs.values() for x in (d["bench"]["load_before"], d["bench"]["load_after"])]
-    lines += ["", f"Scans: {len(docs)} stores, {seconds / 60:.1f} min of scanning in all; 1-minute load average "
-              f"around the scans {min(loads):.1f}-{max(loads):.1f} (mean {np.mean(loads):.1f}).", ""]
-    statuses = Counter(d["bench"]["status"] for d in docs.values())
-    if set(statuses) != {"completed"}:
-        lines += [f"Scan statuses: {dict(statuses)} — " + "; ".join(
-            f"{c}/{s}: {d['bench']['error']}" for (c, s), d in docs.items() if d["bench"]["status"] != "completed"), ""]
+    lines += [f"Scans: {len(docs)} stores, {seconds / 60:.1f} min of scanning in all (slowest "
+              + ", ".join(f"{c}/{s} {d['bench']['seconds']:.0f} s" for (c, s), d in
+                          sorted(docs.items(), key=lambda x: -x[1]["bench"]["seconds"])[:3])
+              + f"); 1-minute load average around the scans {min(loads):.1f}-{max(loads):.1f} "
+              f"(mean {np.mean(loads):.1f}).", ""]
+    failed = {key: d["bench"] for key, d in docs.items() if d["bench"]["status"] != "completed"}
+    if failed:
+        lines += ["Incomplete scans: " + "; ".join(f"{c}/{s}: {b['status']} {b['error']}"
+                                                   for (c, s), b in failed.items()), ""]
     return lines
 
 
-def machine() -> str:
+def source_label() -> str:
+    """The code this run scanned with: git HEAD of this checkout, marked when its scanning code is uncommitted."""
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True,
+                                  check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return f"{ROOT} (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "auditor", "detectors", "connectors")
+    return f"{ROOT} at {commit}" + (" with uncommitted changes in auditor/detectors/connectors" if dirty else "")
+
+
+def machine(source: str) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip() or "not a git checkout"
-    except OSError:
-        commit = "unknown"
     import torch
 
-    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
-            f"source {ROOT} at {commit}")
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}; "
+            f"code: {source}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/vecaudit-generalization"))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vecaudit-bench")
     ap.add_argument("--report-only", action="store_true", help="tables from the scan documents under --out")
+    ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
     args = ap.parse_args(argv)
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     unknown = sorted(set(corpora) - set(ALL_CORPORA))
@@ -429,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             run_corpus(corpus, args, embed)
     wall = time.time() - started
     lines = [f"## Generalization of the default scan — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"Machine: {machine()}. Load average at start {load_start[0]:.1f} / {load_start[1]:.1f} / "
-             f"{load_start[2]:.1f}, at end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
+             f"Machine: {machine(args.source or source_label())}. Load average at start "
+             f"{' / '.join(f'{x:.1f}' for x in load_start)}, at end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
              + ("" if args.report_only else f"; wall time {wall / 60:.1f} min (embedding, store writing, scans)")
              + ".", "", *report(args.out, corpora)]
     print("\n".join(lines))
