@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -21,6 +22,15 @@ import numpy as np
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from auditor.backupcrypt import (
+    HOW_TO_SET,
+    KEY_ENV,
+    KEY_FILE_ENV,
+    BackupKeys,
+    is_encrypted,
+    is_purged,
+    purged,
+)
 from auditor.connector import Connector
 from auditor.errors import ConfigError, ConnectorError, LedgerError, QuarantineError, VecauditError
 from auditor.findings import parse_point_id, point_key
@@ -85,7 +95,7 @@ def encode_point(point: StoredPoint) -> dict[str, Any]:
 
 
 def decode_point(doc: dict[str, Any]) -> StoredPoint:
-    """The exact point a backup holds (vectors as Python floats of the float32 values)."""
+    """The exact point a format-1 backup document holds (vectors as Python floats of the float32 values)."""
     vectors = {
         name: np.frombuffer(base64.b64decode(v["f32le"]), dtype="<f4").astype(np.float32).tolist()
         for name, v in doc["vectors"].items()
@@ -95,14 +105,41 @@ def decode_point(doc: dict[str, Any]) -> StoredPoint:
 
 def vectors_equal(a: StoredPoint, b: StoredPoint) -> bool:
     """Every named vector present in both with identical float32 bits."""
-    if set(a.vectors) != set(b.vectors):
-        return False
-    for name, values in a.vectors.items():
-        x = np.ascontiguousarray(values, dtype="<f4").tobytes()
-        y = np.ascontiguousarray(b.vectors[name], dtype="<f4").tobytes()
-        if x != y:
-            return False
-    return True
+    return not vector_differences(a, b)
+
+
+def vector_differences(got: StoredPoint, want: StoredPoint) -> dict[str, int | None]:
+    """Per vector name where ``got`` differs from ``want``: the largest distance in float32 ulps, or None when
+    the vector is missing, has another length, or a NaN changed (no ulp distance exists)."""
+    out: dict[str, int | None] = {}
+    for name in set(got.vectors) | set(want.vectors):
+        if name not in got.vectors or name not in want.vectors:
+            out[name] = None
+            continue
+        x = np.ascontiguousarray(got.vectors[name], dtype="<f4")
+        y = np.ascontiguousarray(want.vectors[name], dtype="<f4")
+        if x.tobytes() == y.tobytes():
+            continue
+        if x.shape != y.shape or bool(np.any(np.isnan(x) | np.isnan(y))):
+            out[name] = None
+            continue
+        out[name] = int(np.max(np.abs(_ordered_bits(x) - _ordered_bits(y))))
+    return out
+
+
+def _ordered_bits(values: np.ndarray) -> np.ndarray:
+    """float32 bit patterns on one integer line where neighbouring floats differ by 1 (-0.0 one below 0.0)."""
+    bits = values.view("<i4").astype(np.int64)
+    return np.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+
+
+def describe_differences(point_id: PointId, diffs: dict[str, int | None], where: str) -> str:
+    """A note naming each altered vector and by how much, e.g. ``point 7: vector up to 2 ulp off ...``."""
+    parts = []
+    for name, ulp in sorted(diffs.items()):
+        label = f"vector {name!r}" if name else "vector"
+        parts.append(f"{label} {'changed' if ulp is None else f'up to {ulp} ulp off'}")
+    return f"point {point_id}: {', '.join(parts)} in {where} after reopening the store (the ledger backup is exact)"
 
 
 def without_flag(payload: dict[str, Any], flag_field: str) -> dict[str, Any]:
@@ -419,9 +456,98 @@ def fingerprint_drift(session: Session, action: QuarantineActionRow, point: Stor
     return f"its {' and '.join(changed)} changed since scan {version.scan_id} (rescan and review, or --force)"
 
 
+# -- sensitive content ----------------------------------------------------------------------------------------
+def masking_detectors() -> list[str]:
+    """Entry-point names of the registered detectors that find secrets and personal data (``TextMasker``)."""
+    from auditor.masking import TextMasker
+    from auditor.registry import detector_classes
+
+    return sorted(
+        name for name, cls in detector_classes().items() if isinstance(cls, type) and issubclass(cls, TextMasker)
+    )
+
+
+def payload_strings(value: Any) -> list[str]:
+    """Every string of a JSON-like payload, keys included, nested values included."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            out.extend(str(k) for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return out
+
+
+def payload_is_sensitive(payload: Any) -> bool:
+    """Whether a string of ``payload`` holds a value the registered secret/PII scanners find. Fails closed: True
+    when no scanner is installed or one fails, since the answer decides whether a backup may be kept in clear."""
+    from auditor.masking import text_maskers
+
+    try:
+        maskers = text_maskers()
+        if not maskers:
+            return True
+        return any(m.masked_spans(text) for text in payload_strings(payload) for m in maskers)
+    except Exception as e:
+        log.warning("the secret scan of a payload failed (%s); treating the payload as sensitive", type(e).__name__)
+        return True
+
+
+def sensitive_reason(session: Session, collection_id: int, key: str, payload: Any | None) -> str | None:
+    """Why a point's backup must not be kept in clear: a secret/PII finding on it in the ledger, or such a value
+    in its payload now; None when neither."""
+    rules = sorted(
+        set(
+            session.scalars(
+                select(FindingRow.rule_id).where(
+                    FindingRow.collection_id == collection_id,
+                    FindingRow.point_key == key,
+                    FindingRow.detector.in_(masking_detectors()),
+                )
+            )
+        )
+    )
+    if rules:
+        return f"finding {'/'.join(rules)}"
+    if payload is not None and payload_is_sensitive(payload):
+        return "a secret or personal value in its payload"
+    return None
+
+
 # -- the state machine --------------------------------------------------------------------------------------
+@dataclass
+class _Written:
+    """An action whose store writes are done: it is verified by reading the store back after reopening it,
+    then marked ``final`` (applied, released or rolled_back)."""
+
+    action: QuarantineActionRow
+    original: StoredPoint
+    token: str
+    final: str
+    collection: str
+    holder: str | None = None  # the collection that now holds the point; None for the audited one
+    notes: list[str] = field(default_factory=list)
+
+
+class _FromEnv:
+    """Default of ``Quarantine(keys=...)``: the keys set in the environment."""
+
+
+FROM_ENV = _FromEnv()
+
+
 class Quarantine:
-    """Runs quarantine actions against one ledger; a connector per collection from ``connector_factory``."""
+    """Runs quarantine actions against one ledger; a connector per collection from ``connector_factory``.
+
+    ``keys``: the backup keys (:class:`~auditor.backupcrypt.BackupKeys`); by default those in the environment
+    (``VECAUDIT_QUARANTINE_KEY`` / ``VECAUDIT_QUARANTINE_KEY_FILE``), None for none. With keys every backup is
+    encrypted; without, a point holding a secret or personal data is refused and the others are kept in clear.
+    """
 
     def __init__(
         self,
@@ -430,32 +556,112 @@ class Quarantine:
         actor: str | None = None,
         connector_factory: ConnectorFactory | None = None,
         source: str | None = None,
+        keys: BackupKeys | _FromEnv | None = FROM_ENV,
     ) -> None:
         self.ledger = ledger
         self.actor = actor or whoami()
         self.factory = connector_factory or _default_factory(source)
+        self.keys = BackupKeys.from_env() if isinstance(keys, _FromEnv) else keys
+        #: Run-level warnings for the user (a backup kept in clear), each said once.
+        self.warnings: list[str] = []
+
+    # -- backups ----------------------------------------------------------------------------------------
+    def _backup_doc(self, point: StoredPoint) -> dict[str, Any]:
+        """The ledger form of a backup: encrypted when a key is set, else in clear (with a warning once)."""
+        doc = encode_point(point)
+        if self.keys is not None:
+            return self.keys.seal(doc)
+        if not self.warnings:
+            self.warnings.append(f"quarantine backups are kept in clear in the ledger (no key set): {HOW_TO_SET}")
+            log.warning("%s", self.warnings[-1])
+        return doc
+
+    def _original(self, action: QuarantineActionRow) -> StoredPoint:
+        """The exact point the action's backup holds (decrypted when it is encrypted)."""
+        doc = action.backup
+        if doc is None:
+            raise QuarantineError(f"quarantine action {action.id} holds no backup")
+        if is_purged(doc):
+            raise QuarantineError(
+                f"the backup of quarantine action {action.id} was purged after its release",
+                hint="the ledger keeps its hashes only; nothing to restore",
+            )
+        if is_encrypted(doc):
+            if self.keys is None:
+                raise ConfigError(
+                    f"the backup of quarantine action {action.id} is encrypted (key {doc.get('key_id')}) and no key "
+                    "is set",
+                    hint=f"set {KEY_ENV} or {KEY_FILE_ENV} to that key",
+                )
+            doc = self.keys.open(doc, action_id=action.id)
+        return decode_point(doc)
+
+    def check_backups(self, action_ids: Sequence[int]) -> None:
+        """Open every backup the actions hold before anything is touched, so a missing or wrong key stops the run
+        with one error while store and ledger stay unchanged."""
+        with self.ledger.session() as s:
+            rows = list(s.scalars(select(QuarantineActionRow).where(QuarantineActionRow.id.in_(list(action_ids)))))
+            for r in rows:
+                s.expunge(r)
+        for r in rows:
+            if r.backup is not None and not is_purged(r.backup):
+                self._original(r)
 
     # -- apply ------------------------------------------------------------------------------------------
     def apply(self, items: Sequence[PlanItem], *, force: bool = False, dry_run: bool = False) -> list[Outcome]:
-        """Quarantine each planned point (skipped items are reported, not touched)."""
-        outcomes: list[Outcome] = []
+        """Quarantine each planned point (skipped items are reported, not touched).
+
+        Every refusal that concerns the whole run (a mode the store lacks; without a backup key, a point holding
+        a secret or personal data) is raised before the first write."""
         groups: dict[int, list[PlanItem]] = {}
         for item in items:
-            if item.skip:
-                outcomes.append(
-                    Outcome(item.point_id, item.collection, item.existing_action, "skipped", item.skip, ok=True)
-                )
-            else:
+            if not item.skip:
                 groups.setdefault(item.collection_id, []).append(item)
-        for collection_id, group in groups.items():
-            with self._connector(collection_id) as connector:
-                _check_capability(connector, group[0].mode)
+        done: dict[int, Outcome] = {}
+        with ExitStack() as stack:
+            connectors = {cid: stack.enter_context(self._connector(cid)) for cid in groups}
+            for cid, group in groups.items():
+                _check_capability(connectors[cid], group[0].mode)
+                if not dry_run and self.keys is None:
+                    self._refuse_sensitive(connectors[cid], group)
+            for cid, group in groups.items():
+                connector = connectors[cid]
+                written: list[tuple[int, _Written]] = []
                 for item in group:
-                    if dry_run:
-                        outcomes.append(self._dry_run(connector, item, force))
+                    result = (
+                        self._dry_run(connector, item, force) if dry_run else self._apply_one(connector, item, force)
+                    )
+                    if isinstance(result, _Written):
+                        written.append((id(item), result))
                     else:
-                        outcomes.append(self._apply_one(connector, item, force))
-        return outcomes
+                        done[id(item)] = result
+                finished = self._finish(connector, [w for _, w in written])
+                done.update(zip([key for key, _ in written], finished, strict=True))
+        return [
+            done[id(item)]
+            if not item.skip
+            else Outcome(item.point_id, item.collection, item.existing_action, "skipped", item.skip, ok=True)
+            for item in items
+        ]
+
+    def _refuse_sensitive(self, connector: Connector, group: Sequence[PlanItem]) -> None:
+        """ConfigError naming the points whose backup would put a secret or personal data into the ledger."""
+        found = {point_key(p.id): p for p in connector.fetch([i.point_id for i in group])}
+        refused = []
+        with self.ledger.session() as s:
+            for item in group:
+                point = found.get(item.point_key)
+                why = sensitive_reason(s, item.collection_id, item.point_key, point.payload if point else None)
+                if why:
+                    refused.append(f"{item.point_id} ({why})")
+        if refused:
+            more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+            raise ConfigError(
+                f"no backup key is set and point(s) {', '.join(refused[:5])}{more} of {group[0].collection!r} hold "
+                "secrets or personal data, whose backups must not be kept in clear in the ledger; nothing was "
+                "changed",
+                hint=HOW_TO_SET,
+            )
 
     def _connector(self, collection_id: int) -> Connector:
         with self.ledger.session() as s:
@@ -472,8 +678,12 @@ class Quarantine:
         probe = QuarantineActionRow(collection_id=item.collection_id, point_key=item.point_key)
         with self.ledger.session() as s:
             drift = fingerprint_drift(s, probe, found[0], item.last_scan_id)
+            sensitive = None if self.keys else sensitive_reason(s, item.collection_id, item.point_key, found[0].payload)
         if drift and not force:
             return Outcome(item.point_id, item.collection, None, "dry-run", f"would refuse: {drift}", ok=False)
+        if sensitive:
+            why = f"would refuse: it holds {sensitive} and no backup key is set ({HOW_TO_SET})"
+            return Outcome(item.point_id, item.collection, None, "dry-run", why, ok=False)
         return Outcome(item.point_id, item.collection, None, "dry-run", f"would {item.change}")
 
     def _claim(self, item: PlanItem, token: str) -> tuple[int | None, str | None]:
@@ -535,7 +745,7 @@ class Quarantine:
                 return active_id, None
         return None, f"action {active_id} is in progress in another run (lock {lock})"
 
-    def _apply_one(self, connector: Connector, item: PlanItem, force: bool) -> Outcome:
+    def _apply_one(self, connector: Connector, item: PlanItem, force: bool) -> Outcome | _Written:
         token = new_lock_token()
         action_id, why_not = self._claim(item, token)
         if action_id is None:
@@ -571,7 +781,9 @@ class Quarantine:
                     hint="see `vecaudit quarantine list`",
                 )
 
-    def _drive_apply(self, connector: Connector, action_id: int, token: str, *, force: bool, scan_id: int) -> Outcome:
+    def _drive_apply(
+        self, connector: Connector, action_id: int, token: str, *, force: bool, scan_id: int
+    ) -> Outcome | _Written:
         action = self._load(action_id)
         pid = _point_id(action.point_key)
         coll = connector.collection or ""
@@ -583,11 +795,17 @@ class Quarantine:
             point = found[0]
             with self.ledger.session() as s:
                 drift = fingerprint_drift(s, action, point, scan_id)
-            if drift and not force:
-                msg = f"refused: {drift}"
-                self._set(action_id, token, state="failed", lock_token=None, error=msg)
-                return Outcome(pid, coll, action_id, "failed", msg + "; nothing applied", ok=False)
-            backup = encode_point(point)
+                sensitive = (
+                    None if self.keys else sensitive_reason(s, action.collection_id, action.point_key, point.payload)
+                )
+            refusal = f"refused: {drift}" if drift and not force else None
+            if refusal is None and sensitive:
+                # the run-level check passed, so the point changed since: still never a secret in clear
+                refusal = f"refused: the point holds {sensitive} and no backup key is set ({HOW_TO_SET})"
+            if refusal:
+                self._set(action_id, token, state="failed", lock_token=None, error=refusal)
+                return Outcome(pid, coll, action_id, "failed", refusal + "; nothing applied", ok=False)
+            backup = self._backup_doc(point)
             vector_name = connector.vector or ""
             vec = point.vectors.get(vector_name)
             text_field = self._text_field(scan_id)
@@ -601,25 +819,13 @@ class Quarantine:
             action = self._load(action_id)
         if action.state != "backed_up":
             raise QuarantineError(f"quarantine action {action_id} is {action.state}, cannot apply")
-        assert action.backup is not None
-        original = decode_point(action.backup)
+        original = self._original(action)
         try:
-            notes = self._write_quarantine(connector, action, original)
+            self._write_quarantine(connector, action, original)
         except ConnectorError as e:
             return self._undo_failed_apply(connector, action, original, token, e)
-        with self.ledger.session() as s:
-            result = s.execute(
-                update(QuarantineActionRow)
-                .where(QuarantineActionRow.id == action_id, QuarantineActionRow.lock_token == token)
-                .values(state="applied", applied_at=utcnow(), lock_token=None, error="; ".join(notes) or None)
-                .execution_options(synchronize_session=False)
-            )
-            if int(getattr(result, "rowcount", 0) or 0) != 1:
-                raise QuarantineError(f"quarantine action {action_id} was taken over by another run")
-            _set_findings(s, action.finding_ids, "quarantined", only_from=("open", "confirmed"))
-        _fault_point("apply:mark")
-        where = f"flagged {action.flag_field!r}" if action.mode == "tag" else f"moved to {action.target!r}"
-        return Outcome(pid, coll, action_id, "applied", where, notes=notes)
+        holder = (action.target or f"{coll}{QUARANTINE_SUFFIX}") if action.mode == "move" else None
+        return _Written(action, original, token, "applied", coll, holder)
 
     def _text_field(self, scan_id: int) -> str | None:
         with self.ledger.session() as s:
@@ -635,10 +841,9 @@ class Quarantine:
             "at": utcnow().isoformat(),
         }
 
-    def _write_quarantine(self, connector: Connector, action: QuarantineActionRow, original: StoredPoint) -> list[str]:
+    def _write_quarantine(self, connector: Connector, action: QuarantineActionRow, original: StoredPoint) -> None:
         """The store side of apply; idempotent, so an interrupted run just does it again."""
         flag = action.flag_field or DEFAULT_FLAG_FIELD
-        notes: list[str] = []
         if action.mode == "tag":
             live = connector.fetch([original.id])
             if not live:
@@ -648,22 +853,18 @@ class Quarantine:
                 )
             connector.set_payload([original.id], {flag: self._flag_value(action)})
             _fault_point("apply:tag")
-            return notes
+            return
         target = action.target or f"{connector.collection}{QUARANTINE_SUFFIX}"
         connector.ensure_collection_like(target)
         copy = connector.fetch_points([original.id], collection=target)
         if not copy or not _same_point(copy[0], original, flag):
             flagged = StoredPoint(original.id, original.vectors, {**original.payload, flag: self._flag_value(action)})
             connector.upsert_points([flagged], collection=target)
-            copy = connector.fetch_points([original.id], collection=target)
-            if not copy:
+            if not connector.fetch_points([original.id], collection=target):
                 raise ConnectorError(f"the copy of point {original.id} did not arrive in {target!r}")
-            if not vectors_equal(copy[0], original):
-                notes.append(f"the copy in {target} differs from the backup in the last bits (the backup is exact)")
         _fault_point("apply:copy")
         connector.delete_points([original.id])
         _fault_point("apply:delete")
-        return notes
 
     def _undo_failed_apply(
         self, connector: Connector, action: QuarantineActionRow, original: StoredPoint, token: str, error: Exception
@@ -689,19 +890,28 @@ class Quarantine:
         return Outcome(pid, coll, action.id, "failed", f"store refused the write: {error}; nothing applied", ok=False)
 
     # -- release ----------------------------------------------------------------------------------------
+    # -- release ----------------------------------------------------------------------------------------
     def release(
-        self, action_ids: Sequence[int] = (), *, point: str | None = None, force: bool = False
+        self,
+        action_ids: Sequence[int] = (),
+        *,
+        point: str | None = None,
+        force: bool = False,
+        purge_backup: bool = False,
     ) -> list[Outcome]:
-        """Restore quarantined points bit-exactly from their ledger backups."""
+        """Restore quarantined points bit-exactly from their ledger backups, verified by reading them back after
+        reopening the store. ``purge_backup`` then erases each backup the store gave back bit for bit (hashes
+        stay); it also purges an action released earlier whose live point still equals its backup (any, with
+        ``force``)."""
         ids = list(action_ids)
+        releasable = ("applied", "releasing", "released") if purge_backup else ("applied", "releasing")
         with self.ledger.session() as s:
             if point is not None:
                 keys = [point_key(c) for c in parse_point_id(point)]
                 ids += list(
                     s.scalars(
                         select(QuarantineActionRow.id).where(
-                            QuarantineActionRow.point_key.in_(keys),
-                            QuarantineActionRow.state.in_(("applied", "releasing")),
+                            QuarantineActionRow.point_key.in_(keys), QuarantineActionRow.state.in_(releasable)
                         )
                     )
                 )
@@ -713,17 +923,24 @@ class Quarantine:
             missing = set(ids) - set(rows)
             if missing:
                 raise ConfigError(f"no quarantine action {', '.join(map(str, sorted(missing)))}")
-            plan_ = [(r.id, r.collection_id, r.state, r.point_key) for r in rows.values()]
+            plan_ = [(r.id, r.collection_id, r.state, r.point_key, is_purged(r.backup)) for r in rows.values()]
         outcomes = []
         by_collection: dict[int, list[tuple[int, str, str]]] = {}
-        for aid, cid, state, key in sorted(plan_):
-            if state not in ("applied", "releasing"):
-                outcomes.append(Outcome(_point_id(key), "", aid, state, f"action {aid} is {state}, not applied"))
+        for aid, cid, state, key, gone in sorted(plan_):
+            if state not in releasable or (state == "released" and gone):
+                why = "its backup is already purged" if state in releasable else f"action {aid} is {state}, not applied"
+                outcomes.append(Outcome(_point_id(key), "", aid, state, why))
                 continue
             by_collection.setdefault(cid, []).append((aid, state, key))
+        self.check_backups([aid for group in by_collection.values() for aid, _, _ in group])
         for cid, group in by_collection.items():
             with self._connector(cid) as connector:
+                written: list[_Written] = []
+                released_before: list[int] = []
                 for aid, state, key in group:
+                    if state == "released":
+                        released_before.append(aid)
+                        continue
                     token = new_lock_token()
                     taken = _retry_locked(partial(self._claim_release, aid, state, token))
                     if not taken:
@@ -739,7 +956,13 @@ class Quarantine:
                         )
                         continue
                     _fault_point("release:claim")
-                    outcomes.append(self._drive_release(connector, aid, token, force=force))
+                    result = self._drive_release(connector, aid, token, force=force)
+                    if isinstance(result, _Written):
+                        written.append(result)
+                    else:
+                        outcomes.append(result)
+                outcomes.extend(self._finish(connector, written, purge_backup=purge_backup))
+                outcomes.extend(self._purge_released(connector, released_before, force=force))
         return outcomes
 
     def _claim_release(self, action_id: int, state: str, token: str) -> bool:
@@ -757,10 +980,9 @@ class Quarantine:
             )
             return True
 
-    def _drive_release(self, connector: Connector, action_id: int, token: str, *, force: bool) -> Outcome:
+    def _drive_release(self, connector: Connector, action_id: int, token: str, *, force: bool) -> Outcome | _Written:
         action = self._load(action_id)
-        assert action.backup is not None
-        original = decode_point(action.backup)
+        original = self._original(action)
         flag = action.flag_field or DEFAULT_FLAG_FIELD
         coll = connector.collection or ""
         if action.mode == "tag" and not force:
@@ -778,7 +1000,7 @@ class Quarantine:
                     ok=False,
                 )
         try:
-            notes = self._restore_live(connector, action, original)
+            self._restore_live(connector, action, original)
             _fault_point("release:restore")
             if action.mode == "move" and action.target and connector.collection_exists(action.target):
                 connector.delete_points([original.id], collection=action.target)
@@ -786,43 +1008,126 @@ class Quarantine:
         except VecauditError as e:
             self._set(action_id, token, lock_token=None, error=f"release interrupted: {e}")
             return Outcome(original.id, coll, action_id, "releasing", f"release failed: {e} (re-run it)", ok=False)
-        with self.ledger.session() as s:
-            result = s.execute(
-                update(QuarantineActionRow)
-                .where(QuarantineActionRow.id == action_id, QuarantineActionRow.lock_token == token)
-                .values(
-                    state="released",
-                    released_by=self.actor,
-                    released_at=utcnow(),
-                    lock_token=None,
-                    error="; ".join(notes) or None,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if int(getattr(result, "rowcount", 0) or 0) != 1:
-                raise QuarantineError(f"quarantine action {action_id} was taken over by another run")
-            _set_findings(s, action.finding_ids, "confirmed", only_from=("quarantined",))
-        _fault_point("release:mark")
-        return Outcome(original.id, coll, action_id, "released", "restored from the ledger backup", notes=notes)
+        return _Written(action, original, token, "released", coll)
 
-    def _restore_live(self, connector: Connector, action: QuarantineActionRow, original: StoredPoint) -> list[str]:
-        """Make the live collection hold exactly the backed-up point (idempotent); notes any bit it cannot."""
+    def _restore_live(self, connector: Connector, action: QuarantineActionRow, original: StoredPoint) -> None:
+        """Make the live collection hold the backed-up point (idempotent). The original bits are written as they
+        are: a store that keeps vectors as written gives them back exactly once reopened (Qdrant local mode
+        normalises only its in-memory copy of a Cosine vector); :meth:`_finish` reads them back and notes any
+        store that altered them."""
         live = connector.fetch([original.id])
         if action.mode == "tag" and live and vectors_equal(live[0], original):
             if live[0].payload != original.payload:
                 connector.overwrite_payload([original.id], original.payload)
-            return []
+            return
         if live and vectors_equal(live[0], original) and live[0].payload == original.payload:
-            return []
+            return
         connector.upsert_points([original])
-        back = connector.fetch([original.id])
-        if not back:
+        if not connector.fetch([original.id]):
             raise ConnectorError(f"point {original.id} did not reappear in {connector.collection!r}")
-        if back[0].payload != original.payload:
-            raise ConnectorError(f"point {original.id} came back with a different payload")
-        if not vectors_equal(back[0], original):
-            return [f"point {original.id}: the store altered restored vectors in the last bits (backup kept)"]
-        return []
+
+    # -- verification after reopening, and the final mark -------------------------------------------------
+    def _finish(
+        self, connector: Connector, written: Sequence[_Written], *, purge_backup: bool = False
+    ) -> list[Outcome]:
+        """Read every written point back from a reopened store, then mark each action: the outcome notes every
+        vector the store did not give back bit for bit (with its ulp distance)."""
+        if not written:
+            return []
+        found = self._reread(connector, [(w.holder, w.original.id) for w in written])
+        return [self._mark(w, found.get((w.holder, point_key(w.original.id))), purge_backup) for w in written]
+
+    @staticmethod
+    def _reread(
+        connector: Connector, wanted: Sequence[tuple[str | None, PointId]]
+    ) -> dict[tuple[str | None, str], StoredPoint]:
+        """The points as a new client sees them: ``close()`` drops the client and every connector opens a new one
+        on first use (a store's in-process copy can differ from what it persisted, e.g. Qdrant local mode)."""
+        connector.close()
+        by_holder: dict[str | None, list[PointId]] = {}
+        for holder, pid in wanted:
+            by_holder.setdefault(holder, []).append(pid)
+        found = {}
+        for holder, ids in by_holder.items():
+            for p in connector.fetch_points(ids, collection=holder):
+                found[(holder, point_key(p.id))] = p
+        return found
+
+    def _mark(self, w: _Written, back: StoredPoint | None, purge_backup: bool) -> Outcome:
+        action, pid, flag = w.action, w.original.id, w.action.flag_field or DEFAULT_FLAG_FIELD
+        where = w.holder or w.collection
+        problem = None
+        if back is None:
+            problem = f"point {pid} is not in {where!r} after reopening the store"
+        elif w.final == "applied" and flag not in back.payload:
+            problem = f"point {pid} has no {flag!r} flag in {where!r} after reopening the store"
+        elif (without_flag(back.payload, flag) if w.final == "applied" else back.payload) != w.original.payload:
+            problem = f"point {pid} came back with another payload in {where!r}"
+        if problem:
+            self._set(action.id, w.token, lock_token=None, error=problem)
+            state = self._load(action.id).state
+            return Outcome(pid, w.collection, action.id, state, f"{problem} (re-run it)", ok=False)
+        assert back is not None
+        diffs = vector_differences(back, w.original)
+        notes = [*w.notes, describe_differences(pid, diffs, repr(where))] if diffs else list(w.notes)
+        values: dict[str, Any] = {"state": w.final, "lock_token": None, "error": "; ".join(notes) or None}
+        if w.final == "applied":
+            values["applied_at"] = utcnow()
+        elif w.final == "released":
+            values.update(released_by=self.actor, released_at=utcnow())
+            if purge_backup and not diffs:
+                values["backup"] = purged(action.backup or {}, by=self.actor, at=utcnow().isoformat())
+            elif purge_backup:
+                notes.append("backup kept: the store did not give the point back bit for bit")
+        with self.ledger.session() as s:
+            result = s.execute(
+                update(QuarantineActionRow)
+                .where(QuarantineActionRow.id == action.id, QuarantineActionRow.lock_token == w.token)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if int(getattr(result, "rowcount", 0) or 0) != 1:
+                raise QuarantineError(f"quarantine action {action.id} was taken over by another run")
+            if w.final == "applied":
+                _set_findings(s, action.finding_ids, "quarantined", only_from=("open", "confirmed"))
+            elif w.final == "released":
+                _set_findings(s, action.finding_ids, "confirmed", only_from=("quarantined",))
+        if w.final == "applied":
+            _fault_point("apply:mark")
+            done = f"flagged {action.flag_field!r}" if action.mode == "tag" else f"moved to {action.target!r}"
+        elif w.final == "released":
+            _fault_point("release:mark")
+            done = "restored from the ledger backup" + (", backup purged" if "backup" in values else "")
+        else:
+            done = "interrupted apply undone"
+        return Outcome(pid, w.collection, action.id, w.final, done, notes=notes)
+
+    def _purge_released(self, connector: Connector, action_ids: Sequence[int], *, force: bool) -> list[Outcome]:
+        """Purge the backups of actions released earlier, each only while the live point (read from the reopened
+        store) still equals it bit for bit, or with ``force``."""
+        if not action_ids:
+            return []
+        actions = [self._load(aid) for aid in action_ids]
+        originals = [self._original(a) for a in actions]
+        found = self._reread(connector, [(None, o.id) for o in originals])
+        outcomes = []
+        for action, original in zip(actions, originals, strict=True):
+            live = found.get((None, point_key(original.id)))
+            same = live is not None and not vector_differences(live, original) and live.payload == original.payload
+            coll = connector.collection or ""
+            if not (same or force):
+                why = "the live point no longer equals the backup; backup kept (--force purges it anyway)"
+                outcomes.append(Outcome(original.id, coll, action.id, "released", why, ok=False))
+                continue
+            with self.ledger.session() as s:
+                s.execute(
+                    update(QuarantineActionRow)
+                    .where(QuarantineActionRow.id == action.id, QuarantineActionRow.state == "released")
+                    .values(backup=purged(action.backup or {}, by=self.actor, at=utcnow().isoformat()))
+                    .execution_options(synchronize_session=False)
+                )
+            outcomes.append(Outcome(original.id, coll, action.id, "released", "backup purged"))
+        return outcomes
 
     # -- recover ----------------------------------------------------------------------------------------
     def recover(self, *, rollback: bool = False) -> list[Outcome]:
@@ -844,8 +1149,10 @@ class Quarantine:
                 outcomes.append(Outcome(_point_id(key), "", aid, state, f"still running (lock {lock})"))
                 continue
             by_collection.setdefault(cid, []).append((aid, state, key, lock))
+        self.check_backups([aid for group in by_collection.values() for aid, _, _, _ in group])
         for cid, group in by_collection.items():
             with self._connector(cid) as connector:
+                written: list[_Written] = []
                 for aid, state, key, _ in group:
                     token = new_lock_token()
                     if not _retry_locked(partial(self._lock, aid, state, token)):
@@ -853,17 +1160,20 @@ class Quarantine:
                         continue
                     try:
                         if state == "releasing":
-                            outcomes.append(self._drive_release(connector, aid, token, force=True))
+                            result = self._drive_release(connector, aid, token, force=True)
                         elif rollback:
-                            outcomes.append(self._roll_back(connector, aid, token))
+                            result = self._roll_back(connector, aid, token)
                         else:
                             scan_id = self._finding_scan(aid)
-                            outcomes.append(self._drive_apply(connector, aid, token, force=False, scan_id=scan_id))
+                            result = self._drive_apply(connector, aid, token, force=False, scan_id=scan_id)
                     except VecauditError as e:
                         self._set(aid, token, lock_token=None, error=str(e))
-                        outcomes.append(
-                            Outcome(_point_id(key), connector.collection or "", aid, state, str(e), ok=False)
-                        )
+                        result = Outcome(_point_id(key), connector.collection or "", aid, state, str(e), ok=False)
+                    if isinstance(result, _Written):
+                        written.append(result)
+                    else:
+                        outcomes.append(result)
+                outcomes.extend(self._finish(connector, written))
         return outcomes
 
     def _lock(self, action_id: int, state: str, token: str) -> bool:
@@ -877,16 +1187,18 @@ class Quarantine:
             scans = [f.last_scan_id for f in s.scalars(select(FindingRow).where(FindingRow.id.in_(ids)))]
             return max(scans) if scans else 0
 
-    def _roll_back(self, connector: Connector, action_id: int, token: str) -> Outcome:
+    def _roll_back(self, connector: Connector, action_id: int, token: str) -> Outcome | _Written:
         action = self._load(action_id)
         pid = _point_id(action.point_key)
-        if action.backup is not None:
-            original = decode_point(action.backup)
-            self._restore_live(connector, action, original)
-            if action.mode == "move" and action.target and connector.collection_exists(action.target):
-                connector.delete_points([original.id], collection=action.target)
-        self._set(action_id, token, state="rolled_back", lock_token=None)
-        return Outcome(pid, connector.collection or "", action_id, "rolled_back", "interrupted apply undone")
+        coll = connector.collection or ""
+        if action.backup is None:  # never backed up, so the store was never touched
+            self._set(action_id, token, state="rolled_back", lock_token=None)
+            return Outcome(pid, coll, action_id, "rolled_back", "interrupted apply undone")
+        original = self._original(action)
+        self._restore_live(connector, action, original)
+        if action.mode == "move" and action.target and connector.collection_exists(action.target):
+            connector.delete_points([original.id], collection=action.target)
+        return _Written(action, original, token, "rolled_back", coll)
 
 
 def _same_point(stored: StoredPoint, original: StoredPoint, flag: str) -> bool:

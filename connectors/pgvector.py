@@ -91,6 +91,7 @@ class PgvectorConnector(Connector):
                 self._conn.close()
             finally:
                 self._conn = None
+                self._info = None  # a reopened connection is described again: that registers the vector type
 
     def _query(self, operation: str, statement: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self.connection()

@@ -223,13 +223,6 @@ class QdrantConnector(Connector):
     def _target(self, collection: str | None) -> str:
         return collection or self._require_collection()
 
-    def _distances(self, name: str) -> dict[str, str]:
-        """Distance per vector name (``""`` for the unnamed vector) of collection ``name``."""
-        raw = self._call("describe", self.client().get_collection, name)
-        cfg = raw.config.params.vectors
-        items = cfg.items() if isinstance(cfg, Mapping) else [("", cfg)]
-        return {k: getattr(v.distance, "value", str(v.distance)) for k, v in items}
-
     def fetch_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> list[StoredPoint]:
         name = self._target(collection)
         records = self._call(
@@ -270,42 +263,20 @@ class QdrantConnector(Connector):
         )
 
     def upsert_points(self, points: Sequence[StoredPoint], *, collection: str | None = None) -> None:
-        """Upsert, then read back: Qdrant re-normalises every vector written to a Cosine collection, so a
-        stored (already normalised) vector can come back one ulp off; such vectors are rewritten once as a
-        pre-image that normalises to the exact original (see :func:`cosine_preimage`)."""
+        """Write the points as given. Into a Cosine collection, local mode persists the vector as written and
+        normalises only its in-memory copy (a client that reopens the folder reads the written bits); a server
+        normalises once on write. Quarantine verifies by reading back from a reopened client."""
         from qdrant_client import models
 
-        name = self._target(collection)
-
-        def write(batch: Sequence[StoredPoint]) -> None:
-            structs = [
-                models.PointStruct(
-                    id=p.id,
-                    vector=p.vectors[""] if set(p.vectors) == {""} else dict(p.vectors),
-                    payload=dict(p.payload),
-                )
-                for p in batch
-            ]
-            self._call("upsert", self.client().upsert, collection_name=name, points=structs, wait=True)
-
-        write(points)
-        cosine = {k for k, d in self._distances(name).items() if d == "Cosine"}
-        if not cosine:
-            return
-        stored = {p.id: p for p in self.fetch_points([p.id for p in points], collection=name)}
-        redo = []
-        for p in points:
-            back = stored.get(p.id)
-            fixed = dict(p.vectors)
-            for k in cosine & set(p.vectors):
-                want = np.asarray(p.vectors[k], dtype=np.float32)
-                got = np.asarray(back.vectors.get(k, []) if back else [], dtype=np.float32)
-                if want.shape != got.shape or want.tobytes() != got.tobytes():
-                    fixed[k] = cosine_preimage(want).tolist()
-            if fixed != p.vectors:
-                redo.append(StoredPoint(id=p.id, vectors=fixed, payload=p.payload))
-        if redo:
-            write(redo)
+        structs = [
+            models.PointStruct(
+                id=p.id,
+                vector=p.vectors[""] if set(p.vectors) == {""} else dict(p.vectors),
+                payload=dict(p.payload),
+            )
+            for p in points
+        ]
+        self._call("upsert", self.client().upsert, collection_name=self._target(collection), points=structs, wait=True)
 
     def delete_points(self, ids: Sequence[PointId], *, collection: str | None = None) -> None:
         from qdrant_client import models
@@ -322,16 +293,31 @@ class QdrantConnector(Connector):
         return bool(self._call("check collection", self.client().collection_exists, name))
 
     def ensure_collection_like(self, name: str) -> None:
+        """Create ``name`` with the source's vectors, Cosine ones as Dot: Qdrant normalises what is written to a
+        Cosine collection (a server on write, local mode in memory), Dot keeps the bits, and on vectors that are
+        already normalised Dot ranks as Cosine does. An existing collection is used as it is."""
+        from qdrant_client import models
+
         if self.collection_exists(name):
             return
         source = self._require_collection()
         raw = self._call("describe", self.client().get_collection, source)
         params = raw.config.params
+
+        def as_written(p: Any) -> Any:
+            if getattr(p, "distance", None) == models.Distance.COSINE:
+                return p.model_copy(update={"distance": models.Distance.DOT})
+            return p
+
+        vectors = params.vectors
+        vectors = (
+            {k: as_written(v) for k, v in vectors.items()} if isinstance(vectors, Mapping) else as_written(vectors)
+        )
         self._call(
             "create collection",
             self.client().create_collection,
             collection_name=name,
-            vectors_config=params.vectors,
+            vectors_config=vectors,
             sparse_vectors_config=params.sparse_vectors,
         )
 
@@ -390,80 +376,3 @@ class QdrantConnector(Connector):
         facts["hnsw_payload_m"] = getattr(hnsw, "payload_m", None)
         facts["not_checkable"] = ["API-key scopes and JWT collection access"]
         return facts
-
-
-def cosine_preimage(target: np.ndarray, *, max_steps: int = 256) -> np.ndarray:
-    """A float32 vector that Qdrant's cosine normalisation (``v / ||v||`` in float32, as local mode does it)
-    maps bit-exactly onto ``target``; ``target`` itself when none is found.
-
-    Hand-rolled because no library inverts a normalisation bit-exactly: try norms a few ulp from 1, scale
-    ``target`` by each, nudge each component by one ulp so it divides back exactly, keep the first candidate
-    whose recomputed norm agrees.
-    """
-    want = np.asarray(target, dtype=np.float32)
-
-    def normalise(v: np.ndarray) -> np.ndarray:
-        norm = np.linalg.norm(v)
-        return v / norm if norm > 1e-9 else v
-
-    if np.array_equal(normalise(want), want):
-        return want
-    up, down = np.float32(1.0), np.float32(1.0)
-    for _ in range(max_steps):
-        up = np.nextafter(up, np.float32(2.0))
-        down = np.nextafter(down, np.float32(0.0))
-        for norm in (up, down):
-            x = (want.astype(np.float64) * float(norm)).astype(np.float32)
-            for nudge in (np.float32(np.inf), np.float32(-np.inf)):
-                off = (x / norm).astype(np.float32) != want
-                if off.any():
-                    moved = np.nextafter(x, nudge)
-                    x = np.where(off & ((moved / norm).astype(np.float32) == want), moved, x)
-            if np.array_equal(normalise(x), want):
-                return x
-    # Fallback: the stored vector came from some vector of another norm. From seeded starting scales, build the
-    # candidate that divides back onto ``target`` and move the scale to the candidate's own float32 norm until
-    # the two agree (a fixed point is a pre-image).
-    def candidate(norm: np.float32) -> np.ndarray:
-        x = (want.astype(np.float64) * float(norm)).astype(np.float32)
-        for nudge in (np.float32(np.inf), np.float32(-np.inf)):
-            off = (x / norm).astype(np.float32) != want
-            if off.any():
-                moved = np.nextafter(x, nudge)
-                x = np.where(off & ((moved / norm).astype(np.float32) == want), moved, x)
-        return x
-
-    def settle(x: np.ndarray, norm: np.float32) -> np.ndarray | None:
-        # Components often have two float32 values that divide onto the same target: pick among them, largest
-        # first, until the candidate's computed norm is exactly ``norm``.
-        for _ in range(64):
-            current = np.float32(np.linalg.norm(x))
-            if current == norm:
-                return x
-            outward = (x >= 0) == (current < norm)
-            moved = np.nextafter(x, np.where(outward, np.float32(np.inf), np.float32(-np.inf)))
-            allowed = np.flatnonzero(((moved / norm).astype(np.float32) == want) & (moved != x))
-            if not allowed.size:
-                return None
-            j = allowed[np.argmax(np.abs(x[allowed]))]
-            x = x.copy()
-            x[j] = moved[j]
-        return None
-
-    starts = np.exp(np.random.default_rng(0).uniform(np.log(0.01), np.log(100.0), size=max_steps))
-    for start in starts:  # fixed point: move the scale to the candidate's own norm
-        norm = np.float32(start)
-        for _ in range(6):
-            x = candidate(norm)
-            if np.array_equal(normalise(x), want):
-                return x
-            norm = np.float32(np.linalg.norm(x))
-    for start in starts[:64]:  # then choose among equivalent component values to hit the norm exactly
-        norm = np.float32(start)
-        for _ in range(3):
-            x = candidate(norm)
-            settled = settle(x, norm)
-            if settled is not None and np.array_equal(normalise(settled), want):
-                return settled
-            norm = np.float32(np.linalg.norm(x))
-    return want

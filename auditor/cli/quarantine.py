@@ -1,13 +1,17 @@
-"""``vecaudit quarantine plan|apply|release|list|recover``: take confirmed findings' points out of retrieval."""
+"""``vecaudit quarantine plan|apply|release|list|recover|keygen``: take confirmed findings' points out of
+retrieval, and put them back."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from auditor.backupcrypt import KEY_ENV, KEY_FILE_ENV, key_id, new_key, write_key_file
+from auditor.backupcrypt import describe as describe_backup
 from auditor.cli.findings import reviewer_name
 from auditor.cli.options import format_option, info, ledger_option, open_ledger, severity_type
 from auditor.cli.output import emit_json, emit_table, iso, point_id_from_key, shorten
@@ -142,7 +146,9 @@ def quarantine_group() -> None:
     """Take the points of confirmed findings out of retrieval, and put them back.
 
     The full point (every vector, bit-exact, and the payload) is committed to the ledger before the store is
-    touched; an interrupted run is finished by re-running it or by `vecaudit quarantine recover`.
+    touched, encrypted with the key in VECAUDIT_QUARANTINE_KEY or VECAUDIT_QUARANTINE_KEY_FILE when one is set
+    (`vecaudit quarantine keygen`); without a key, points holding secrets or personal data are refused. An
+    interrupted run is finished by re-running it or by `vecaudit quarantine recover`.
     """
 
 
@@ -223,6 +229,8 @@ def apply_command(
     runner = Quarantine(ledger, actor=reviewer_name(actor), source=source)
     outcomes = runner.apply(items, force=force, dry_run=dry_run)
     _emit_outcomes(outcomes, fmt)
+    for warning in runner.warnings:
+        click.echo(f"warning: {warning}", err=True)
     _exit_for(outcomes)
 
 
@@ -230,6 +238,12 @@ def apply_command(
 @click.argument("action_ids", type=int, nargs=-1)
 @click.option("--point", "point_id", help="Release every quarantine action on this point id.")
 @click.option("--force", is_flag=True, help="Release even if the point changed while quarantined (tag mode).")
+@click.option(
+    "--purge-backup",
+    is_flag=True,
+    help="Erase the backup from the ledger once the point is verified back bit for bit (hashes stay). "
+    "Also purges actions released earlier whose live point still equals the backup.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--source", metavar="URI", help="Store URI when the ledger's (credentials redacted) is not usable.")
 @click.option("--actor", help="Who releases it, for the audit trail [OS user].")
@@ -239,6 +253,7 @@ def release_command(
     action_ids: tuple[int, ...],
     point_id: str | None,
     force: bool,
+    purge_backup: bool,
     yes: bool,
     source: str | None,
     actor: str | None,
@@ -247,10 +262,14 @@ def release_command(
 ) -> None:
     """Put quarantined points back exactly as they were (same id, vectors and payload, flag removed).
 
+    Each point is read back from the reopened store; a vector the store did not give back bit for bit is
+    named in a note with its distance in ulps (the ledger backup stays exact). Encrypted backups need the key
+    they were made with.
+
     \b
     Example:
       vecaudit quarantine release 5
-      vecaudit quarantine release --point 42 --yes
+      vecaudit quarantine release --point 42 --yes --purge-backup
     """
     ledger = open_ledger(ledger_url)
     if not action_ids and point_id is None:
@@ -260,7 +279,7 @@ def release_command(
             raise ConfigError("quarantine release writes to the store", hint="confirm with --yes")
         click.confirm("release the selected quarantine action(s)?", abort=True, err=True)
     runner = Quarantine(ledger, actor=reviewer_name(actor), source=source)
-    outcomes = runner.release(action_ids, point=point_id, force=force)
+    outcomes = runner.release(action_ids, point=point_id, force=force, purge_backup=purge_backup)
     _emit_outcomes(outcomes, fmt)
     _exit_for(outcomes)
 
@@ -306,6 +325,7 @@ def action_doc(a: QuarantineActionRow) -> dict[str, Any]:
         "released_by": a.released_by,
         "released_at": iso(a.released_at),
         "error": a.error,
+        "backup": describe_backup(a.backup),
     }
 
 
@@ -340,12 +360,40 @@ def list_command(states: tuple[str, ...], point_id: str | None, ledger_url: str 
                 d["actor"],
                 (d["applied_at"] or d["created_at"] or "")[:19],
                 d["released_by"] or "",
+                d["backup"],
                 shorten(d["error"] or "", 40),
             ]
             for d in docs
         ],
-        ["action", "point", "mode", "state", "findings", "by", "when (UTC)", "released by", "error"],
+        ["action", "point", "mode", "state", "findings", "by", "when (UTC)", "released by", "backup", "error"],
     )
+
+
+@quarantine_group.command("keygen")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the key to this new file (mode 0600) instead of printing it; an existing file is never replaced.",
+)
+def keygen_command(out: Path | None) -> None:
+    """Create a key for encrypting quarantine backups (Fernet: AES-128-CBC with HMAC-SHA256).
+
+    Without the key, encrypted backups cannot be restored: keep it outside the ledger's database and its
+    backups. To rotate, put the new key first and keep the old one after it, comma-separated, until every
+    action encrypted with the old one is released and purged.
+
+    \b
+    Example:
+      vecaudit quarantine keygen --out ~/.config/vecaudit/quarantine.key
+      export VECAUDIT_QUARANTINE_KEY_FILE=~/.config/vecaudit/quarantine.key
+    """
+    key = new_key()
+    if out is None:
+        click.echo(key.decode("ascii"))
+        info(f"key id {key_id(key)}; export {KEY_ENV}=<this key> (or keep it in a file for {KEY_FILE_ENV})")
+        return
+    write_key_file(out, key)
+    info(f"wrote key {key_id(key)} to {out} (mode 0600); export {KEY_FILE_ENV}={out}")
 
 
 COMMANDS = [quarantine_group]

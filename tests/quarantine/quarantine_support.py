@@ -7,10 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from conftest import load_jsonl
 from sqlalchemy import select
 from support import build_qdrant_store, run_scan
 
+from auditor.backupcrypt import KEY_ENV, KEY_FILE_ENV, new_key
 from auditor.findings import point_key
 from auditor.ledger import Ledger
 from auditor.ledger import repository as repo
@@ -33,6 +34,8 @@ NO_TENANT = 37  # PoisonedRAG text written without a tenant label (VA108)
 DOC_ID_CLASH = 38  # PoisonedRAG text reusing point 1's doc_id (VA106, with point 1)
 POISONS = (HIJACKED_VECTOR, NO_TENANT, DOC_ID_CLASH)
 Snapshot = dict[str, dict[Any, tuple[dict[str, bytes], dict[str, Any]]]]
+T = TypeVar("T")
+Template = tuple[Path, Path, T]  # (work folder, pristine copy, what the build returned)
 
 
 @dataclass
@@ -46,21 +49,37 @@ class Case:
     original: Snapshot
 
 
+def fixed_point_vector(dim: int, seed: int) -> np.ndarray:
+    """A unit vector every normalisation maps onto itself, whatever the CPU: 64 components of +-1/8 (the rest 0),
+    so every partial sum of squares is exact and the norm is exactly 1."""
+    rng = np.random.default_rng(seed)
+    v = np.zeros(dim, dtype=np.float32)
+    v[rng.choice(dim, 64, replace=False)] = rng.choice(np.array([-0.125, 0.125], dtype=np.float32), 64)
+    return v
+
+
+def moved_point_vector(dim: int, seed: int) -> np.ndarray:
+    """A vector no normalisation leaves alone, on any CPU: norm 5 (components 3 and 4 at random places)."""
+    rng = np.random.default_rng(seed)
+    v = np.zeros(dim, dtype=np.float32)
+    i, j = rng.choice(dim, 2, replace=False)
+    v[i], v[j] = 3.0, -4.0
+    return v
+
+
 def build_case(tmp_path: Path, embed: Any, *, distance: str = "cosine", ledger_url: str | None = None) -> Case:
-    """40 real HotpotQA passages plus PoisonedRAG poisons planted three ways, scanned and reviewed."""
+    """40 real HotpotQA passages plus PoisonedRAG poisons planted three ways, scanned and reviewed. The three
+    poisons' vectors: a real MiniLM one, one that is a fixed point of normalisation and one that is not."""
     clean = load_jsonl("hotpotqa_retrieved.jsonl")[:36]
     poisons = load_jsonl("poisonedrag.jsonl")[:4]
     texts = [r["text"] for r in clean] + [r["text"] for r in poisons]
-    # One fresh batch of exactly these texts, so the vectors' bits do not depend on which tests ran before:
-    # a rare float32 vector has no Cosine pre-image local mode reproduces (see docs/quarantine.md, limits).
-    from auditor.embedder import Embedder, clear_encoding_cache
-
-    clear_encoding_cache()
-    vectors = Embedder().encode(texts).copy()
+    vectors = embed(texts).copy()
     payloads: list[dict[str, Any]] = [
         {"text": r["text"], "tenant": "acme", "doc_id": r["id"]} for r in [*clean, *poisons]
     ]
     vectors[HIJACKED_VECTOR] = vectors[0]
+    vectors[NO_TENANT] = fixed_point_vector(vectors.shape[1], NO_TENANT)
+    vectors[DOC_ID_CLASH] = moved_point_vector(vectors.shape[1], DOC_ID_CLASH)
     del payloads[NO_TENANT]["tenant"]
     payloads[DOC_ID_CLASH]["doc_id"] = payloads[1]["doc_id"]
     store = tmp_path / "store"
@@ -163,6 +182,15 @@ def findings_of(ledger_url: str, point_id: int) -> list[FindingRow]:
         ledger.dispose()
 
 
+@pytest.fixture
+def backup_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh backup key in ``VECAUDIT_QUARANTINE_KEY`` for this test (and the CLI processes it starts)."""
+    key = new_key().decode("ascii")
+    monkeypatch.setenv(KEY_ENV, key)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+    return key
+
+
 def run_cli(args: Sequence[str], *, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``vecaudit ARGS`` in a fresh interpreter (optionally killed by SIGKILL right after step ``fault``)."""
     env = dict(os.environ)
@@ -180,22 +208,32 @@ def run_cli(args: Sequence[str], *, fault: str | None = None, timeout: float = 1
     )
 
 
-@pytest.fixture(scope="module")
-def case_template(tmp_path_factory: pytest.TempPathFactory, embed: Any) -> tuple[Path, Path, Case]:
-    """Build and scan the store once per module, at a fixed path, and keep a pristine copy of it."""
-    base = tmp_path_factory.mktemp("quarantine")
+def keep_pristine(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T]) -> Template[T]:
+    """Build a case once, at a fixed path (the ledger records the store's path), and keep a pristine copy."""
+    base = tmp_path_factory.mktemp(name)
     work = base / "case"
     work.mkdir()
-    case = build_case(work, embed)
+    built = build(work)
     pristine = base / "pristine"
     shutil.copytree(work, pristine)
-    return work, pristine, case
+    return work, pristine, built
 
 
-@pytest.fixture
-def case(case_template: tuple[Path, Path, Case]) -> Case:
-    """A fresh copy of the scanned store and ledger at the same path (the ledger records the store's path)."""
-    work, pristine, built = case_template
+def fresh_copy(template: Template[T]) -> T:
+    """The case's store and ledger as they were built, at the same path."""
+    work, pristine, built = template
     shutil.rmtree(work)
     shutil.copytree(pristine, work)
     return built
+
+
+@pytest.fixture(scope="module")
+def case_template(tmp_path_factory: pytest.TempPathFactory, embed: Any) -> Template[Case]:
+    """Build and scan the store once per module, and keep a pristine copy of it."""
+    return keep_pristine(tmp_path_factory, "quarantine", lambda work: build_case(work, embed))
+
+
+@pytest.fixture
+def case(case_template: Template[Case]) -> Case:
+    """A fresh copy of the scanned store and ledger at the same path."""
+    return fresh_copy(case_template)

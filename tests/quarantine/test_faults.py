@@ -1,5 +1,6 @@
 """Fault injection: SIGKILL a real `vecaudit quarantine` process right after each step of apply and of
-release, then recover; every point must end in exactly one place, bit-identical to its original."""
+release, then recover; every point must end in exactly one place, bit-identical to its original (read from a
+reopened store). Backups are encrypted: the key is in the environment of the test and of the killed process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from quarantine_support import (
     QUARANTINE,
     assert_quarantined,
     assert_restored,
+    backup_key,
     case,
     case_template,
     run_cli,
@@ -21,7 +23,8 @@ from quarantine_support import (
 from auditor.ledger import Ledger
 from auditor.quarantine import Quarantine, Selection, list_actions, plan
 
-__all__ = ["case", "case_template"]  # fixtures
+__all__ = ["backup_key", "case", "case_template"]  # fixtures
+pytestmark = pytest.mark.usefixtures("backup_key")
 
 APPLY_STEPS = {
     "tag": ["apply:claim", "apply:backup", "apply:tag", "apply:mark"],
@@ -66,6 +69,7 @@ def test_apply_killed_after_each_step_is_finished_by_recover(case: Any, mode: st
     actions = list_actions(ledger)
     assert sorted(a.state for a in actions) == ["applied"] * 3, [(a.id, a.state) for a in actions]
     assert sorted(a.point_key for a in actions) == sorted(str(p) for p in POISONS)
+    assert all(a.backup and a.backup["format"] == 2 and "payload" not in a.backup for a in actions)
     assert runner.recover() == []
     ledger.dispose()
 
