@@ -68,6 +68,7 @@ LEVELS = {"LOW+": Severity.LOW, "MEDIUM+": Severity.MEDIUM, "HIGH": Severity.HIG
 #: Counted apart: a hit on a real e-mail address or phone number in a corpus is correct, not a false alarm.
 SENSITIVE = frozenset({"pii", "secrets"})
 N_TENANTS = 4
+STORES = ("clean", "attack", "tenancy")
 #: Documents this similar (cosine of their embeddings; or a lower cosine and this share of word 3-grams) are one
 #: family and share a tenant in the tenancy store.
 FAMILY_COSINE = 0.93
@@ -100,7 +101,9 @@ def write_jsonl(path: Path, points: Iterable[tuple[int, np.ndarray, dict[str, An
 
 def question_key(row: dict[str, Any]) -> str:
     """The PoisonedRAG target question a poison passage is written for (PIArena rows name it apart)."""
-    return str(row.get("poisonedrag_target_id") or row["target_id"])
+    if "poisonedrag_target_id" not in row:
+        return str(row["target_id"])
+    return str(row["poisonedrag_target_id"] or f"piarena:{row['target_id']}")
 
 
 def attack_store(
@@ -117,8 +120,11 @@ def attack_store(
     rng.shuffle(targets)
     per_class = share(n, 0.01 / 5)  # target questions per class: 5 passages each, ~1% of the store
     poison_rows: list[tuple[str, dict[str, Any]]] = []
-    for k, (cls, form) in enumerate(POISON_CLASSES.items()):
-        chosen = set(targets[k * per_class : (k + 1) * per_class])
+    used: set[str] = set()
+    for cls, form in POISON_CLASSES.items():
+        available = {question_key(r) for r in forms[form]}  # PIArena lacks 3 of the 100 questions
+        chosen = [t for t in targets if t in available and t not in used][:per_class]
+        used.update(chosen)
         poison_rows += [(cls, r) for r in forms[form] if question_key(r) in chosen]
     poison_vecs = embed([r["text"] for _, r in poison_rows])
     for (cls, r), vec in zip(poison_rows, poison_vecs, strict=True):
@@ -263,10 +269,11 @@ def run_corpus(corpus: str, args: argparse.Namespace, embed: EmbeddingCache) -> 
     folder.mkdir(parents=True, exist_ok=True)
     ids = [str(r["id"]) for r in rows]
     clean_points = [(i, vecs[i], {"text": r["text"]}) for i, r in enumerate(rows)]
-    stores = {"clean": (clean_points, {"planted": {}, "clean": list(range(len(rows)))}, False),
-              "attack": (*attack_store(rows, vecs, args.data, embed, corpus, args.seed), False),
-              "tenancy": (*tenancy_store(rows, vecs, embed, corpus, args.seed), True)}
-    for name, (points, truth, tenant) in stores.items():
+    builders = {"clean": lambda: (clean_points, {"planted": {}, "clean": list(range(len(rows)))}, False),
+                "attack": lambda: (*attack_store(rows, vecs, args.data, embed, corpus, args.seed), False),
+                "tenancy": lambda: (*tenancy_store(rows, vecs, embed, corpus, args.seed), True)}
+    for name in args.stores:
+        points, truth, tenant = builders[name]()
         store = folder / f"{name}.jsonl"
         write_jsonl(store, points)
         load_before = os.getloadavg()[0]
@@ -421,7 +428,7 @@ def tenancy_table(m: list[dict[str, Any]], docs: list[dict[str, Any]], corpora: 
 
 def report(out: Path, corpora: list[str]) -> list[str]:
     docs = {(c, s): json.loads((out / c / f"{s}.scan.json").read_text(encoding="utf-8"))
-            for c in corpora for s in ("clean", "attack", "tenancy") if (out / c / f"{s}.scan.json").exists()}
+            for c in corpora for s in STORES if (out / c / f"{s}.scan.json").exists()}
     if not docs:
         return [f"no scan documents under {out}"]
     m = {key: store_measures(doc) for key, doc in docs.items()}
@@ -480,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--corpora", default=",".join(ALL_CORPORA), help="comma-separated short names: "
                     + ", ".join(ALL_CORPORA))
+    ap.add_argument("--stores", default=",".join(STORES), help="which stores to (re)build and scan")
     ap.add_argument("--max-docs", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--embed-sample", default=None, help="as `vecaudit scan --embed-sample` [scan default]")
@@ -489,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
     args = ap.parse_args(argv)
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    args.stores = [x.strip() for x in args.stores.split(",") if x.strip()]
+    if set(args.stores) - set(STORES):
+        ap.error(f"unknown stores {sorted(set(args.stores) - set(STORES))}; known: {', '.join(STORES)}")
     unknown = sorted(set(corpora) - set(ALL_CORPORA))
     if unknown:
         ap.error(f"unknown corpora {unknown}; known: {', '.join(ALL_CORPORA)}")
