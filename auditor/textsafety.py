@@ -39,12 +39,13 @@ MAX_LABEL = 200
 
 TEXT = "text"
 ID_TYPE = "id-type"
+TOO_DEEP = "too-deep"
 
 
 @dataclass(frozen=True)
 class Repair:
     """One value made safe: ``path`` of the field (``meta.tags[2]``, ``title (key)`` for a key, ``id``),
-    ``kind`` (:data:`TEXT` or :data:`ID_TYPE`), and ``detail``: the escaped characters replaced
+    ``kind`` (:data:`TEXT`, :data:`ID_TYPE` or :data:`TOO_DEEP`), and ``detail``: the escaped characters replaced
     (``\\ud800``) or the id's original type."""
 
     path: str
@@ -84,6 +85,8 @@ class _Walker:
         self.more = 0
 
     def report(self, path: str, kind: str, detail: tuple[str, ...]) -> None:
+        if len(path) > 3 * _MAX_COMPONENT:  # deep nesting: keep the start and the end of the path
+            path = f"{path[:_MAX_COMPONENT]}…{path[-2 * _MAX_COMPONENT:]}"
         if len(self.repairs) < MAX_REPAIRS:
             self.repairs.append(Repair(path, kind, detail))
         else:
@@ -98,7 +101,9 @@ class _Walker:
         if isinstance(value, dict):
             return self.mapping(value, path)
         if isinstance(value, list | tuple):
-            items = [self.value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            items = []
+            for i, v in enumerate(value):  # a loop, not a comprehension: one frame less per nesting level
+                items.append(self.value(v, f"{path}[{i}]"))
             if all(a is b for a, b in zip(items, value, strict=True)):
                 return value
             return items if isinstance(value, list) else tuple(items)
@@ -129,6 +134,12 @@ def safe_payload(payload: Any) -> tuple[dict[str, Any], list[Repair], int]:
     root = payload if isinstance(payload, dict) else {"_raw": payload}
     clean = walker.mapping(root, "")
     return clean, walker.repairs, walker.more
+
+
+def _too_deep(payload: dict[Any, Any]) -> tuple[dict[str, Any], list[Repair], int]:
+    """Stand-in for a payload nested too deep to walk: its top-level keys, each value's type, and a repair."""
+    outline = {safe_text(str(k))[0]: type(v).__name__ for k, v in list(payload.items())[:MAX_REPAIRS]}
+    return {"_nested_too_deep": outline}, [Repair("(payload)", TOO_DEEP, ("nested too deep to read",))], 0
 
 
 def safe_id(raw: Any) -> tuple[int | str, Repair | None]:
@@ -229,13 +240,17 @@ def safe_points(ids: Sequence[Any], payloads: Sequence[Any]) -> SafePoints:
         repairs: list[Repair] = []
         more = 0
         payload = raw_payload if isinstance(raw_payload, dict) else {"_raw": raw_payload}
-        canonical = canonical_json(payload)
         try:
-            encoded = canonical.encode("utf-8")
-        except UnicodeEncodeError:
-            encoded = b"\\u0000"  # walk below
-        if b"\\u0000" in encoded:
-            payload, repairs, more = safe_payload(payload)
+            canonical = canonical_json(payload)
+            try:
+                encoded = canonical.encode("utf-8")
+            except UnicodeEncodeError:
+                encoded = b"\\u0000"  # walk below
+            if b"\\u0000" in encoded:
+                payload, repairs, more = safe_payload(payload)
+                encoded = canonical_json(payload).encode("utf-8")
+        except RecursionError:  # nested deeper than Python can walk: audited as one safe text of its outline
+            payload, repairs, more = _too_deep(payload)
             encoded = canonical_json(payload).encode("utf-8")
         out.ids.append(pid)
         out.payloads.append(payload)

@@ -14,7 +14,7 @@ from auditor.detector import Detector
 from auditor.findings import ATLAS_POISON_TRAINING, OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, Finding, Rule
 from auditor.hashing import duplicate_id_rows
 from auditor.masking import redact_text
-from auditor.textsafety import ID_TYPE, PointRepairs
+from auditor.textsafety import ID_TYPE, TEXT, TOO_DEEP, PointRepairs
 from auditor.types import MISSING, Confidence, PointId, RecordBatch, Severity
 
 _TAGS = (OWASP_VECTOR_WEAKNESS,)
@@ -47,7 +47,8 @@ MISSING_TENANT = Rule("VA108", "Payload lacks the configured tenant field", Seve
 BAD_TEXT = Rule("VA109", "Text is empty or not a string", Severity.LOW, Confidence.HIGH, _TAGS)
 # MEDIUM: text that no UTF-8 encoder accepts is never written by a well-behaved ingestion pipeline, and it
 # crashes or is silently dropped by the tools that read it downstream (once, this scanner too): a cheap way to
-# hide content from an audit or a filter. The point is still scanned, with the characters escaped.
+# hide content from an audit or a filter. The point is still scanned, with the characters escaped. A payload
+# nested too deep for Python to walk (hundreds of levels) is the same trick and reported under the same rule.
 UNSAFE_TEXT = Rule(
     "VA110",
     "Text holds characters no UTF-8 encoder accepts (lone surrogates, NUL)",
@@ -172,7 +173,11 @@ class IntegrityDetector(Detector):
     def _repair_findings(self, pid: PointId, repairs: PointRepairs, tenant: str | None) -> Iterable[Finding]:
         """VA110 for text the connector boundary had to escape, VA112 for an id of another type."""
         odd = [r for r in repairs.repairs if r.kind == ID_TYPE]
-        text = [r for r in repairs.repairs if r.kind != ID_TYPE]
+        text = [r for r in repairs.repairs if r.kind == TEXT]
+        if any(r.kind == TOO_DEEP for r in repairs.repairs):
+            yield Finding(UNSAFE_TEXT, self.name, pid, 1.0,
+                          "payload is nested too deep to read: audited as an outline of its top-level keys", 0.5,
+                          {"fields": ["(payload)"], "too_deep": True}, tenant)
         if odd:
             kind = odd[0].detail[0]
             yield Finding(ODD_ID, self.name, pid, 1.0, f"point id is {kind}; recorded as {pid!r}"[:300],

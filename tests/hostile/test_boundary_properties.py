@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from auditor.batching import resolve_batch
 from auditor.cli.main import cli
 from auditor.hashing import canonical_json, payload_hash, point_states, text_hash, vector_hash
-from auditor.textsafety import ID_TYPE, MAX_ID_JSON, TEXT, safe_id, safe_payload, safe_points, safe_text
+from auditor.textsafety import ID_TYPE, MAX_ID_JSON, TEXT, TOO_DEEP, safe_id, safe_payload, safe_points, safe_text
 from auditor.types import FieldMap, PointBatch
 
 UNSAFE = re.compile("[\x00\ud800-\udfff]")
@@ -71,6 +71,22 @@ def test_safe_payload_leaves_nothing_unencodable_and_reports_every_repair(payloa
     again, repairs_again, _ = safe_payload(clean)
     assert again is clean and not repairs_again
     assert len(payload_hash(clean)) == 32 and len(payload_hash(payload)) == 32
+
+
+def test_a_repair_deep_in_a_payload_names_a_bounded_path() -> None:
+    nested: Any = "x\ud800"
+    for i in range(300):
+        nested = {f"level{i}": [nested]}
+    _, repairs, _ = safe_payload(nested)
+    (repair,) = repairs
+    assert repair.path.startswith("level299[0].level298") and repair.path.endswith("level0[0]")
+    assert len(repair.path) <= 241 and repair.detail == ("\\ud800",)
+    # deeper than Python can walk: the point stays, as an outline of its payload, and is flagged
+    for i in range(300, 3000):
+        nested = {f"level{i}": [nested]}
+    safe = safe_points([1], [{"text": "kept?", "deep": nested}])
+    assert safe.payloads == [{"_nested_too_deep": {"text": "str", "deep": "dict"}}]
+    assert safe.repairs[0].repairs[0].kind == TOO_DEEP
 
 
 @given(texts)

@@ -254,6 +254,10 @@ CASES = [
     Case("jsonl-deep-nesting", jsonl([*rows()[:2], b'{"id": 2, "vector": [1], "p": ' + b"[" * 100_000
                                       + b"]" * 100_000 + b"}", *rows()[3:]]),
          3, error=("dump.jsonl", "nests deeper", "flatten"), points=None),
+    Case("jsonl-deep-payload-with-a-surrogate", jsonl([*rows()[:2], b'{"id": 2, "vector": [1, 0, 0, 0, 0, 0, 0, 0], '
+                                                      b'"text": "t", "p": ' + b'{"a": [' * 450 + b'"\\ud800"'
+                                                      + b"]}" * 450 + b"}", *rows()[3:]]),
+         1, {"VA110": {2}}),
     Case("parquet-truncated", parquet(arrow_table(), truncate=True), 3, error=("dump.parquet", "re-export"),
          points=None),
     Case("npz-truncated", npz(npz_arrays(), truncate=True), 3, error=("dump.npz", "re-export"), points=None),
