@@ -68,6 +68,27 @@ def tenants_by_topic(data: Path, rng: np.random.Generator) -> tuple[list[str], l
     return [r["text"] for r in rows], [re.sub(r"\W+", "-", r["topic"].lower()) for r in rows]
 
 
+def round_robin_store(path: Path, n: int, seed: int, *, topics: int = 200, tenants: int = 10,
+                      outliers: int | None = None, dim: int = 384) -> Path:
+    """An ``.npz`` export shaped like the issue-17 store (100k vectors, 200 topics, ten tenants sharing the
+    same topics, assigned round-robin, 500 planted outliers), at ``n`` points: unit topic centres, each point
+    its topic centre plus isotropic noise (cosine about 0.7 to the centre), tenant ``t{i % tenants}`` in the
+    order of a random permutation; outliers (``n / 200`` by default) are uniform random directions. No tenant
+    differs from another, so every misfiled finding is a false alarm."""
+    rng = np.random.default_rng(seed)
+    outliers = n // 200 if outliers is None else outliers
+    centres = rng.standard_normal((topics, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    topic = rng.integers(0, topics, n - outliers)
+    vecs = np.concatenate([centres[topic] + rng.standard_normal((n - outliers, dim)) / np.sqrt(dim),
+                           rng.standard_normal((outliers, dim))]).astype(np.float32)
+    order = rng.permutation(n)
+    tenant = np.array([f"t{k % tenants}" for k in range(n)])[np.argsort(order)]
+    out = path / f"roundrobin-{n}-{seed}.npz"
+    np.savez(out, vectors=vecs, ids=np.arange(n), tenant=tenant)
+    return out
+
+
 def drop_sentence(text: str, rng: np.random.Generator) -> str | None:
     sentences = re.split(r"(?<=[.!?])\s+", text.strip())
     if len(sentences) < 3:

@@ -100,11 +100,13 @@ class CrossTenantCopyDetector(Detector):
 
     Direction: ``ctx.previous`` (the ledger) gives each point's first scan; the later point is the copy
     and only it is reported, with ``from_tenant`` the earlier one. Points seen first in the same scan (or
-    a baseline scan) get ``direction: unknown`` and both sides are reported.
+    a baseline scan) get ``direction: unknown``; the pair is still one finding, reported on the later of the two
+    points in the store's order with the other as its source (a story its publisher filed under two
+    categories is one copy, not two alerts).
     """
 
     name = "cross-tenant-copy"
-    version = "2"
+    version = "3"
     description = "Same or nearly the same content stored under two tenants (exact and near copies)"
     rules = (EXACT_COPY, NEAR_COPY)
     requires = frozenset({"vectors", "tenant", "graph"})
@@ -232,8 +234,8 @@ class CrossTenantCopyDetector(Detector):
                 targets = [(b, a, True)]
             elif first_seen[b] < first_seen[a]:
                 targets = [(a, b, True)]
-            else:
-                targets = [(a, b, False), (b, a, False)]
+            else:  # one finding per pair: on the later row of the table, the pair's other side as source
+                targets = [(b, a, False)]
             for copy_row, source_row, known in targets:
                 entry = copies[copy_row]
                 entry.direction_known = entry.direction_known or known

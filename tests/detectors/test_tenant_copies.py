@@ -66,17 +66,42 @@ def test_copies_found_with_direction_from_the_ledger(tmp_path: Path, corpus: Any
             assert rec.finding.score >= 0.9 and ev["sources"][0]["cosine"] >= 0.85
 
 
-def test_single_scan_reports_both_sides_when_direction_is_unknown(tmp_path: Path, corpus: Any, embed: Any,
-                                                                  sqlite_ledger_url: str) -> None:
+def test_single_scan_reports_each_pair_once_when_direction_is_unknown(tmp_path: Path, corpus: Any, embed: Any,
+                                                                      sqlite_ledger_url: str) -> None:
     texts, tenants, vecs = corpus
     new_texts, new_tenants, new_vecs = _plants(corpus, embed)
     payloads = [{"text": t, "tenant": g} for t, g in zip(texts + new_texts, tenants + new_tenants)]
     uri = build_qdrant_store(tmp_path / "store", [*vecs, *new_vecs], payloads)
     result = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
-    flagged = {r.finding.point_id for r in result.findings}
-    assert {160, 161, 162, 163} <= flagged
-    assert len(flagged) == 8  # each copy and its original, nothing else
+    # one finding per copy pair, on the later point of the store, its original as the source
+    assert sorted(r.finding.point_id for r in result.findings) == [160, 161, 162, 163]
     assert all(r.finding.evidence["direction"] == "unknown" for r in result.findings)
+    assert all(r.finding.evidence["source_count"] == 1 for r in result.findings)
+
+
+def test_story_filed_under_two_categories_is_one_finding_per_pair(tmp_path: Path, embed: Any,
+                                                                  sqlite_ledger_url: str) -> None:
+    """A publisher files a story under every category it belongs to (one tenant per category): each story
+    stored twice is one copy finding, one stored under three categories is reported on two points (three
+    pairs), never once per point and direction."""
+    rows = [r for r in load_jsonl("wikipedia_en.jsonl") if r["topic"] in ("Arts", "History", "Technology")]
+    texts = [r["text"] for r in rows]
+    tenants = [r["topic"] for r in rows]
+    twice = {0: "History", 45: "Technology", 90: "Arts"}  # row -> the second category it is filed under
+    extra_texts = [texts[i] for i in twice] + [texts[10]] * 2
+    extra_tenants = [*twice.values(), "History", "Technology"]  # row 10 (Arts) under all three
+    vecs = embed(texts)
+    uri = build_qdrant_store(tmp_path / "store", [*vecs, *(vecs[i] for i in [*twice, 10, 10])],
+                             [{"text": t, "tenant": g} for t, g in zip(texts + extra_texts, tenants + extra_tenants)])
+    result = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
+    assert result.status == "completed"
+    found = {r.finding.point_id: r.finding for r in result.findings}
+    n = len(texts)
+    assert set(found) == {n, n + 1, n + 2, n + 3, n + 4}
+    assert all(f.rule_id == "VA411" for f in found.values())
+    for k, row in enumerate(twice):
+        assert [s["id"] for s in found[n + k].evidence["sources"]] == [row]
+    assert sorted(s["id"] for s in found[n + 4].evidence["sources"]) == [10, n + 3]
 
 
 def test_containment_of_a_dropped_sentence() -> None:
@@ -105,7 +130,7 @@ def test_truncated_copy_below_the_cosine_gate(tmp_path: Path, embed: Any, sqlite
     result = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
     copy_id = len(texts) - 1
     found = {r.finding.point_id: r.finding for r in result.findings}
-    assert set(found) == {copy_id, source}
+    assert set(found) == {copy_id}  # the pair once, on the later point
     finding = found[copy_id]
     assert finding.rule_id == "VA412" and finding.score >= 0.9 and finding.threshold == 0.8
     assert finding.evidence["sources"][0]["id"] == source and finding.evidence["sources"][0]["cosine"] < 0.85
