@@ -33,11 +33,11 @@ class ChromaConnector(Connector):
     the collection's HNSW/SPANN configuration (Chroma's default is l2).
 
     Quarantine: tag (metadata flag, written as a JSON list, see ``_JSON_MARKER``) and move (to a sibling
-    collection with the same configuration, a cosine space as ``ip`` so the copy keeps its bits). Chroma
-    normalises each vector written to a cosine collection with its own float32 arithmetic, so a point released
-    into one comes back bit-exact only when its stored vector is a fixed point of that normalisation (measured
-    on an AVX-512 machine: 113 of 1,008 MiniLM vectors were not, each within float32 rounding); quarantine notes
-    each such point and the ledger backup keeps the exact bits. Tag mode never rewrites vectors.
+    collection with the same configuration, a cosine space as ``ip`` so the copy keeps its bits). Chroma rounds
+    each vector written to a cosine collection in a way of its own (measured: single values one ulp off, the norm
+    unchanged), so a point released into one comes back bit-exact only where that rounding leaves it alone
+    (measured on an AVX-512 machine: 113 of 1,008 MiniLM vectors moved); quarantine notes each such point and the
+    ledger backup keeps the exact bits. Tag mode never rewrites vectors.
     """
 
     schemes = ("chroma", "chroma+http", "chroma+https")
@@ -253,9 +253,9 @@ class ChromaConnector(Connector):
         return name in [c.name for c in call_backend("list collections", self.where, self.client().list_collections)]
 
     def ensure_collection_like(self, name: str) -> None:
-        """The source's index configuration, a cosine space as ``ip``: a cosine collection stores each written
-        vector normalised by Chroma's own arithmetic, ``ip`` keeps it as written (tests/quarantine, 1,008 vectors),
-        and on normalised vectors ``ip`` ranks as cosine does. An existing collection is used as it is."""
+        """The source's index configuration, a cosine space as ``ip``: a cosine collection rounds each written
+        vector, ``ip`` keeps it as written (tests/quarantine, 1,008 vectors), and on normalised vectors ``ip`` ranks
+        as cosine does. An existing collection is used as it is."""
         if self.collection_exists(name):
             return
         source = self._open_collection()

@@ -6,8 +6,8 @@ Each store runs two ways. The quarantine state machine (ledger backups, encrypte
 notes) moves and releases a sample of 24 points: it commits every step of every point to the ledger, a few points
 a second, so it does not run on all 1,000 here. The store's side of the same operations (``ensure_collection_like``,
 ``upsert_points``, ``delete_points`` with the points as decoded from an encrypted ledger backup) then runs on
-every point at once. Chroma's cosine space normalises what is written with its own arithmetic: there, the copy
-in the quarantine collection is exact, a released point is exact or named in a note, and fixed points are exact.
+every point at once. Chroma's cosine space rounds what is written in a way of its own: there, the copy in the
+(ip) quarantine collection is exact, a released point is exact or named in a note, and fixed points are exact.
 """
 
 from __future__ import annotations
