@@ -23,6 +23,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
         "ledger": str,
         "batch_size": int,
         "fail_on": str,
+        "alert_on": str,
         "grpc": bool,
         "state_dir": str,
         "fields": dict,
@@ -53,6 +54,7 @@ class Config:
     ledger: str | None = None
     batch_size: int | None = None
     fail_on: str | None = None
+    alert_on: str | None = None
     grpc: bool | None = None
     state_dir: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
@@ -112,6 +114,8 @@ def load_config(path: str | Path | None, *, known_detectors: set[str] | None = N
     for section in ("fields", "embedding", "tenancy", "hub", "quarantine", "notify"):
         if section in data:
             _check_table(data[section], section, where)
+    if data.get("alert_on") not in (None, "changed", "all"):
+        raise ConfigError(f"'alert_on' in {where} must be \"changed\" or \"all\", not {data['alert_on']!r}")
     if "sample" in data.get("embedding", {}):
         check_embed_sample(data["embedding"]["sample"], f"'embedding.sample' in {where}:")
     cfg = Config(
@@ -122,6 +126,7 @@ def load_config(path: str | Path | None, *, known_detectors: set[str] | None = N
         ledger=data.get("ledger"),
         batch_size=data.get("batch_size"),
         fail_on=data.get("fail_on"),
+        alert_on=data.get("alert_on"),
         grpc=data.get("grpc"),
         state_dir=data.get("state_dir"),
         fields=dict(data.get("fields", {})),

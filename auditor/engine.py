@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select, update
 
-from auditor import __version__, summaries
+from auditor import __version__, calibration, summaries
+from auditor.alerting import DEFAULT_ALERT_ON, alert_decision
 from auditor.batching import resolve_batch
 from auditor.connector import Connector, cursor_to_json
 from auditor.context import ScanContext, ScanSettings
@@ -51,13 +52,14 @@ class ScanResult:
     error_exit: int | None = None
 
     def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
-        """0 clean, 1 active findings at or above ``fail_on``, 3 incomplete, 130 interrupted."""
+        """0 clean, 1 alerting findings at or above ``fail_on`` (see auditor.alerting), 3 incomplete,
+        130 interrupted."""
         if self.error_exit is not None:
             return self.error_exit
         if self.status != "completed":
             return ExitCode.INCOMPLETE
         for rec in self.findings:
-            if rec.status not in repo.SILENCED_STATUSES and rec.finding.effective_severity >= fail_on:
+            if rec.alert and rec.finding.effective_severity >= fail_on:
                 return ExitCode.FINDINGS
         return ExitCode.CLEAN
 
@@ -81,6 +83,10 @@ class ScanOptions:
     #: per-collection ledger lock: two scans of one collection never overlap, and a killed one is recognised).
     lock_stale_after: float = DEFAULT_STALE_AFTER
     lock_heartbeat_every: float = 30.0
+    #: Which findings alert (exit code, notify) after the baseline scan: "changed" or "all" (auditor.alerting).
+    alert_on: str = DEFAULT_ALERT_ON
+    #: Review-driven recalibration (auditor.calibration): None turns it off for this scan.
+    calibration_min_false_positives: int | None = calibration.MIN_FALSE_POSITIVES
 
 
 @dataclass
@@ -134,6 +140,7 @@ class Scanner:
             previous = repo.latest_point_states(s, collection_id) if previous_scan is not None else None
             previous_summaries = summaries.load(s, previous_scan.id) if previous_scan is not None else {}
             carry = self._carry_basis(s, previous_scan) if opts.incremental else None
+            calibrations = self._calibrations(s, collection_id)
 
         ctx = ScanContext(
             info=info,
@@ -146,7 +153,9 @@ class Scanner:
         )
         try:
             active = self._begin_detectors(ctx)
-            scan_id = self._open_scan(info, collection_id, incremental=carry is not None, lock=lock)
+            scan_id = self._open_scan(
+                info, collection_id, incremental=carry is not None, lock=lock, calibrations=calibrations
+            )
         except BaseException:
             ctx.close()
             raise
@@ -186,6 +195,7 @@ class Scanner:
             ctx.shared["tenant_summaries"] = summaries.summarise(ctx, seed=opts.settings.seed)
             self._pass_two(ctx, active, findings)
             ctx.add_seconds("pass2", time.perf_counter() - started)
+            self._calibrate(ctx, calibrations, [*findings, *(f for f, _ in carried)])
         except KeyboardInterrupt:
             status, error, error_exit = "failed", "interrupted", ExitCode.INTERRUPTED
         except VecauditError as e:
@@ -213,9 +223,23 @@ class Scanner:
         finally:
             ctx.close()
 
-    def _open_scan(self, info: Any, collection_id: int, *, incremental: bool, lock: ScanLock) -> int:
+    def _open_scan(
+        self,
+        info: Any,
+        collection_id: int,
+        *,
+        incremental: bool,
+        lock: ScanLock,
+        calibrations: dict[str, calibration.RuleCalibration] | None = None,
+    ) -> int:
         """Record the scan as running; in the same transaction the lock names it (see auditor.scanlock)."""
         opts = self.options
+        configs = [d.config() for d in self.detectors]
+        lines = calibrations or {}
+        for cfg, det in zip(configs, self.detectors, strict=True):
+            mine = {r.id: lines[r.id].as_config() for r in det.rules if r.id in lines}
+            if mine:
+                cfg["calibration"] = mine
         with self.ledger.session() as s:
             scan = ScanRow(
                 collection_id=collection_id,
@@ -225,7 +249,7 @@ class Scanner:
                 operator=opts.operator or _whoami(),
                 tool_version=__version__,
                 field_map=opts.field_map.as_dict(),
-                detector_configs=[d.config() for d in self.detectors],
+                detector_configs=configs,
                 collection_info=info.as_dict(),
                 counts={},
                 notes=[],
@@ -250,6 +274,30 @@ class Scanner:
             if det.name not in ctx.shared.get("failed_detectors", ()):
                 active.append(det)
         return active
+
+    # -- review-driven recalibration ----------------------------------------------------------------------
+    def _calibrations(self, s: Any, collection_id: int) -> dict[str, calibration.RuleCalibration]:
+        """The alert lines the collection's reviews set for the rules of this scan's detectors."""
+        minimum = self.options.calibration_min_false_positives
+        if minimum is None:
+            return {}
+        rules = {r.id for d in self.detectors for r in d.rules}
+        found = calibration.rule_calibrations(s, collection_id, min_false_positives=minimum)
+        return {r: c for r, c in calibration.active(found).items() if r in rules}
+
+    @staticmethod
+    def _calibrate(
+        ctx: ScanContext, calibrations: dict[str, calibration.RuleCalibration], found: list[Finding]
+    ) -> None:
+        """Keep findings at or below their rule's review-calibrated line as LOW; say so in the notes."""
+        if not calibrations:
+            return
+        kept = calibration.apply(found, calibrations)
+        for rule_id, cal in sorted(calibrations.items()):
+            ctx.note(
+                f"calibration: {cal.describe()}: {kept.get(rule_id, 0)} finding(s) kept as LOW "
+                "(`vecaudit calibration reset` undoes it)"
+            )
 
     # -- incremental ------------------------------------------------------------------------------------
     @staticmethod
@@ -289,10 +337,13 @@ class Scanner:
         if previous_scan is None or previous_scan.counts.get("basis") != self._settings_basis():
             return None
         previous_configs = {c.get("name"): c for c in previous_scan.detector_configs or []}
+        # the review-driven calibration is applied after the detectors ran, so it does not stop a carry
         names = {
             d.name
             for d in self.detectors
-            if d.pointwise_observe and previous_configs.get(d.name) == json.loads(json.dumps(d.config()))
+            if d.pointwise_observe
+            and {k: v for k, v in (previous_configs.get(d.name) or {}).items() if k != "calibration"}
+            == json.loads(json.dumps(d.config()))
         }
         by_name = {d.name: d for d in self.detectors}
         found: dict[str, list[tuple[Finding, str]]] = {}
@@ -453,6 +504,7 @@ class Scanner:
                 )
                 counts["findings"] = len(recorded)
                 counts["carried"] = len(carried)
+                counts["alerts"] = self._decide_alerts(recorded, changes, baseline=bool(change_counts["baseline"]))
                 counts.update(repo.scan_finding_summary(s, scan_id))
             repo.finish_scan(
                 s,
@@ -475,6 +527,27 @@ class Scanner:
             error=error,
             error_exit=error_exit,
         )
+
+    def _decide_alerts(
+        self, recorded: list[repo.RecordedFinding], changes: list[repo.PointChange], *, baseline: bool
+    ) -> dict[str, Any]:
+        """Mark which recorded findings alert, and why (auditor.alerting); the counts for the scan row."""
+        mode = self.options.alert_on
+        changed = {c.point_key for c in changes if c.change in ("new", "changed")}
+        alerting = 0
+        for rec in recorded:
+            rec.alert, rec.alert_reason = alert_decision(
+                rec.finding,
+                status=rec.status,
+                is_new=rec.is_new,
+                previous_severity=rec.previous_severity,
+                mode=mode,
+                baseline=baseline,
+                changed_points=changed,
+                silenced=repo.SILENCED_STATUSES,
+            )
+            alerting += rec.alert
+        return {"alert_on": mode, "alerting": alerting, "quiet": len(recorded) - alerting}
 
     def _notify(self, result: ScanResult, collection: str) -> None:
         assert self.options.notify_url is not None
@@ -527,7 +600,7 @@ def _finding_from_ledger(row: FindingRow, occ: FindingOccurrenceRow, detector: D
     severity = Severity(row.severity)
     confidence = Confidence(row.confidence)
     point: PointId = json.loads(row.point_key or "null")
-    return Finding(
+    finding = Finding(
         rule=rule,
         detector=row.detector,
         point_id=point,
@@ -539,6 +612,8 @@ def _finding_from_ledger(row: FindingRow, occ: FindingOccurrenceRow, detector: D
         severity=None if severity == rule.severity else severity,
         confidence=None if confidence == rule.confidence else confidence,
     )
+    calibration.undo(finding)  # this scan's calibration decides again
+    return finding
 
 
 def _point_changes(ctx: ScanContext) -> tuple[list[repo.PointChange], dict[str, Any]]:

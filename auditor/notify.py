@@ -1,5 +1,7 @@
-"""``scan --notify URL``: POST a JSON summary of a scan's *new* findings to a webhook (Slack-compatible
-``text`` field included), so a scheduled scan only makes noise when something changed. Messages and errors are
+"""``scan --notify URL``: POST a JSON summary of a scan's *new alerting* findings to a webhook (Slack-compatible
+``text`` field included), so a scheduled scan only makes noise when something changed: a finding is posted once,
+in the scan that first sees it, and only when it alerts (auditor.alerting: after the baseline, HIGH findings and
+MEDIUM ones about new or changed points; ``--alert-on all`` posts every new finding). Messages and errors are
 masked. Sits below the engine: it reads a scan's outcome through :class:`ScanOutcome` and imports no engine code."""
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ class ScanOutcome(Protocol):
 
 
 def summary_payload(result: ScanOutcome, *, collection: str, source: str) -> dict[str, Any]:
-    """The webhook document: ``{"version": 1, "event": "vecaudit.scan", "scan": {...}, "new_findings": [...]}``."""
-    new = [r for r in result.findings if r.is_new]
+    """The webhook document: ``{"version": 1, "event": "vecaudit.scan", "scan": {...}, "new_findings": [...]}``;
+    ``quiet_new_findings_total`` counts the new findings that were recorded without alerting."""
+    new = [r for r in result.findings if r.is_new and r.alert]
+    quiet = sum(1 for r in result.findings if r.is_new and not r.alert)
     new.sort(key=lambda r: (-r.finding.effective_severity.rank, r.finding.rule_id, str(r.finding.point_id)))
     by_severity: dict[str, int] = {}
     for r in new:
@@ -73,6 +77,7 @@ def summary_payload(result: ScanOutcome, *, collection: str, source: str) -> dic
         },
         "new_findings_total": len(new),
         "new_by_severity": by_severity,
+        "quiet_new_findings_total": quiet,
         "new_findings": [
             {
                 "finding_id": r.row_id,
@@ -86,6 +91,7 @@ def summary_payload(result: ScanOutcome, *, collection: str, source: str) -> dic
                 "score": float(r.finding.score),
                 "message": redact_text(r.finding.message),
                 "tags": list(r.finding.tags),
+                "alert_reason": r.alert_reason,
             }
             for r in new[:MAX_LISTED]
         ],
@@ -94,8 +100,8 @@ def summary_payload(result: ScanOutcome, *, collection: str, source: str) -> dic
 
 
 def should_notify(result: ScanOutcome) -> bool:
-    """Post when there are new findings or the scan did not complete (a silent failure is worse)."""
-    return result.status != "completed" or any(r.is_new for r in result.findings)
+    """Post when there are new alerting findings or the scan did not complete (a silent failure is worse)."""
+    return result.status != "completed" or any(r.is_new and r.alert for r in result.findings)
 
 
 def post_json(url: str, document: dict[str, Any], *, timeout: float = 10.0, attempts: int = 3) -> str | None:

@@ -1,4 +1,5 @@
-"""``vecaudit findings list|show|label``: read and label the ledger's findings."""
+"""``vecaudit findings list|show|label|stats``: read and label the ledger's findings; how reviewers judged each
+rule."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import click
 from sqlalchemy.orm import Session
 
+from auditor.calibration import review_stats
 from auditor.cli.options import (
     format_option,
     info,
@@ -206,6 +208,46 @@ def label_command(
         for fid in finding_ids:
             repo.add_review(s, finding_id=fid, reviewer=who, verdict=verdict, note=note)
     info(f"labelled {len(finding_ids)} finding(s) {verdict} as {who}")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+@findings_group.command("stats")
+@ledger_option
+@click.option("--collection", help="Only this collection (name or key).")
+@format_option("table", "json")
+def stats_command(ledger_url: str | None, collection: str | None, fmt: str) -> None:
+    """How reviewers judged each detector's findings, per rule: confirmed (quarantined included),
+    false_positive, accepted, still open or resolved unreviewed, and precision = confirmed /
+    (confirmed + false_positive) with its Wilson 95% interval.
+
+    \b
+    Example:
+      vecaudit findings stats
+      vecaudit findings stats --collection docs --format json | jq '.rules[] | {rule_id, precision}'
+    """
+    ledger = open_ledger(ledger_url)
+    with ledger.session() as s:
+        rules = review_stats(repo.review_counts(s, collection=collection))
+    if fmt == "json":
+        emit_json({"version": 1, "collection": collection, "rules": rules})
+        return
+    if not rules:
+        info("no findings" + (f" in collection {collection!r}" if collection else ""))
+        return
+    headers = ("detector", "rule", "findings", "confirmed", "false_pos", "accepted", "open", "resolved",
+               "precision", "95% interval")
+    rows = [
+        [
+            r["detector"], r["rule_id"], r["findings"], r["confirmed"], r["false_positive"], r["accepted"],
+            r["open"], r["resolved"], _ratio(r["precision"]),
+            "-" if r["precision_low"] is None else f"{r['precision_low']:.2f}-{r['precision_high']:.2f}",
+        ]
+        for r in rules
+    ]
+    emit_table(rows, headers)
 
 
 COMMANDS = [findings_group]

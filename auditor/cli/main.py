@@ -65,6 +65,7 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 def _register() -> None:
     from auditor.cli import (
+        calibration,
         db,
         demo,
         export,
@@ -80,7 +81,10 @@ def _register() -> None:
         tenants,
     )
 
-    modules = (scan, scans, findings, export, report, review, history, db, plugins, demo, redteam, quarantine, tenants)
+    modules = (
+        scan, scans, findings, calibration, export, report, review, history, db, plugins, demo, redteam, quarantine,
+        tenants,
+    )
     for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from auditor.alerting import ALERT_MODES, DEFAULT_ALERT_ON
 from auditor.cli.options import (
     config_option,
     format_option,
@@ -131,6 +132,17 @@ def build_settings(config: Config, **flags: Any) -> ScanSettings:
     help="Where --incremental keeps neighbour graphs and re-embeddings [$VECAUDIT_STATE_DIR or ~/.cache/vecaudit].",
 )
 @click.option("--notify", "notify_url", metavar="URL", help="POST a JSON summary of new findings to this webhook.")
+@click.option(
+    "--alert-on",
+    type=click.Choice(ALERT_MODES),
+    help="After the baseline scan, which findings alert (exit code, --notify): 'changed' = HIGH, or MEDIUM about a "
+    "point new or changed since the last scan; 'all' = every active finding [default: changed].",
+)
+@click.option(
+    "--no-calibration",
+    is_flag=True,
+    help="Ignore the collection's review-driven alert lines for this scan (`vecaudit calibration show`).",
+)
 @click.pass_context
 def scan_command(
     ctx: click.Context,
@@ -153,6 +165,8 @@ def scan_command(
     incremental: bool,
     state_dir: str | None,
     notify_url: str | None,
+    alert_on: str | None,
+    no_calibration: bool,
     **flags: Any,
 ) -> None:
     """Scan one collection: integrity, provenance, poisoning, tampering, injection, secrets, tenancy.
@@ -166,6 +180,7 @@ def scan_command(
     Example:
       vecaudit scan qdrant+local:///data/store --collection docs --text-field text --tenant-field tenant
       vecaudit scan --config vecaudit.toml --format json --fail-on medium > scan.json
+      vecaudit scan qdrant://qdrant:6333 -c docs --text-field text --alert-on all --fail-on medium
     """
     classes = detector_classes()
     config = load_config(config_path, known_detectors=set(classes))
@@ -201,6 +216,8 @@ def scan_command(
             incremental=incremental,
             state_dir=state_dir or config.state_dir,
             notify_url=notify_url,
+            alert_on=alert_on or config.alert_on or DEFAULT_ALERT_ON,
+            calibration_min_false_positives=None if no_calibration else ScanOptions.calibration_min_false_positives,
         )
         result = Scanner(ledger, connector, dets, scan_opts).run()
     finally:
@@ -223,7 +240,14 @@ def scan_document(ledger: Ledger, result: ScanResult) -> dict[str, Any]:
             row = s.get(FindingRow, rec.row_id)
             assert row is not None
             occ = repo.latest_occurrence(s, rec.row_id, result.scan_id)
-            findings.append({**finding_json(row, occ, collection=scan.collection_name), "is_new": rec.is_new})
+            findings.append(
+                {
+                    **finding_json(row, occ, collection=scan.collection_name),
+                    "is_new": rec.is_new,
+                    "alert": rec.alert,
+                    "alert_reason": rec.alert_reason,
+                }
+            )
         return {"version": 1, "scan": scan_json(scan), "findings": findings}
 
 
@@ -234,7 +258,10 @@ def render_scan(ledger: Ledger, result: ScanResult, fmt: str) -> None:
         emit_json(doc)
     elif doc["findings"]:
         order = sorted(doc["findings"], key=lambda f: (-Severity(f["severity"]).rank, f["rule_id"], f["id"]))
-        emit_table(finding_rows_from_json(order), FINDING_HEADERS)
+        rows = [
+            [*row, "yes" if f["alert"] else "-"] for row, f in zip(finding_rows_from_json(order), order, strict=True)
+        ]
+        emit_table(rows, (*FINDING_HEADERS, "alert"))
     info(_summary_line(doc, result))
     for note in result.notes:
         info(f"  note: {redact_text(note)}")
@@ -254,9 +281,15 @@ def _summary_line(doc: dict[str, Any], result: ScanResult) -> str:
         change = f"{c['new']} new, {c['changed']} changed, {c['deleted']} deleted since the last scan"
     else:
         change = "no provenance recorded"
+    alerts = c.get("alerts")
+    alerting = (
+        f"; {alerts['alerting']} alerting, {alerts['quiet']} listed without alerting (--alert-on {alerts['alert_on']})"
+        if alerts
+        else ""
+    )
     return (
         f"scan {result.scan_id} {result.status}: {result.points_scanned} points of {doc['scan']['collection']}; "
-        f"{c.get('findings', 0)} findings ({sev or 'none'}); {change}"
+        f"{c.get('findings', 0)} findings ({sev or 'none'}); {change}{alerting}"
     )
 
 

@@ -236,6 +236,19 @@ class ScanLockRow(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class CalibrationResetRow(Base):
+    """``vecaudit calibration reset``: false_positive verdicts given before ``created_at`` no longer recalibrate
+    the rule (or every rule, when ``rule_id`` is None) of this collection."""
+
+    __tablename__ = "calibration_resets"
+    __table_args__ = (Index("ix_calibration_resets_collection_rule", "collection_id", "rule_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id"))
+    rule_id: Mapped[str | None] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class TenantSummaryRow(Base):
     """A compact per-tenant picture of the vectors of one completed scan (for drift against the next scan):
     count, centroid (float32) and a seeded bottom-k sample of vectors (float16, keyed by point hash)."""

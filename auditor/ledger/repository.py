@@ -125,6 +125,11 @@ class RecordedFinding:
     fingerprint: str
     status: str
     is_new: bool
+    #: Whether it alerts (exit code, --notify) and why: decided by the engine (auditor.alerting).
+    alert: bool = False
+    alert_reason: str = ""
+    #: The finding's severity as the ledger held it before this scan (None for a new finding).
+    previous_severity: str | None = None
 
 
 def record_findings(
@@ -146,6 +151,7 @@ def record_findings(
         message, evidence = redact_text(finding.message), redact_json(finding.evidence)
         found = existing.get(fp)
         is_new = found is None
+        previous_severity = None if found is None else found.severity
         if found is None:
             row = FindingRow(
                 fingerprint=fp,
@@ -188,7 +194,7 @@ def record_findings(
                 message=message,
             )
         )
-        out.append(RecordedFinding(finding, row.id, fp, row.status, is_new))
+        out.append(RecordedFinding(finding, row.id, fp, row.status, is_new, previous_severity=previous_severity))
     session.flush()
     return out
 
@@ -261,6 +267,23 @@ def query_findings(session: Session, flt: FindingFilter) -> list[FindingRow]:
         )
     if flt.limit:
         stmt = stmt.limit(flt.limit)
+    return list(session.scalars(stmt))
+
+
+def review_counts(session: Session, *, collection: str | None = None) -> list[tuple[str, str, str, str, int]]:
+    """``(detector, rule_id, title, status, count)`` of the ledger's findings (one collection by name or key)."""
+    stmt = select(FindingRow.detector, FindingRow.rule_id, func.min(FindingRow.title), FindingRow.status, func.count())
+    if collection:
+        stmt = stmt.join(CollectionRow).where((CollectionRow.name == collection) | (CollectionRow.key == collection))
+    stmt = stmt.group_by(FindingRow.detector, FindingRow.rule_id, FindingRow.status)
+    return [(d, r, t, st, int(n)) for d, r, t, st, n in session.execute(stmt)]
+
+
+def collections_named(session: Session, collection: str | None) -> list[CollectionRow]:
+    """The audited collections whose name or key is ``collection`` (every collection when None)."""
+    stmt = select(CollectionRow).order_by(CollectionRow.id)
+    if collection:
+        stmt = stmt.where((CollectionRow.name == collection) | (CollectionRow.key == collection))
     return list(session.scalars(stmt))
 
 

@@ -123,7 +123,7 @@ def test_upgrade_to_0003_keeps_every_row_and_allows_abandoned(
         Scanner(ledger, connector, [IntegrityDetector()], ScanOptions(field_map=FieldMap(text="text"),
                                                                       show_progress=False)).run()
     ledger.upgrade()
-    assert ledger.current_revision() == "0003" == ledger.head_revision()
+    assert ledger.current_revision() == ledger.head_revision() == "0004"
     with ledger.session() as s:
         assert s.scalar(select(func.count()).select_from(PointVersionRow)) == 40
         assert s.scalar(select(func.count()).select_from(FindingRow)) == 1

@@ -1,5 +1,6 @@
-"""`scan --notify URL` posts a JSON summary of *new* findings to a webhook (a real HTTP server on 127.0.0.1):
-a first scan reports everything, an unchanged rescan posts nothing, a new fault is posted alone."""
+"""`scan --notify URL` posts a JSON summary of *new alerting* findings to a webhook (a real HTTP server on
+127.0.0.1): a first scan reports everything, an unchanged rescan posts nothing, a new MEDIUM fault on a changed point
+is posted alone (a new LOW one is only counted as quiet), and `alert_on="all"` posts every new finding."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def webhook() -> Iterator[tuple[str, WebhookRecorder]]:
         yield hook.url, hook
 
 
-def _scan(uri: str, ledger_url: str, notify: str) -> ScanResult:
+def _scan(uri: str, ledger_url: str, notify: str, alert_on: str = "changed") -> ScanResult:
     ledger = Ledger(ledger_url).open()
     connector = connector_for(uri, collection="docs")
     try:
@@ -34,6 +35,7 @@ def _scan(uri: str, ledger_url: str, notify: str) -> ScanResult:
             settings=ScanSettings(),
             show_progress=False,
             notify_url=notify,
+            alert_on=alert_on,
         )
         return Scanner(ledger, connector, [IntegrityDetector()], opts).run()
     finally:
@@ -66,14 +68,29 @@ def test_webhook_receives_only_new_findings(tmp_path: Path, sqlite_ledger_url: s
     _scan(uri, sqlite_ledger_url, url)  # nothing changed: nothing new, no post
     assert len(hook.received) == 1
 
+    from qdrant_client import models
+
     client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
     client.set_payload("docs", payload={"text": 17}, points=[9])
+    client.update_vectors("docs", points=[models.PointVectors(id=10, vector=vecs[11].tolist())])
     client.close()
     third = _scan(uri, sqlite_ledger_url, url)
     assert len(hook.received) == 2
-    new = hook.received[1]["new_findings"]
-    assert [(f["rule_id"], f["point_id"], f["severity"]) for f in new] == [("VA109", 9, "low")]
-    assert len(third.findings) == 3  # the two old ones recur but are not announced again
+    posted = hook.received[1]
+    new = posted["new_findings"]
+    # point 10 now holds point 11's vector: both copies are about the changed point 10, so both alert
+    assert [(f["rule_id"], f["point_id"], f["severity"]) for f in new] == [("VA105", 10, "medium"),
+                                                                           ("VA105", 11, "medium")]
+    assert {f["alert_reason"] for f in new} == {"involves point(s) new or changed since the last scan: 10"}
+    assert posted["quiet_new_findings_total"] == 1  # VA109 on point 9: LOW, listed but not announced
+    assert len(third.findings) == 5  # the two old ones recur but are not announced again
+    assert third.exit_code() == 1  # the recurring HIGH (VA108) still fails the scan
+
+    client = QdrantClient(path=uri.removeprefix("qdrant+local://"))
+    client.set_payload("docs", payload={"text": 18}, points=[12])
+    client.close()
+    _scan(uri, sqlite_ledger_url, url, alert_on="all")  # the old behaviour: every new finding is posted
+    assert [(f["rule_id"], f["point_id"]) for f in hook.received[2]["new_findings"]] == [("VA109", 12)]
 
 
 def test_unreachable_or_refusing_webhook_does_not_fail_the_scan(
