@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -457,13 +457,16 @@ def fingerprint_drift(session: Session, action: QuarantineActionRow, point: Stor
 
 
 # -- sensitive content ----------------------------------------------------------------------------------------
-def masking_detectors() -> list[str]:
+@lru_cache(maxsize=1)
+def masking_detectors() -> tuple[str, ...]:
     """Entry-point names of the registered detectors that find secrets and personal data (``TextMasker``)."""
     from auditor.masking import TextMasker
     from auditor.registry import detector_classes
 
-    return sorted(
-        name for name, cls in detector_classes().items() if isinstance(cls, type) and issubclass(cls, TextMasker)
+    return tuple(
+        sorted(
+            name for name, cls in detector_classes().items() if isinstance(cls, type) and issubclass(cls, TextMasker)
+        )
     )
 
 
@@ -507,7 +510,7 @@ def sensitive_reason(session: Session, collection_id: int, key: str, payload: An
                 select(FindingRow.rule_id).where(
                     FindingRow.collection_id == collection_id,
                     FindingRow.point_key == key,
-                    FindingRow.detector.in_(masking_detectors()),
+                    FindingRow.detector.in_(list(masking_detectors())),
                 )
             )
         )
@@ -932,7 +935,10 @@ class Quarantine:
                 outcomes.append(Outcome(_point_id(key), "", aid, state, why))
                 continue
             by_collection.setdefault(cid, []).append((aid, state, key))
-        self.check_backups([aid for group in by_collection.values() for aid, _, _ in group])
+        # a forced purge of an earlier release opens nothing: it also erases a backup whose key is lost
+        self.check_backups(
+            [aid for group in by_collection.values() for aid, state, _ in group if not (force and state == "released")]
+        )
         for cid, group in by_collection.items():
             with self._connector(cid) as connector:
                 written: list[_Written] = []
@@ -1104,21 +1110,21 @@ class Quarantine:
 
     def _purge_released(self, connector: Connector, action_ids: Sequence[int], *, force: bool) -> list[Outcome]:
         """Purge the backups of actions released earlier, each only while the live point (read from the reopened
-        store) still equals it bit for bit, or with ``force``."""
+        store) still equals it bit for bit; with ``force`` without looking (or decrypting)."""
         if not action_ids:
             return []
         actions = [self._load(aid) for aid in action_ids]
-        originals = [self._original(a) for a in actions]
-        found = self._reread(connector, [(None, o.id) for o in originals])
+        found = {} if force else self._reread(connector, [(None, _point_id(a.point_key)) for a in actions])
+        coll = connector.collection or ""
         outcomes = []
-        for action, original in zip(actions, originals, strict=True):
-            live = found.get((None, point_key(original.id)))
-            same = live is not None and not vector_differences(live, original) and live.payload == original.payload
-            coll = connector.collection or ""
-            if not (same or force):
-                why = "the live point no longer equals the backup; backup kept (--force purges it anyway)"
-                outcomes.append(Outcome(original.id, coll, action.id, "released", why, ok=False))
-                continue
+        for action in actions:
+            pid = _point_id(action.point_key)
+            if not force:
+                original, live = self._original(action), found.get((None, action.point_key))
+                if live is None or vector_differences(live, original) or live.payload != original.payload:
+                    why = "the live point no longer equals the backup; backup kept (--force purges it anyway)"
+                    outcomes.append(Outcome(pid, coll, action.id, "released", why, ok=False))
+                    continue
             with self.ledger.session() as s:
                 s.execute(
                     update(QuarantineActionRow)
@@ -1126,7 +1132,7 @@ class Quarantine:
                     .values(backup=purged(action.backup or {}, by=self.actor, at=utcnow().isoformat()))
                     .execution_options(synchronize_session=False)
                 )
-            outcomes.append(Outcome(original.id, coll, action.id, "released", "backup purged"))
+            outcomes.append(Outcome(pid, coll, action.id, "released", "backup purged"))
         return outcomes
 
     # -- recover ----------------------------------------------------------------------------------------

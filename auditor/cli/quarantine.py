@@ -242,7 +242,7 @@ def apply_command(
     "--purge-backup",
     is_flag=True,
     help="Erase the backup from the ledger once the point is verified back bit for bit (hashes stay). "
-    "Also purges actions released earlier whose live point still equals the backup.",
+    "Also purges actions released earlier whose live point still equals the backup (with --force: any).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--source", metavar="URI", help="Store URI when the ledger's (credentials redacted) is not usable.")

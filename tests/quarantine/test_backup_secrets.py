@@ -213,7 +213,7 @@ def test_release_and_recover_with_a_wrong_or_missing_key_fail_in_one_line_and_ch
 
 
 def test_purge_of_an_earlier_release_only_while_the_live_point_still_equals_the_backup(
-    sc: SecretCase, backup_key: str
+    sc: SecretCase, backup_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert run("quarantine", "apply", sc.findings[SECRETS], sc.findings[PERSONAL], "--yes", "--ledger",
                sc.ledger_url).exit_code == 0
@@ -230,6 +230,7 @@ def test_purge_of_an_earlier_release_only_while_the_live_point_still_equals_the_
     assert purge.exit_code == 3 and "backup kept" in purge.stderr, purge.output
     by_id = {r.id: r for r in actions(sc)}
     assert "purged" in by_id[ids[0]].backup and "fernet" in by_id[ids[1]].backup  # type: ignore[operator]
+    monkeypatch.setenv(KEY_ENV, new_key().decode())  # the key is lost: a forced purge opens nothing
     forced = run("quarantine", "release", "--point", PERSONAL, "--yes", "--purge-backup", "--force", "--ledger",
                  sc.ledger_url)
     assert forced.exit_code == 0, forced.output
