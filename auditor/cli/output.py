@@ -4,6 +4,7 @@ from the ledger (messages, evidence, notes, errors, review notes) is masked here
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -30,8 +31,21 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
+#: C0/C1 control characters and DEL: a point id or tenant label written by whoever can write to the store must not
+#: ring the bell, move the cursor or start an escape sequence on the auditor's terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(value: Any) -> Any:
+    """``value`` with every control character shown as its escape text (``\\x07``); non-strings unchanged."""
+    if not isinstance(value, str):
+        return value
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+
+
 def emit_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    click.echo(tabulate(rows, headers=list(headers), tablefmt="simple", disable_numparse=True))
+    safe_rows = [[terminal_safe(cell) for cell in row] for row in rows]
+    click.echo(tabulate(safe_rows, headers=list(headers), tablefmt="simple", disable_numparse=True))
 
 
 def shorten(text: str, width: int = 70) -> str:
