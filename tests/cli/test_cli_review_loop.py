@@ -38,6 +38,7 @@ def store(tmp_path: Path, embed: Any) -> str:
 
 def _scan(store: str, ledger: str, *extra: Any) -> tuple[int, dict[str, Any]]:
     out = invoke("scan", store, *SCAN_ARGS, "--ledger", ledger, *extra)
+    assert out.exit_code in (0, 1), out.output
     return out.exit_code, json.loads(out.stdout)
 
 
@@ -45,8 +46,14 @@ def _va105(doc: dict[str, Any]) -> dict[Any, dict[str, Any]]:
     return {f["point_id"]: f for f in doc["findings"] if f["rule_id"] == "VA105"}
 
 
-def test_stats_calibration_and_alerting_through_the_cli(store: str, sqlite_ledger_url: str) -> None:
-    ledger = sqlite_ledger_url
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_stats_calibration_and_alerting_through_the_cli(
+    backend: str, store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    pg = backend == "postgres"
+    ledger = request.getfixturevalue("fresh_postgres_db") if pg else f"sqlite:///{tmp_path / 'ledger.db'}"
+    if pg:
+        assert invoke("db", "upgrade", "--ledger", ledger).exit_code == 0
     code, doc = _scan(store, ledger, "--fail-on", "medium")
     found = _va105(doc)
     assert code == 1 and len(found) == 2 * PAIRS + 3
@@ -61,7 +68,7 @@ def test_stats_calibration_and_alerting_through_the_cli(store: str, sqlite_ledge
     assert doc["scan"]["counts"]["alerts"] == {"alert_on": "changed", "alerting": 0, "quiet": len(doc["findings"])}
     # ... unless the old behaviour is asked for, by flag or by config key
     assert _scan(store, ledger, "--fail-on", "medium", "--alert-on", "all")[0] == 1
-    config = Path(ledger.removeprefix("sqlite:///")).with_name("vecaudit.toml")
+    config = tmp_path / "vecaudit.toml"
     config.write_text('alert_on = "all"\nfail_on = "medium"\n')
     assert _scan(store, ledger, "--config", config)[0] == 1
     config.write_text('alert_on = "sometimes"\n')
