@@ -173,8 +173,9 @@ def scan_command(
 
     SOURCE is a store URI: qdrant+local:///path, qdrant://host:6333, qdrants://host, chroma:///path,
     pgvector://user@host/db?table=t, milvus:///file.db, lancedb:///path?table=t, file:///export.parquet.
-    Scans never write to the store. Exit codes: 0 clean, 1 findings at/above --fail-on, 2 usage,
-    3 scan incomplete, 4 ledger, 130 interrupted.
+    Scans never write to the store. Exit codes: 0 clean, 1 alerting findings at/above --fail-on, 2 usage,
+    3 scan incomplete, 4 ledger, 130 interrupted. After the first (baseline) scan of a collection, only HIGH
+    findings and MEDIUM ones about points new or changed since the last scan alert (--alert-on all: every one).
 
     \b
     Example:
