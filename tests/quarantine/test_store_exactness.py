@@ -169,7 +169,11 @@ def store(request: pytest.FixtureRequest, work: Path, corpus: Any) -> Store:
 
         return Store(name, url.replace("postgresql://", "pgvector://") + "?table=docs&distance=cosine", read_pg)
     if name == "milvus":
+        from milvus_lite.server_manager import server_manager_instance
+
         path = work / "milvus.db"
+        # Milvus Lite serves a file from a thread until the process ends: stop it before the folder goes
+        request.addfinalizer(lambda: server_manager_instance.release_server(str(path)))
         return Store(name, build_milvus(path, ids, vectors, payloads), lambda: milvus_snapshot(path))
     path = work / "lancedb"
     build_lancedb(path, ids, vectors, payloads)
