@@ -405,6 +405,27 @@ def attack_table(m: list[dict[str, Any]], corpora: list[str]) -> list[str]:
             *_render(header, corpora, _recall_columns(m, ATTACK_CLASSES, frozenset()) + _fpr_columns(m)), ""]
 
 
+def recall_by_detector(docs: list[dict[str, Any]], classes: Iterable[str]) -> list[str]:
+    """Pooled over corpora: the share of each class's planted points that each detector alone names at LOW+."""
+    hits: dict[str, Counter[str]] = {}
+    totals: Counter[str] = Counter()
+    for doc in docs:
+        for cls in classes:
+            planted = {str(i) for i in doc["truth"]["planted"][cls]}
+            totals[cls] += len(planted)
+            for det in {f["detector"] for f in doc["findings"]}:
+                k = len(flagged_points(doc["findings"], Severity.LOW, frozenset({det})) & planted)
+                if k:
+                    hits.setdefault(cls, Counter())[det] += k
+    detectors = sorted({d for c in hits.values() for d in c})
+    lines = ["| class (planted, all corpora) | " + " | ".join(detectors) + " |", "|---|" + "---:|" * len(detectors)]
+    for cls in classes:
+        lines.append(f"| {cls} ({totals[cls]}) | " + " | ".join(
+            f"{hits.get(cls, Counter())[d] / totals[cls]:.2f}" if totals[cls] else "-" for d in detectors) + " |")
+    return ["Recall at LOW+ of each detector alone, pooled over the corpora (a point can be named by several):", "",
+            *lines, ""]
+
+
 def tenancy_table(m: list[dict[str, Any]], docs: list[dict[str, Any]], corpora: list[str]) -> list[str]:
     tenancy_detectors = frozenset({"cross-tenant-copy", "misfiled", "tenant-label", "tenant-marker"})
     tenancy_only = [_rate(len(flagged_points(d["findings"], Severity.LOW, tenancy_detectors)
@@ -440,9 +461,13 @@ def report(out: Path, corpora: list[str]) -> list[str]:
         have = [c for c in corpora if (c, store) in m]
         if have:
             lines += render([m[(c, store)] for c in have], have)
+    have = [c for c in corpora if (c, "attack") in m]
+    if have:
+        lines += recall_by_detector([docs[(c, "attack")] for c in have], ATTACK_CLASSES)
     have = [c for c in corpora if (c, "tenancy") in m]
     if have:
         lines += tenancy_table([m[(c, "tenancy")] for c in have], [docs[(c, "tenancy")] for c in have], have)
+        lines += recall_by_detector([docs[(c, "tenancy")] for c in have], TENANCY_CLASSES)
     seconds = sum(d["bench"]["seconds"] for d in docs.values())
     loads = [x for d in docs.values() for x in (d["bench"]["load_before"], d["bench"]["load_after"])]
     lines += [f"Scans: {len(docs)} stores, {seconds / 60:.1f} min of scanning in all (slowest "
@@ -510,11 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         for corpus in corpora:
             run_corpus(corpus, args, embed)
     wall = time.time() - started
+    run = "" if args.report_only else (
+        f" Load average at start {' / '.join(f'{x:.1f}' for x in load_start)}, at end "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}; wall time {wall / 60:.1f} min (embedding, stores, scans).")
     lines = [f"## Generalization of the default scan — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"Machine: {machine(args.source or source_label())}. Load average at start "
-             f"{' / '.join(f'{x:.1f}' for x in load_start)}, at end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}"
-             + ("" if args.report_only else f"; wall time {wall / 60:.1f} min (embedding, store writing, scans)")
-             + ".", "", *report(args.out, corpora)]
+             f"Machine: {machine(args.source or source_label())}.{run}", "", *report(args.out, corpora)]
     print("\n".join(lines))
     return 0
 
