@@ -91,7 +91,7 @@ def demo_command(directory: Path) -> None:
     click.echo(f"\n{caught} of {len(planted)} planted points caught in {time.monotonic() - started:.0f}s")
     report = directory / "findings.json"
     _write_json_report(ledger, result, report)
-    _quarantine_one(store.uri, ledger, planted, result)
+    _quarantine_one(store.uri, ledger, planted, result, directory)
     html = directory / "report.html"
     write_report(ledger, result.scan_id, str(html))
     click.echo(f"\nreports written to {report} and {html}")
@@ -109,12 +109,16 @@ next steps:
     ledger.dispose()
 
 
-def _quarantine_one(store_uri: str, ledger: Ledger, planted: list[Any], result: ScanResult) -> None:
+def _quarantine_one(
+    store_uri: str, ledger: Ledger, planted: list[Any], result: ScanResult, directory: Path
+) -> None:
     """End of the demo: confirm the findings on the planted poisons (else on one other caught plant),
-    quarantine them in tag mode, and show that a search guarded by ``auditor.guard.exclude_quarantined``
-    no longer returns them."""
+    quarantine them in tag mode with encrypted ledger backups (the key in the environment, else a new
+    ``quarantine.key`` in the demo folder), and show that a search guarded by
+    ``auditor.guard.exclude_quarantined`` no longer returns them."""
     from qdrant_client import QdrantClient
 
+    from auditor.backupcrypt import KEY_FILE_ENV, BackupKeys, new_key, write_key_file
     from auditor.guard import exclude_quarantined
     from auditor.ledger import repository as repo
     from auditor.quarantine import Quarantine, Selection, plan
@@ -127,7 +131,15 @@ def _quarantine_one(store_uri: str, ledger: Ledger, planted: list[Any], result: 
     with ledger.session() as s:
         for rec in chosen:
             repo.add_review(s, finding_id=rec.row_id, reviewer="demo", verdict="confirmed", note="planted by the demo")
-    outcomes = Quarantine(ledger, actor="demo").apply(plan(ledger, Selection(finding_ids=[r.row_id for r in chosen])))
+    keys = BackupKeys.from_env()
+    key_hint = ""
+    if keys is None:
+        key_file = directory / "quarantine.key"
+        write_key_file(key_file, new_key())
+        keys = BackupKeys.parse(key_file.read_text(encoding="ascii"), source=str(key_file))
+        key_hint = f"\n  backups encrypted with {key_file}: export {KEY_FILE_ENV}={key_file} to release"
+    selection = Selection(finding_ids=[r.row_id for r in chosen])
+    outcomes = Quarantine(ledger, actor="demo", keys=keys).apply(plan(ledger, selection))
     quarantined = {o.point_id for o in outcomes if o.state == "applied"}
     pid: Any = chosen[0].finding.point_id
     client = QdrantClient(path=store_uri.removeprefix("qdrant+local://"))
@@ -147,7 +159,7 @@ def _quarantine_one(store_uri: str, ledger: Ledger, planted: list[Any], result: 
 quarantine: {len(chosen)} finding(s) confirmed, {len(quarantined)} point(s) quarantined (tag mode, * = quarantined)
   top 5 for point {pid}'s vector, unfiltered:      {mark(plain)}
   with query_filter=exclude_quarantined():  {mark(guarded)}
-  vecaudit quarantine list   ·   vecaudit quarantine release --point {pid} --yes"""
+  vecaudit quarantine list   ·   vecaudit quarantine release --point {pid} --yes{key_hint}"""
     )
 
 
