@@ -45,7 +45,8 @@ def test_moved_between_corpora(tmp_path: Path, embed: Any, sqlite_ledger_url: st
     # two-view score apply
     assert all(("lexical_log_odds" in f.evidence) is with_text for f in found.values())
     floor = MisfiledDetector.defaults["min_score_floor" if with_text else "min_score_floor_without_text"]
-    assert all(f.threshold >= max(floor, f.evidence["collection_tail"]) for f in found.values())
+    # the alert line is never under the floor nor the collection's tail (kept rounded to 3 places in evidence)
+    assert all(f.threshold >= max(floor, f.evidence["collection_tail"] - 1e-3) for f in found.values())
     assert found[130].evidence["likely_tenant"] == "globex" and found[130].tenant == "acme"
     assert found[130].score >= found[130].threshold and found[130].evidence["neighbour_vote"] >= 0.5
 
@@ -65,14 +66,14 @@ def test_same_domain_tenants_do_not_drown_the_report(tmp_path: Path, embed: Any,
     ranked = sorted(scored, key=lambda pid: scored[pid].score, reverse=True)
     assert set(ranked[:3]) < set(moved)  # three of the four moved documents outrank all 156 clean ones
     alert_line = next(iter(scored.values())).threshold
-    assert alert_line >= next(iter(scored.values())).evidence["collection_tail"]  # never under the tail
+    assert alert_line >= next(iter(scored.values())).evidence["collection_tail"] - 1e-3  # never under the tail
     high = {pid for pid, f in scored.items() if f.effective_severity is Severity.HIGH}
     assert high == {pid for pid, f in scored.items() if f.score >= alert_line}
     # the default lines (alert and review): only moved documents
     found = _scan(tmp_path / "defaults", texts, tenants, vecs, sqlite_ledger_url)
     assert len(found) >= 2 and set(found) <= set(moved)
     assert all(scored[pid].evidence["likely_tenant"] == rows[pid]["topic"] for pid in found)
-    assert all(f.score >= f.evidence["collection_tail"] for f in found.values()
+    assert all(f.score >= f.evidence["collection_tail"] - 1e-3 for f in found.values()
                if f.effective_severity is Severity.HIGH)
 
 
