@@ -91,7 +91,7 @@ def summary_payload(result: ScanOutcome, *, collection: str, source: str) -> dic
                 "score": float(r.finding.score),
                 "message": redact_text(r.finding.message),
                 "tags": list(r.finding.tags),
-                "alert_reason": r.alert_reason,
+                "alert_reason": redact_text(r.alert_reason),  # it quotes point ids
             }
             for r in new[:MAX_LISTED]
         ],

@@ -246,7 +246,7 @@ def scan_document(ledger: Ledger, result: ScanResult) -> dict[str, Any]:
                     **finding_json(row, occ, collection=scan.collection_name),
                     "is_new": rec.is_new,
                     "alert": rec.alert,
-                    "alert_reason": rec.alert_reason,
+                    "alert_reason": redact_text(rec.alert_reason),  # it quotes point ids
                 }
             )
         return {"version": 1, "scan": scan_json(scan), "findings": findings}
