@@ -128,6 +128,10 @@ def main() -> None:
         planted = set(_upsert(store, len(base) + len(later), poisons, embedder.encode(poisons)))
         plant_after, plant_ctrl = _scan(uri, labelled), _scan(uri, control)
 
+        def active_medium(result: Any) -> int:
+            return sum(1 for r in result.findings if r.finding.effective_severity >= Severity.MEDIUM
+                       and r.status not in ("false_positive", "accepted", "resolved"))
+
         def caught(result: Any) -> int:
             return len({r.finding.point_id for r in result.findings if r.alert and r.finding.point_id in planted})
 
@@ -158,6 +162,10 @@ def main() -> None:
             " passages (FactCheck-GPT web evidence for half of its claims, PIArena hotpotqa retrieved passages);"
             " two ledgers, one where a reviewer marks every baseline finding false_positive"
             f" ({', '.join(f'{k} {v}' for k, v in sorted(labels.items())) or 'none'}).",
+            "",
+            "Monitoring mode alone (the control ledger's second scan, after the new claims arrived): "
+            f"{active_medium(ctrl)} active MEDIUM+ findings, of which {ctrl.counts['alerts']['alerting']} alert"
+            " under `--alert-on changed` (the default); `--alert-on all` would alert on all of them.",
             "",
             "| | control (no labels) | after the labels |",
             "|---|---|---|",
