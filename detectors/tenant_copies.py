@@ -169,9 +169,11 @@ class CrossTenantCopyDetector(Detector):
                          key=lambda f: (f.rule is NEAR_COPY, -f.score, str(f.point_id)))
         budget = max(1, int(float(self.params["alert_budget"]) * len(ctx.table.ids)))
         over = {id(f) for f in unknown[budget:]}
-        if over:
-            ctx.note(f"cross-tenant-copy: {len(unknown)} copies of unknown direction, {len(over)} over the alert "
-                     f"budget ({budget} = {float(self.params['alert_budget']):.2%} of points) kept as LOW")
+        if found:
+            alerting = len(found) - len(over)
+            ctx.note(f"cross-tenant-copy: {len(found)} copy findings (one per pair), {alerting} alerting; "
+                     f"{len(unknown)} of unknown direction, {len(over)} of them over the alert budget ({budget} = "
+                     f"{float(self.params['alert_budget']):.2%} of points) kept as LOW")
         return [dataclasses.replace(f, severity=Severity.LOW) if id(f) in over else f for f in found]
 
     def _near_pairs(
