@@ -115,6 +115,12 @@ def test_stats_calibration_and_alerting_through_the_cli(
     listed = json.loads(invoke("findings", "list", "--rule", "VA105", "--ledger", ledger, "--format", "json").stdout)
     assert len(listed["findings"]) == 2 * PAIRS + 3  # kept and reviewable, not dropped
 
+    # --no-calibration: one scan at the rule's own severity (MEDIUM again, so it alerts), then back to the line
+    code, doc = _scan(store, ledger, "--no-calibration")
+    assert not any(n.startswith("calibration:") for n in doc["scan"]["notes"])
+    assert _va105(doc)[8]["severity"] == "medium" and "calibration" not in _va105(doc)[8]["evidence"]
+    assert _va105(_scan(store, ledger)[1])[8]["severity"] == "low"
+
     # a confirmed pair finding holds the line strictly below its score: the pairs are MEDIUM again and alert once
     assert invoke("findings", "label", ids[10], "--verdict", "confirmed", "--ledger", ledger).exit_code == 0
     code, doc = _scan(store, ledger, "--fail-on", "medium")
