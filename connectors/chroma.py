@@ -14,7 +14,7 @@ import numpy as np
 from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
-from connectors.common import call_backend, first_line, parse_distance, refuse_password_in_uri, resolve_name
+from connectors.common import call_backend, first_line, parse_distance, resolve_name
 
 _INCLUDE = ["embeddings", "metadatas", "documents"]
 # Chroma metadata holds scalars and flat lists only: a dict value (the quarantine flag) is written as the list
@@ -63,8 +63,6 @@ class ChromaConnector(Connector):
     def client(self) -> Any:
         if self._client is None:
             import chromadb
-
-            refuse_password_in_uri(self.uri, "CHROMA_AUTH_TOKEN")
             tenant = self.uri.query.get("tenant", chromadb.DEFAULT_TENANT)
             database = self.uri.query.get("database", chromadb.DEFAULT_DATABASE)
             settings = chromadb.Settings(anonymized_telemetry=False)

@@ -51,17 +51,6 @@ def resolve_name(uri: SourceURI, collection: str | None, *, param: str, kind: st
     return in_uri or collection
 
 
-def refuse_password_in_uri(uri: SourceURI, env_var: str) -> None:
-    """Credentials come from environment variables only: a password written in the URI is refused."""
-    from urllib.parse import urlsplit
-
-    if uri.raw != ":memory:" and urlsplit(uri.raw).password:
-        raise ConfigError(
-            f"a password is written in the store URI {uri.redacted()}",
-            hint=f"remove it from the URI and export {env_var} instead (URIs end up in logs and the ledger)",
-        )
-
-
 def call_backend(operation: str, where: str, fn: Callable[..., T], *args: Any,
                  not_found: Iterable[type[BaseException]] = (), **kwargs: Any) -> T:
     """Run a backend call; its exceptions become one ConnectorError (StoreNotFoundError for ``not_found``)

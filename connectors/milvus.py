@@ -16,7 +16,7 @@ import numpy as np
 from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
-from connectors.common import call_backend, parse_distance, refuse_password_in_uri, resolve_name
+from connectors.common import call_backend, parse_distance, resolve_name
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,6 @@ class MilvusConnector(Connector):
     def client(self) -> Any:
         if self._client is None:
             from pymilvus import MilvusClient
-
-            refuse_password_in_uri(self.uri, "MILVUS_TOKEN")
             if self.mode == "lite":
                 path = Path(self.uri.path)
                 # MilvusClient would create an empty database at a mistyped path (Milvus Lite 3 writes a folder).

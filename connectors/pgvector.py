@@ -17,7 +17,6 @@ from connectors.common import (
     distance_option,
     first_line,
     parse_distance,
-    refuse_password_in_uri,
     resolve_name,
 )
 
@@ -66,8 +65,6 @@ class PgvectorConnector(Connector):
     def connection(self) -> Any:
         if self._conn is None:
             import psycopg
-
-            refuse_password_in_uri(self.uri, "PGPASSWORD")
             dbname = self.uri.path.lstrip("/") or None
             try:
                 self._conn = psycopg.connect(
