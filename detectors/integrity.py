@@ -96,14 +96,15 @@ class IntegrityDetector(Detector):
         "norm_z": 6.0,
         "min_scale": 0.02,
         "max_group_evidence": 20,
-        "missing_text_share": 0.95,
+        "missing_field_share": 0.95,
     }
 
     def begin(self, ctx: ScanContext) -> None:
         self._norms: list[np.ndarray] = []
         self._points = 0
-        #: (point id, tenant, payload keys) of each point without the text field; key tuples shared
+        #: (point id, tenant, payload keys) of each point without the text / tenant field; key tuples shared
         self._missing_text: list[tuple[PointId, str | None, tuple[str, ...]]] = []
+        self._missing_tenant: list[tuple[PointId, str | None, tuple[str, ...]]] = []
         self._key_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
@@ -158,17 +159,9 @@ class IntegrityDetector(Detector):
                         {"field": fm.text, "type": kind},
                         tenant,
                     )
-            if fm.tenant and batch.tenant_values[i] is MISSING:
-                yield Finding(
-                    MISSING_TENANT,
-                    self.name,
-                    pid,
-                    1.0,
-                    f"payload has no {fm.tenant!r} field",
-                    0.5,
-                    {"field": fm.tenant, "payload_keys": sorted(batch.payloads[i])[:20]},
-                    None,
-                )
+            if fm.tenant and batch.tenant_values[i] is MISSING:  # reported in finish, like the text field
+                keys = tuple(sorted(batch.payloads[i])[:20])
+                self._missing_tenant.append((pid, None, self._key_sets.setdefault(keys, keys)))
 
     def _repair_findings(self, pid: PointId, repairs: PointRepairs, tenant: str | None) -> Iterable[Finding]:
         """VA110 for text the connector boundary had to escape, VA112 for an id of another type."""
@@ -201,7 +194,10 @@ class IntegrityDetector(Detector):
 
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
         table = ctx.table
-        yield from self._missing_text_findings(ctx)
+        yield from self._missing_field_findings(MISSING_TEXT, ctx.field_map.text, "--text-field", self._missing_text)
+        yield from self._missing_field_findings(
+            MISSING_TENANT, ctx.field_map.tenant, "--tenant-field", self._missing_tenant
+        )
         yield from self._duplicate_ids(ctx)
         yield from self._norm_outliers(ctx)
         max_ev = int(self.params["max_group_evidence"])
@@ -253,35 +249,42 @@ class IntegrityDetector(Detector):
                         table.tenants[r],
                     )
 
-    def _missing_text_findings(self, ctx: ScanContext) -> Iterable[Finding]:
-        """VA107 per point, or one collection-level VA107 when (nearly) every point lacks the field: then the
-        field map is wrong, not the points, and the finding names the keys the payloads do have."""
-        missing, total = self._missing_text, self._points
+    def _missing_field_findings(
+        self,
+        rule: Rule,
+        field: str | None,
+        option: str,
+        missing: list[tuple[PointId, str | None, tuple[str, ...]]],
+    ) -> Iterable[Finding]:
+        """``rule`` (VA107 text, VA108 tenant) per point, or once for the collection when (nearly) every point
+        lacks the field: then the field map is wrong, not the points, and the finding names the keys the payloads
+        do have."""
+        total = self._points
         if not missing:
             return
-        field = ctx.field_map.text
         share = len(missing) / max(total, 1)
-        if share >= float(self.params["missing_text_share"]):
+        kind = "text" if rule is MISSING_TEXT else "tenant"
+        if share >= float(self.params["missing_field_share"]):
             counts: Counter[str] = Counter()
             for _, _, keys in missing:
                 counts.update(keys)
             present = [f"{_short(k)} ({n:,})" for k, n in counts.most_common(10)]
             yield Finding(
-                MISSING_TEXT,
+                rule,
                 self.name,
                 None,
                 share,
-                f"text field {field!r} is missing on {len(missing):,} of {total:,} points: check --text-field; "
+                f"{kind} field {field!r} is missing on {len(missing):,} of {total:,} points: check {option}; "
                 f"payload keys present: {', '.join(present) or 'none'}",
-                float(self.params["missing_text_share"]),
+                float(self.params["missing_field_share"]),
                 {"field": field, "missing": len(missing), "points": total, "payload_keys": present},
                 None,
-                identity=f"text-field-missing:{field}",
+                identity=f"{kind}-field-missing:{field}",
             )
             return
         for pid, tenant, keys in missing:
             yield Finding(
-                MISSING_TEXT,
+                rule,
                 self.name,
                 pid,
                 1.0,

@@ -193,6 +193,25 @@ def test_a_text_field_missing_everywhere_is_one_collection_finding(
     assert [r.finding.point_id for r in result.findings if r.finding.rule_id == "VA107"] == [4]
 
 
+def test_a_tenant_field_missing_everywhere_is_one_collection_finding(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    """A mistyped --tenant-field used to raise one HIGH VA108 per point; now one finding says to check the flag."""
+    rows, vecs = wiki
+    payloads = [{"text": r["text"], "customer": "acme"} for r in rows[:30]]
+    uri = build_qdrant_store(tmp_path / "store", vecs[:30], payloads)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text", tenant="tenant"))
+    missing = [r.finding for r in result.findings if r.finding.rule_id == "VA108"]
+    assert len(missing) == 1 and missing[0].point_id is None
+    assert "--tenant-field" in missing[0].message and "customer (30)" in missing[0].message
+    # one unlabeled point among labelled ones is still reported on its own
+    labelled = [{"text": r["text"], "tenant": "acme"} for r in rows[:30]]
+    del labelled[7]["tenant"]
+    uri = build_qdrant_store(tmp_path / "store2", vecs[:30], labelled)
+    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text", tenant="tenant"))
+    assert [r.finding.point_id for r in result.findings if r.finding.rule_id == "VA108"] == [7]
+
+
 def test_an_odd_first_row_does_not_set_the_dimension_of_an_export(
     tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
 ) -> None:

@@ -92,7 +92,9 @@ def test_json_export_to_stdout(scanned: dict[str, Any]) -> None:
     assert ("VA101", 2) in by_rule and ("VA105", 6) not in by_rule  # medium left out
     labelled = by_rule[("VA108", 9)]
     assert labelled["status"] == "false_positive"
-    assert labelled["reviews"][0]["reviewer"] == "ana" and labelled["stage"] == "observe"
+    # a missing tenant field is counted over the whole scan (once for the collection when nearly every point
+    # lacks it), so VA108 is reported at the end of pass 1
+    assert labelled["reviews"][0]["reviewer"] == "ana" and labelled["stage"] == "finish"
     assert by_rule[("VA101", 2)]["scan_id"] == scanned["second"].scan_id
 
 
