@@ -172,44 +172,31 @@ def test_duplicate_ids_are_one_finding_and_an_unchanged_export_is_unchanged_on_r
     }
 
 
-def test_a_text_field_missing_everywhere_is_one_collection_finding(
-    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("field", "rule", "option"), [("text", "VA107", "--text-field"),
+                                                      ("tenant", "VA108", "--tenant-field")])
+def test_a_field_missing_everywhere_is_one_collection_finding(
+    field: str, rule: str, option: str, tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
 ) -> None:
+    """A mistyped --text-field / --tenant-field used to raise one finding per point (VA108: HIGH); now one
+    collection-level finding names the keys that exist and the flag to check."""
     rows, vecs = wiki
-    payloads = [{"body": r["text"], "tenant": "acme"} for r in rows[:30]]
-    uri = build_qdrant_store(tmp_path / "store", vecs[:30], payloads)
-    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text"))
-    missing = [r.finding for r in result.findings if r.finding.rule_id == "VA107"]
+    fields = FieldMap(text="text", tenant="tenant")
+    payloads = [{"text": r["text"], "tenant": "acme"} for r in rows[:30]]
+    for p in payloads:
+        p["mislabelled"] = p.pop(field)
+    result = run_scan(build_qdrant_store(tmp_path / "store", vecs[:30], payloads), sqlite_ledger_url,
+                      detectors=["integrity"], field_map=fields)
+    missing = [r.finding for r in result.findings if r.finding.rule_id == rule]
     assert len(missing) == 1 and missing[0].point_id is None
-    assert "--text-field" in missing[0].message and "body (30)" in missing[0].message
-    assert missing[0].evidence["payload_keys"] == ["body (30)", "tenant (30)"]
-    # a few points without it are still reported one by one
-    payloads[4] = {"body": "x", "tenant": "acme"}
-    for p, r in zip(payloads, rows[:30], strict=True):
-        p.setdefault("text", r["text"])
-    del payloads[4]["text"]
-    uri = build_qdrant_store(tmp_path / "store2", vecs[:30], payloads)
-    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text"))
-    assert [r.finding.point_id for r in result.findings if r.finding.rule_id == "VA107"] == [4]
-
-
-def test_a_tenant_field_missing_everywhere_is_one_collection_finding(
-    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
-) -> None:
-    """A mistyped --tenant-field used to raise one HIGH VA108 per point; now one finding says to check the flag."""
-    rows, vecs = wiki
-    payloads = [{"text": r["text"], "customer": "acme"} for r in rows[:30]]
-    uri = build_qdrant_store(tmp_path / "store", vecs[:30], payloads)
-    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text", tenant="tenant"))
-    missing = [r.finding for r in result.findings if r.finding.rule_id == "VA108"]
-    assert len(missing) == 1 and missing[0].point_id is None
-    assert "--tenant-field" in missing[0].message and "customer (30)" in missing[0].message
-    # one unlabeled point among labelled ones is still reported on its own
-    labelled = [{"text": r["text"], "tenant": "acme"} for r in rows[:30]]
-    del labelled[7]["tenant"]
-    uri = build_qdrant_store(tmp_path / "store2", vecs[:30], labelled)
-    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text", tenant="tenant"))
-    assert [r.finding.point_id for r in result.findings if r.finding.rule_id == "VA108"] == [7]
+    assert option in missing[0].message and "mislabelled (30)" in missing[0].message
+    assert "mislabelled (30)" in missing[0].evidence["payload_keys"]
+    # one point without it among many that have it is still reported on its own
+    for p in payloads:
+        p[field] = p.pop("mislabelled")
+    del payloads[4][field]
+    result = run_scan(build_qdrant_store(tmp_path / "store2", vecs[:30], payloads), sqlite_ledger_url,
+                      detectors=["integrity"], field_map=fields)
+    assert [r.finding.point_id for r in result.findings if r.finding.rule_id == rule] == [4]
 
 
 def test_an_odd_first_row_does_not_set_the_dimension_of_an_export(
