@@ -393,7 +393,7 @@ def keygen_command(out: Path | None) -> None:
         info(f"key id {key_id(key)}; export {KEY_ENV}=<this key> (or keep it in a file for {KEY_FILE_ENV})")
         return
     write_key_file(out, key)
-    info(f"wrote key {key_id(key)} to {out} (mode 0600); export {KEY_FILE_ENV}={out}")
+    info(f"wrote key {key_id(key)} to {out} (mode 0600); export {KEY_FILE_ENV}={out.resolve()}")
 
 
 COMMANDS = [quarantine_group]

@@ -116,7 +116,7 @@ def test_keys_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
         assert "hunter2" not in str(err.value) and err.value.exit_code == 2
 
 
-def test_keygen_prints_a_key_or_writes_an_owner_only_file(tmp_path: Path) -> None:
+def test_keygen_prints_a_key_or_writes_an_owner_only_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     printed = CliRunner().invoke(cli, ["quarantine", "keygen"])
     assert printed.exit_code == 0, printed.output
     key = printed.stdout.strip()
@@ -126,6 +126,10 @@ def test_keygen_prints_a_key_or_writes_an_owner_only_file(tmp_path: Path) -> Non
     assert written.exit_code == 0, written.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.read_text().strip() not in (key, "")
     assert BackupKeys.from_env({KEY_FILE_ENV: str(out)}) is not None
+    # the export line names the file by its absolute path, so it still works from another directory
+    monkeypatch.chdir(tmp_path)
+    relative = CliRunner().invoke(cli, ["quarantine", "keygen", "--out", "r.key"], catch_exceptions=False)
+    assert relative.exit_code == 0 and f"{KEY_FILE_ENV}={tmp_path.resolve() / 'r.key'}" in relative.stderr
     again = CliRunner().invoke(cli, ["quarantine", "keygen", "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output and len(again.output.strip().splitlines()) == 1
 
