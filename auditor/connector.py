@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from auditor.errors import ConfigError
+from auditor.partitions import DEFAULT_TARGET_POINTS, Partition, PartitionPlan, is_whole, whole
 from auditor.types import CollectionInfo, PointBatch, PointId, StoredPoint
 
 # An opaque, JSON-serialisable position in a collection (stored in the ledger to resume a scan).
@@ -155,6 +156,24 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
         """Complete stored points (all vectors bit-exact, payload) for ``ids``; absent ids are skipped."""
+
+    # -- partitioned reading (the Ray engine, auditor.ray_engine) --------------------------------------
+    def partitions(self, *, target_points: int = DEFAULT_TARGET_POINTS) -> PartitionPlan:
+        """Split the collection into independent read partitions of about ``target_points`` points, computed from
+        cheap metadata (row groups, key listings); read in order they give what ``iter_batches`` gives, in the same
+        order. A store that cannot split returns one partition and says why (the default)."""
+        return whole(f"{type(self).__name__.removesuffix('Connector')} stores are read as one partition")
+
+    def iter_partition(
+        self, partition: Partition, *, batch_size: int = 512, start: Cursor = None
+    ) -> Iterator[tuple[PointBatch, Cursor]]:
+        """Like ``iter_batches``, restricted to one partition of :meth:`partitions`; ``start`` resumes within it
+        and the cursor is None after the partition's last page."""
+        if not is_whole(partition):
+            from auditor.errors import ConnectorError
+
+            raise ConnectorError(f"{type(self).__name__} cannot read partition {partition.label!r}")
+        return self.iter_batches(batch_size=batch_size, start=start)
 
     def probe_search(
         self,

@@ -3,6 +3,7 @@ nightly dump of millions of points is read in bounded memory."""
 
 from __future__ import annotations
 
+import glob as globbing
 import json
 import zipfile
 from collections import Counter
@@ -14,6 +15,7 @@ import numpy as np
 
 from auditor.connector import Connector, Cursor, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.partitions import DEFAULT_TARGET_POINTS, Partition, PartitionPlan
 from auditor.textsafety import safe_text
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import (
@@ -46,6 +48,10 @@ class FileConnector(Connector):
 
     Exports carry no metric: give it with ``?distance=`` (default cosine, marked as assumed). Exports are
     read-only: quarantine is refused (quarantine the points in the live store the export came from).
+
+    A glob (``file:///exports/part-*.parquet``) reads every matching file of the one format, in sorted name order,
+    as one collection (cursor ``[file index, cursor in that file]``). Read partitions: Parquet row groups (merged
+    to about the target size; a very large row group is cut into row ranges), one per JSONL / NPZ file.
     """
 
     schemes = ("file",)
@@ -64,6 +70,9 @@ class FileConnector(Connector):
         self.format = self.path.suffix.lower()
         self.id_column: str | None = uri.query.get("id")
         self._info: CollectionInfo | None = None
+        #: The files of a glob URI, one connector each (None: a single file); listed by ``describe``.
+        self.members: list[FileConnector] | None = None
+        self.pattern = any(c in uri.path for c in "*?[")
 
     @property
     def where(self) -> str:
@@ -84,23 +93,110 @@ class FileConnector(Connector):
         if self.format not in _FORMATS:
             raise ConfigError(f"cannot read {self.where}: unknown format {self.format or '(no extension)'!r}",
                               hint=f"supported: {', '.join(_FORMATS)}")
-        if not self.path.is_file():
-            raise StoreNotFoundError(f"no export file at {self.path}")
         declared = distance_option(self.uri, self.options)
-        dim, count, schema = {".parquet": self._describe_parquet, ".jsonl": self._describe_jsonl,
-                              ".npz": self._describe_npz}[self.format]()
+        extra: dict[str, Any] = {}
+        if self.pattern:
+            dim, count, schema = self._describe_members()
+            extra["files"] = len(self.members or ())
+        elif not self.path.is_file():
+            raise StoreNotFoundError(f"no export file at {self.path}")
+        else:
+            dim, count, schema = {".parquet": self._describe_parquet, ".jsonl": self._describe_jsonl,
+                                  ".npz": self._describe_npz}[self.format]()
+        name = self.collection or (self.path.parent.name if self.pattern else self.path.stem)
         self._info = CollectionInfo(
-            name=self.collection or self.path.stem, dim=dim, distance=declared or Distance.COSINE, count=count,
+            name=name, dim=dim, distance=declared or Distance.COSINE, count=count,
             vector_name=self.vector, payload_schema=schema,
             extra={"format": self.format.lstrip("."), "id_column": self.id_column,
-                   "distance_source": "declared" if declared else "assumed"},
+                   "distance_source": "declared" if declared else "assumed", **extra},
         )
         return self._info
 
+    def _describe_members(self) -> tuple[int, int, dict[str, str]]:
+        """A glob: every matching file described; the dimension held by most points, counts summed, payload
+        fields united (a file of another dimension is read, and its points flagged as of the wrong dimension)."""
+        paths = sorted(Path(p) for p in globbing.glob(str(self.path)) if Path(p).is_file())
+        if not paths:
+            raise StoreNotFoundError(f"no export file matches {str(self.path)!r}")
+        self.members = [
+            FileConnector(SourceURI(raw=f"file://{p}", scheme="file", host=None, port=None, path=str(p),
+                                    query=dict(self.uri.query)),
+                          collection=self.collection, vector=self.vector, options=self.options)
+            for p in paths
+        ]
+        infos = [m.describe() for m in self.members]
+        dims: Counter[int] = Counter()
+        schema: dict[str, str] = {}
+        for info in infos:
+            dims[info.dim] += info.count
+            schema.update(info.payload_schema)
+        self.vector, self.id_column = self.members[0].vector, self.members[0].id_column
+        return majority_length(dims), sum(i.count for i in infos), schema
+
     def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
         self.describe()
+        if self.members is not None:
+            return self._pages_members(batch_size, start)
         reader = {".parquet": self._pages_parquet, ".jsonl": self._pages_jsonl, ".npz": self._pages_npz}[self.format]
         return reader(batch_size, start)
+
+    def _pages_members(self, batch_size: int, start: Cursor) -> Iterator[tuple[PointBatch, Cursor]]:
+        members = self.members or []
+        first, inner = (int(start[0]), start[1]) if start else (0, None)
+        for i in range(first, len(members)):
+            for page, cursor in members[i].iter_batches(batch_size=batch_size, start=inner if i == first else None):
+                last = i + 1 == len(members)
+                yield page, ([i, cursor] if cursor is not None else None if last else [i + 1, None])
+
+    # -- partitions -----------------------------------------------------------------------------------
+    def partitions(self, *, target_points: int = DEFAULT_TARGET_POINTS) -> PartitionPlan:
+        """Parquet: row groups merged to about ``target_points`` rows (a row group of more than twice that is cut
+        into row ranges, each reader decoding only up to its range's end); JSONL and NPZ: one per file."""
+        self.describe()
+        members = self.members if self.members is not None else [self]
+        parts: list[Partition] = []
+        for i, member in enumerate(members):
+            label = member.path.name
+            if member.format == ".parquet":
+                for lo, hi in member._parquet_ranges(target_points):
+                    parts.append(Partition(len(parts), f"rows {lo:,}-{max(lo, hi - 1):,} of {label}",
+                                           {"file": i, "rows": [lo, hi]}, hi - lo))
+            else:
+                parts.append(Partition(len(parts), label, {"file": i}, member.describe().count))
+        if len(parts) == 1 and self.format != ".parquet":
+            return PartitionPlan(parts, split=False, reason=f"a {self.format} export is read as one partition per file")
+        return PartitionPlan(parts)
+
+    def iter_partition(
+        self, partition: Partition, *, batch_size: int = 512, start: Cursor = None
+    ) -> Iterator[tuple[PointBatch, Cursor]]:
+        self.describe()
+        members = self.members if self.members is not None else [self]
+        member = members[int(partition.spec["file"])]
+        if "rows" in partition.spec:
+            lo, hi = (int(v) for v in partition.spec["rows"])
+            return member._pages_parquet(batch_size, lo if start is None else start, stop=hi)
+        return member.iter_batches(batch_size=batch_size, start=start)
+
+    def _parquet_ranges(self, target: int) -> list[tuple[int, int]]:
+        """``[lo, hi)`` row ranges following the row groups, of about ``target`` rows each."""
+        meta = self._parquet().metadata
+        ranges: list[tuple[int, int]] = []
+        lo = row = 0
+        for g in range(meta.num_row_groups):
+            n = int(meta.row_group(g).num_rows)
+            if n > 2 * target:
+                if row > lo:
+                    ranges.append((lo, row))
+                ranges.extend((a, min(a + target, row + n)) for a in range(row, row + n, target))
+                lo = row + n
+            elif row + n - lo >= target:
+                ranges.append((lo, row + n))
+                lo = row + n
+            row += n
+        if row > lo or not ranges:
+            ranges.append((lo, row))
+        return ranges
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
         """Exports have no index: one streaming pass over the file collects the wanted points."""
@@ -135,9 +231,12 @@ class FileConnector(Connector):
         payload = {f.name: str(f.type) for f in schema if f.name not in (self.vector, self.id_column)}
         return dim, int(pf.metadata.num_rows), payload
 
-    def _pages_parquet(self, batch_size: int, start: Cursor) -> Iterator[tuple[PointBatch, Cursor]]:
+    def _pages_parquet(
+        self, batch_size: int, start: Cursor, stop: int | None = None
+    ) -> Iterator[tuple[PointBatch, Cursor]]:
+        """Rows from ``start`` to ``stop`` (the end of the file when None); the cursor is None after the last."""
         pf = self._parquet()
-        total = int(pf.metadata.num_rows)
+        total = int(pf.metadata.num_rows) if stop is None else min(int(stop), int(pf.metadata.num_rows))
         row = int(start or 0)
         # Skip whole row groups before the cursor instead of decoding them.
         first_group, group_start = 0, 0
@@ -145,19 +244,29 @@ class FileConnector(Connector):
             group_start += pf.metadata.row_group(first_group).num_rows
             first_group += 1
         skip = row - group_start
-        groups = list(range(first_group, pf.num_row_groups))
-        if not groups:
+        groups = []
+        group_end = group_start
+        for g in range(first_group, pf.num_row_groups):
+            if group_end >= total:
+                break
+            groups.append(g)
+            group_end += pf.metadata.row_group(g).num_rows
+        if not groups or row >= total:
             return
         batches = pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False)
         for record_batch in guarded_iter(batches, "read parquet", self.where):
             if skip:
                 cut = min(skip, record_batch.num_rows)
                 record_batch, skip = record_batch.slice(cut), skip - cut
+            if record_batch.num_rows > total - row:
+                record_batch = record_batch.slice(0, total - row)
             if not record_batch.num_rows:
                 continue
             ids, vectors, payloads = arrow_points(record_batch, vector=str(self.vector), id_column=str(self.id_column))
             row += len(ids)
             yield PointBatch(ids, vectors, payloads), (row if row < total else None)
+            if row >= total:
+                return
 
     # -- jsonl --------------------------------------------------------------------------------------
     def _describe_jsonl(self) -> tuple[int, int, dict[str, str]]:

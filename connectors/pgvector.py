@@ -11,6 +11,14 @@ import numpy as np
 
 from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.partitions import (
+    DEFAULT_TARGET_POINTS,
+    Partition,
+    PartitionPlan,
+    key_range_pages,
+    key_range_plan,
+    keyset_boundaries,
+)
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 from connectors.common import (
     call_backend,
@@ -245,6 +253,10 @@ class PgvectorConnector(Connector):
 
     # -- reading ------------------------------------------------------------------------------------
     def iter_batches(self, *, batch_size: int = 512, start: Cursor = None) -> Iterator[tuple[PointBatch, Cursor]]:
+        return self._keyset_pages(batch_size, start)
+
+    def _keyset_pages(self, batch_size: int, start: Cursor, upto: Any = None) -> Iterator[tuple[PointBatch, Cursor]]:
+        """Keyset pages ``id > last [AND id <= upto] ORDER BY id``; the cursor is the last id, None at the end."""
         from psycopg import sql
 
         self.describe()
@@ -252,12 +264,14 @@ class PgvectorConnector(Connector):
         ident = sql.Identifier(str(self.id_column))
         last = start
         while True:
-            if last is None:
-                stmt = sql.SQL("{} ORDER BY {} LIMIT %s").format(base, ident)
-                rows = self._query("read page", stmt, [batch_size + 1])
-            else:
-                stmt = sql.SQL("{} WHERE {} > %s ORDER BY {} LIMIT %s").format(base, ident, ident)
-                rows = self._query("read page", stmt, [last, batch_size + 1])
+            conditions, params = [], []
+            for op, value in ((">", last), ("<=", upto)):
+                if value is not None:
+                    conditions.append(sql.SQL("{} " + op + " %s").format(ident))
+                    params.append(value)
+            where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+            stmt = sql.SQL("{}{} ORDER BY {} LIMIT %s").format(base, where, ident)
+            rows = self._query("read page", stmt, [*params, batch_size + 1])
             if not rows:
                 return
             # One row more than the page tells whether another page follows (the cursor is None on the last).
@@ -273,6 +287,28 @@ class PgvectorConnector(Connector):
             yield batch, (None if done else last)
             if done:
                 return
+
+    # -- partitions -----------------------------------------------------------------------------------
+    def partitions(self, *, target_points: int = DEFAULT_TARGET_POINTS) -> PartitionPlan:
+        """Primary-key ranges ``(after, upto]`` from an id-only keyset listing (only the ids travel)."""
+        from psycopg import sql
+
+        self.describe()
+        ident = sql.Identifier(str(self.id_column))
+
+        def keys(after: Any, n: int) -> list[Any]:
+            where = sql.SQL(" WHERE {} > %s").format(ident) if after is not None else sql.SQL("")
+            stmt = sql.SQL("SELECT {} FROM {}{} ORDER BY {} LIMIT %s").format(ident, self._qualified, where, ident)
+            rows = self._query("list ids", stmt, [*([after] if after is not None else []), n])
+            return [row[0] if isinstance(row[0], (int, str)) else str(row[0]) for row in rows]
+
+        return key_range_plan(keyset_boundaries(keys, target_points), str(self.id_column))
+
+    def iter_partition(
+        self, partition: Partition, *, batch_size: int = 512, start: Cursor = None
+    ) -> Iterator[tuple[PointBatch, Cursor]]:
+        return key_range_pages(partition, start, lambda: self.iter_batches(batch_size=batch_size, start=start),
+                               lambda after, upto: self._keyset_pages(batch_size, after, upto))
 
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
         return self.fetch_points(ids)

@@ -12,6 +12,7 @@ import numpy as np
 
 from auditor.connector import Connector, Cursor, ProbeHit, SourceURI
 from auditor.errors import ConfigError, ConnectorError, StoreNotFoundError
+from auditor.partitions import DEFAULT_TARGET_POINTS, Partition, PartitionPlan, is_whole, take_until, whole
 from auditor.types import CollectionInfo, Distance, PointBatch, PointId, StoredPoint
 
 _DISTANCES = {
@@ -216,6 +217,49 @@ class QdrantConnector(Connector):
                 return
             offset = next_offset
 
+    # -- partitions -----------------------------------------------------------------------------------
+    def partitions(self, *, target_points: int = DEFAULT_TARGET_POINTS) -> PartitionPlan:
+        """Id ranges in scroll order: one id-only scroll call per partition (``limit=target_points``, no payload,
+        no vectors) returns the first id of the next range. Local mode locks its folder, so its partitions are
+        read one at a time (``exclusive``); an in-memory store cannot be opened by another process."""
+        info = self.describe()
+        if self.uri.scheme == "qdrant+memory" or self.uri.path == ":memory:":
+            return whole("an in-memory Qdrant store lives in this process only", points=info.count, remote=False)
+        starts: list[Any] = [None]
+        while True:
+            _, next_offset = self._call("list ids", self.client().scroll, collection_name=info.name,
+                                        limit=max(1, int(target_points)), offset=starts[-1], with_payload=False,
+                                        with_vectors=False)
+            if next_offset is None:
+                break
+            starts.append(next_offset)
+        parts = [
+            Partition(i, f"ids from {lo if lo is not None else 'the first'} up to "
+                         f"{'before ' + str(hi) if hi is not None else 'the last'}",
+                      {"from": lo, "to": hi})
+            for i, (lo, hi) in enumerate(zip(starts, [*starts[1:], None], strict=True))
+        ]
+        return PartitionPlan(parts, exclusive=self.mode == "local")
+
+    def iter_partition(
+        self, partition: Partition, *, batch_size: int = 512, start: Cursor = None
+    ) -> Iterator[tuple[PointBatch, Cursor]]:
+        if is_whole(partition):
+            return self.iter_batches(batch_size=batch_size, start=start)
+        lo, hi = partition.spec.get("from"), partition.spec.get("to")
+        pages = self.iter_batches(batch_size=batch_size, start=lo if start is None else start)
+        if hi is None:
+            return pages
+        stop = _id_order(hi)
+
+        def inside(page: PointBatch) -> tuple[PointBatch, bool]:
+            keep = next((i for i, pid in enumerate(page.ids) if _id_order(pid) >= stop), len(page))
+            if keep == len(page):
+                return page, False
+            return PointBatch(page.ids[:keep], page.vectors[:keep], page.payloads[:keep]), True
+
+        return take_until(pages, inside)
+
     def fetch(self, ids: Sequence[PointId]) -> list[StoredPoint]:
         return self.fetch_points(ids, collection=self.describe().name)
 
@@ -376,3 +420,11 @@ class QdrantConnector(Connector):
         facts["hnsw_payload_m"] = getattr(hnsw, "payload_m", None)
         facts["not_checkable"] = ["API-key scopes and JWT collection access"]
         return facts
+
+
+def _id_order(pid: Any) -> tuple[int, int, str]:
+    """Qdrant's point order: unsigned integer ids first, by value, then UUIDs by their bytes (which is the order
+    of their canonical lowercase text)."""
+    if isinstance(pid, int):
+        return (0, pid, "")
+    return (1, 0, str(pid).lower())
