@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vecaudit-installed
-EXTRAS ?= test,postgres,chroma,pgvector,milvus,lancedb,files
+EXTRAS ?= test,postgres,chroma,pgvector,milvus,lancedb,files,ray
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

@@ -33,6 +33,7 @@ _SCHEMA: dict[str, dict[str, Any]] = {
         "hub": dict,
         "quarantine": dict,
         "notify": dict,
+        "engine": dict,
     },
     "fields": {"text": str, "tenant": str, "doc_id": str, "timestamp": str},
     "embedding": {"model": str, "device": str, "batch_size": int, "sample": (str, int, float)},
@@ -40,7 +41,11 @@ _SCHEMA: dict[str, dict[str, Any]] = {
     "hub": {"queries": str},
     "quarantine": {"mode": str, "flag_field": str},
     "notify": {"url": str},
+    "engine": {"kind": str, "address": str, "workers": int, "gpus_per_embedder": (int, float)},
 }
+
+#: Scan engines: the default in-process one, and Ray (auditor.ray_engine, the optional `vecaudit[ray]` extra).
+ENGINE_KINDS = ("inprocess", "ray")
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Config:
     hub: dict[str, Any] = field(default_factory=dict)
     quarantine: dict[str, Any] = field(default_factory=dict)
     notify: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 def check_embed_sample(value: str | int | float, where: str = "--embed-sample") -> str:
@@ -78,6 +84,18 @@ def check_embed_sample(value: str | int | float, where: str = "--embed-sample") 
     if isinstance(value, bool) or (number is not None and not (number > 0 and (number <= 1 or number.is_integer()))):
         raise ConfigError(f"bad {where} {value!r}", hint="give a count (5000), a fraction (0.1) or 'all'")
     return text
+
+
+def _check_engine(engine: dict[str, Any], where: str) -> None:
+    """``[engine]``: a known kind, a positive worker count, a non-negative GPU share."""
+    if engine.get("kind", "inprocess") not in ENGINE_KINDS:
+        raise ConfigError(f"'engine.kind' in {where} must be one of {', '.join(ENGINE_KINDS)}, not {engine['kind']!r}")
+    workers = engine.get("workers")
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigError(f"'engine.workers' in {where} must be a positive integer, not {workers!r}")
+    gpus = engine.get("gpus_per_embedder")
+    if gpus is not None and (isinstance(gpus, bool) or gpus < 0):
+        raise ConfigError(f"'engine.gpus_per_embedder' in {where} must be a number >= 0 (0: CPU actors), not {gpus!r}")
 
 
 def _check_table(table: dict[str, Any], section: str, where: str) -> None:
@@ -111,11 +129,12 @@ def load_config(path: str | Path | None, *, known_detectors: set[str] | None = N
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {where}: {e}") from e
     _check_table(data, "", where)
-    for section in ("fields", "embedding", "tenancy", "hub", "quarantine", "notify"):
+    for section in ("fields", "embedding", "tenancy", "hub", "quarantine", "notify", "engine"):
         if section in data:
             _check_table(data[section], section, where)
     if data.get("alert_on") not in (None, "changed", "all"):
         raise ConfigError(f"'alert_on' in {where} must be \"changed\" or \"all\", not {data['alert_on']!r}")
+    _check_engine(data.get("engine", {}), where)
     if "sample" in data.get("embedding", {}):
         check_embed_sample(data["embedding"]["sample"], f"'embedding.sample' in {where}:")
     cfg = Config(
@@ -135,6 +154,7 @@ def load_config(path: str | Path | None, *, known_detectors: set[str] | None = N
         hub=dict(data.get("hub", {})),
         quarantine=dict(data.get("quarantine", {})),
         notify=dict(data.get("notify", {})),
+        engine=dict(data.get("engine", {})),
     )
     detectors = dict(data.get("detectors", {}))
     enable = detectors.pop("enable", None)

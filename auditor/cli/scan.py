@@ -24,7 +24,8 @@ from auditor.cli.output import (
     finding_rows_from_json,
     scan_json,
 )
-from auditor.config import Config, check_embed_sample, load_config
+from auditor.config import ENGINE_KINDS, Config, check_embed_sample, load_config
+from auditor.connector import Connector
 from auditor.context import ScanSettings
 from auditor.detector import Detector
 from auditor.engine import Scanner, ScanOptions, ScanResult
@@ -139,6 +140,17 @@ def build_settings(config: Config, **flags: Any) -> ScanSettings:
     "point new or changed since the last scan; 'all' = every active finding [default: changed].",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(ENGINE_KINDS),
+    help="Where the scan runs: 'inprocess' (this process) or 'ray' (a Ray cluster: pass 1 and re-embedding on "
+    'workers; needs `pip install "vecaudit[ray]"`) [default: inprocess, or [engine] kind].',
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="Ray cluster to join with --engine ray ('auto', 'ray://head:10001'); a local cluster when not given.",
+)
+@click.option(
     "--no-calibration",
     is_flag=True,
     help="Ignore the collection's review-driven alert lines for this scan (`vecaudit calibration show`).",
@@ -167,6 +179,8 @@ def scan_command(
     notify_url: str | None,
     alert_on: str | None,
     no_calibration: bool,
+    engine: str | None,
+    ray_address: str | None,
     **flags: Any,
 ) -> None:
     """Scan one collection: integrity, provenance, poisoning, tampering, injection, secrets, tenancy.
@@ -182,6 +196,7 @@ def scan_command(
       vecaudit scan qdrant+local:///data/store --collection docs --text-field text --tenant-field tenant
       vecaudit scan --config vecaudit.toml --format json --fail-on medium > scan.json
       vecaudit scan qdrant://qdrant:6333 -c docs --text-field text --alert-on all --fail-on medium
+      vecaudit scan file:///data/export/*.parquet -c docs --engine ray --ray-address auto
     """
     classes = detector_classes()
     config = load_config(config_path, known_detectors=set(classes))
@@ -207,6 +222,7 @@ def scan_command(
     connector = connector_for(
         source, collection=collection or config.collection, vector=vector or config.vector, options=options
     )
+    ray_options = engine_options(config, engine, ray_address, connector)  # before the ledger: usage errors first
     try:
         ledger = Ledger(resolve_ledger_url(ledger_url, config)).open()
         scan_opts = ScanOptions(
@@ -220,7 +236,12 @@ def scan_command(
             alert_on=alert_on or config.alert_on or DEFAULT_ALERT_ON,
             calibration_min_false_positives=None if no_calibration else ScanOptions.calibration_min_false_positives,
         )
-        result = Scanner(ledger, connector, dets, scan_opts).run()
+        if ray_options is None:
+            result = Scanner(ledger, connector, dets, scan_opts).run()
+        else:
+            from auditor.ray_engine import RayScanner
+
+            result = RayScanner(ledger, connector, dets, scan_opts, ray_options).run()
     finally:
         connector.close()
     render_scan(ledger, result, fmt)
@@ -229,6 +250,26 @@ def scan_command(
         code = ExitCode.CLEAN
     ledger.dispose()
     ctx.exit(code)
+
+
+def engine_options(config: Config, engine: str | None, address: str | None, connector: Connector) -> Any:
+    """The Ray engine's options when the scan runs on Ray (``--engine ray`` or ``[engine] kind = "ray"``), else None.
+    A missing ``ray`` package, ``--ray-address`` without the Ray engine, or a URI carrying a key are usage errors."""
+    section = config.engine
+    kind = engine or section.get("kind") or "inprocess"
+    if kind != "ray":
+        if address:
+            raise ConfigError("--ray-address is only used by the Ray engine", hint="add --engine ray")
+        return None
+    from auditor.ray_engine import RayOptions, require_ray, task_uri
+
+    require_ray()
+    task_uri(connector)
+    return RayOptions(
+        address=address or section.get("address"),
+        workers=section.get("workers"),
+        gpus_per_embedder=float(section.get("gpus_per_embedder", 0)),
+    )
 
 
 def scan_document(ledger: Ledger, result: ScanResult) -> dict[str, Any]:
