@@ -144,6 +144,7 @@ def task_uri(connector: Connector) -> str:
 
 def read_partition(job: _Job, partition: Partition) -> _PartitionResult:
     """Ray task: read one partition, fingerprint its points and run the pointwise detectors on it."""
+    started = time.perf_counter()
     conn = job.connector_cls(SourceURI.parse(job.uri), collection=job.collection, vector=job.vector,
                              options=job.options)
     ctx = ScanContext(info=job.info, field_map=job.field_map, collection_key=job.collection_key,
@@ -163,7 +164,7 @@ def read_partition(job: _Job, partition: Partition) -> _PartitionResult:
             result.points += len(batch)
         result.notes = list(ctx.notes)
         result.failed = set(ctx.shared.get("failed_detectors", ()))
-        result.seconds = dict(ctx.seconds)
+        result.seconds = {**ctx.seconds, "partition": time.perf_counter() - started}
         return result
     finally:
         ctx.close()
@@ -248,6 +249,8 @@ class RayScanner(Scanner):
         pending: dict[Any, Partition] = {}
         done: dict[int, _PartitionResult] = {}
         applied = 0
+        walls: list[float] = []
+        started = time.perf_counter()
         bar = progress_bar(total=ctx.info.count or None, desc=f"scan on ray (0/{len(plan)} partitions)", unit="pt",
                            enabled=self.options.show_progress)
         try:
@@ -266,6 +269,7 @@ class RayScanner(Scanner):
                             f"{self.ray_options.partition_retries + 1} attempt(s): {_cause(e)}",
                             hint="the other partitions' points are not recorded; re-run the scan",
                         ) from e
+                    walls.append(done[part.index].seconds.get("partition", 0.0))
                     bar.update(done[part.index].points)
                     bar.set_description(f"scan on ray ({applied + len(done)}/{len(plan)} partitions)")
                 while applied in done:
@@ -273,10 +277,16 @@ class RayScanner(Scanner):
                     applied += 1
         except BaseException:
             for ref in pending:  # Ctrl-C or a failed partition: stop the rest, never a silent gap
-                ray.cancel(ref, force=True)
+                with contextlib.suppress(Exception):  # a Ctrl-C may have stopped the local cluster already
+                    ray.cancel(ref, force=True)
             raise
         finally:
             bar.close()
+        elapsed = time.perf_counter() - started
+        ctx.add_seconds("ray.partitions", sum(walls))
+        rate = len(ctx.table) / max(elapsed, 1e-9)
+        ctx.note(f"ray engine: pass 1 read {len(ctx.table):,} points in {elapsed:.1f} s ({rate:,.0f} points/s); a "
+                 f"partition task took {np.mean(walls):.2f} s on average, {max(walls):.2f} s at most")
         return None
 
     def _apply(
