@@ -408,6 +408,8 @@ class EmbedderPool(Embedder):
         self._actors: list[Any] = []
         self._dim = 0
         self.gpu = False
+        #: Why GPU actors were asked for and CPU actors run (said in the scan note), else None.
+        self.fallback: str | None = None
         self.texts = 0
         self.seconds = 0.0
 
@@ -424,7 +426,8 @@ class EmbedderPool(Embedder):
                 device = "cuda"
             else:
                 if per_gpu > 0:
-                    log.warning("gpus_per_embedder=%s but the cluster has no GPU: CPU actors", per_gpu)
+                    self.fallback = f"gpus_per_embedder = {per_gpu:g} but the cluster has {gpus:g} GPU(s)"
+                    log.warning("%s: CPU actors", self.fallback)
                 count = self.options.workers or max(1, int(resources.get("CPU", 1)))
                 actor = ray.remote(EmbedActor).options(num_cpus=1)
                 device = "cpu"
@@ -476,7 +479,8 @@ class EmbedderPool(Embedder):
         kind = "GPU" if self.gpu else "CPU"
         return (f"ray engine: re-embedded {self.texts:,} texts on {len(self._actors)} {kind} actor(s) "
                 f"({self.device}, {self.active_precision}) in {self.seconds:.1f} s: {rate:,.0f} texts/s, "
-                f"{rate / max(1, len(self._actors)):,.0f} per actor")
+                f"{rate / max(1, len(self._actors)):,.0f} per actor"
+                + (f" ({self.fallback})" if self.fallback else ""))
 
     def shutdown(self) -> None:
         if self._actors:

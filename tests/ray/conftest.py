@@ -1,5 +1,6 @@
-"""A real local Ray cluster for the Ray-engine tests (two CPUs, no dashboard), started once per session; the engine
-joins it instead of starting its own."""
+"""A real local Ray cluster for the Ray-engine tests (two CPUs, no dashboard), started per test module and shut down
+after it, so no idle cluster lingers through the rest of the suite; the engine joins it instead of starting its
+own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     import ray  # `make test` installs the ray extra; a missing one fails here, never a silent skip
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from auditor.cli.main import cli
 from auditor.connector import Connector, Cursor, SourceURI
 from auditor.context import ScanSettings
+from auditor.embedder import Embedder
 from auditor.engine import ScanOptions, ScanResult
 from auditor.errors import ConnectorError, ExitCode
 from auditor.ledger import Ledger
@@ -163,6 +164,29 @@ def test_re_embedding_on_cpu_actors_gives_the_in_process_vectors(ray_cluster: An
     assert on_ray.shape == here.shape == (612, 384)
     assert float(np.min(np.sum(on_ray * here, axis=1))) > 0.9999  # same model batches; threads may round apart
     assert note.startswith("ray engine: re-embedded 604 texts on 2 CPU actor(s) (cpu, ") and "texts/s" in note
+
+
+def test_gpu_actors_code_path_casts_to_fp16_after_the_probe_check(embedder: Any) -> None:
+    """What a GPU actor does (cast the weights to fp16 once the probe sentences agree with fp32), run here on the
+    CPU: the same code with the device switched."""
+    from auditor.ray_engine import EmbedActor
+
+    actor = EmbedActor(None, "cpu", 16, True)
+    info = actor.info()
+    assert info["precision"] == "fp16" and info["agreement"] >= 0.99 and info["device"] == "cpu"
+    fp32 = Embedder(precision="fp32").encode(TEXTS[:4])
+    half = actor.encode(TEXTS[:4])
+    assert half.dtype == np.float32 and float(np.min(np.sum(half * fp32, axis=1))) > 0.999
+
+
+def test_gpus_asked_for_on_a_cluster_without_gpus_fall_back_to_cpu_actors(ray_cluster: Any) -> None:
+    pool = EmbedderPool(ScanSettings(), RayOptions(workers=1, gpus_per_embedder=1), show_progress=False)
+    try:
+        pool.encode(["one text"])
+        assert not pool.gpu and pool.device == "cpu" and len(pool._actors) == 1
+        assert pool.describe().endswith("(gpus_per_embedder = 1 but the cluster has 0 GPU(s))")
+    finally:
+        pool.shutdown()
 
 
 def test_an_in_memory_store_runs_pass_one_on_the_driver(ray_cluster: Any, tmp_path: Path) -> None:
