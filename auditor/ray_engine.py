@@ -73,6 +73,9 @@ class RayOptions:
     partition_retries: int = 2
     #: Points per read partition (None: sized from the collection and the cluster's CPUs).
     target_points: int | None = None
+    #: Where the shared neighbour graph is built beyond the exact limit: "driver" (pynndescent, as in process) or
+    #: "distributed" (k-means cells searched on the workers, auditor.ray_graph).
+    graph: str = "driver"
 
 
 def connect(options: RayOptions) -> bool:
@@ -328,6 +331,7 @@ class RayScanner(Scanner):
 
     # -- pass 2: re-embedding on an actor pool ---------------------------------------------------------
     def _pass_two(self, ctx: ScanContext, active: list[Detector], findings: list[Finding]) -> None:
+        self._distributed_graph(ctx, max((d.neighbours_needed() for d in active), default=0))
         pool: EmbedderPool | None = None
         if any("embedder" in d.requires for d in active) and ctx.embedder_if_loaded() is None:
             pool = EmbedderPool(ctx.settings, self.ray_options, show_progress=self.options.show_progress)
@@ -341,6 +345,28 @@ class RayScanner(Scanner):
                 if pool.texts:
                     ctx.note(pool.describe())
                 pool.shutdown()
+
+
+    def _distributed_graph(self, ctx: ScanContext, k: int) -> None:
+        """With ``graph = "distributed"``, build the shared graph on the workers before any detector asks for it
+        (beyond the exact limit only: up to it every engine builds the exact graph; not for incremental scans,
+        which patch the graph they kept)."""
+        from auditor.graph import EXACT_LIMIT
+
+        valid = ctx.valid_mask()
+        if self.ray_options.graph != "distributed" or k <= 0 or ctx.state is not None:
+            return
+        if int(np.count_nonzero(valid)) <= EXACT_LIMIT:
+            return
+        from auditor.ray_graph import SPREAD, distributed_graph
+
+        started = time.perf_counter()
+        graph = distributed_graph(ctx.table.vectors, k, ctx.info.distance, valid, seed=ctx.settings.seed)
+        ctx._graph = graph  # what ctx.graph() hands every detector from now on
+        seconds = time.perf_counter() - started
+        ctx.add_seconds("graph.all", seconds)
+        ctx.note(f"ray engine: neighbour graph ({k}-NN) built across the workers in {seconds:.1f} s: k-means cells, "
+                 f"each point searched in its {SPREAD} nearest; per-tenant graphs on the driver")
 
 
 def wait(refs: list[Any]) -> tuple[list[Any], list[Any]]:
