@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from auditor.budget import DEFAULT_ALERT_BUDGET, DEFAULT_REVIEW_BUDGET
 from auditor.errors import DetectorError
 from auditor.findings import Finding, Rule
 from auditor.types import RecordBatch
@@ -50,6 +51,18 @@ class Detector(abc.ABC):
     #: parameters, and ``finish`` needs no state gathered in ``observe``: then ``scan --incremental`` shows
     #: ``observe`` only new or changed points and carries the last scan's findings of the unchanged ones.
     pointwise_observe: ClassVar[bool] = False
+    #: Rules whose findings are statistical judgements (a score against a threshold) and so share the
+    #: detector's alert budget (auditor.budget); such a detector also takes ``alert_budget``, ``review_budget``
+    #: and ``alert_floors`` (rule id -> score) parameters.
+    budgeted_rules: ClassVar[frozenset[str]] = frozenset()
+    #: Per budgeted rule, the score at or above which a finding keeps its severity whatever the budget.
+    alert_floors: ClassVar[Mapping[str, float]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.budgeted_rules:
+            cls.defaults = {"alert_budget": DEFAULT_ALERT_BUDGET, "review_budget": DEFAULT_REVIEW_BUDGET,
+                            "alert_floors": {}, **cls.defaults}
 
     def observe_carried(self, findings: Iterable[Finding], ctx: ScanContext) -> None:  # noqa: B027 - optional
         """Incremental scans only, before ``finish``: the findings carried over for this (pointwise) detector
@@ -64,6 +77,15 @@ class Detector(abc.ABC):
             )
         for key, value in params.items():
             self._check_type(key, value)
+        floors = params.get("alert_floors") or {}
+        bad = [k for k, v in floors.items() if k not in self.budgeted_rules or not isinstance(v, (int, float))
+               or isinstance(v, bool)]
+        if bad:
+            raise DetectorError(
+                f"alert_floors of detector {self.name!r}: {bad[0]!r} is not a budgeted rule with a numeric floor",
+                hint=f"budgeted rules: {', '.join(sorted(self.budgeted_rules)) or 'none'}; "
+                f"write it like `alert_floors = {{ {next(iter(sorted(self.budgeted_rules)), 'VA000')} = 0.9 }}`",
+            )
         self.params: dict[str, Any] = {**self.defaults, **params}
 
     def _check_type(self, key: str, value: Any) -> None:
@@ -90,6 +112,11 @@ class Detector(abc.ABC):
                 f"parameter {key!r} of detector {self.name!r} must be {wanted}, got {json.dumps(_jsonable(value))}",
                 hint=f"write it like {how} under [detectors.{self.name}]",
             )
+
+    def floors(self) -> dict[str, float]:
+        """Each budgeted rule's alert floor: the class's ``alert_floors`` with the ``alert_floors`` parameter over
+        them."""
+        return {**self.alert_floors, **{str(k): float(v) for k, v in (self.params.get("alert_floors") or {}).items()}}
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -122,7 +149,10 @@ class Detector(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """What is recorded in the ledger with each scan: name, version and parameters."""
-        return {"name": self.name, "version": self.version, "params": _jsonable(self.params)}
+        config = {"name": self.name, "version": self.version, "params": _jsonable(self.params)}
+        if self.budgeted_rules:
+            config["alert_budget"] = {"rules": sorted(self.budgeted_rules), "floors": _jsonable(self.floors())}
+        return config
 
 
 _TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list",

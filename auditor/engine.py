@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from auditor import __version__, calibration, summaries
 from auditor.alerting import DEFAULT_ALERT_ON, alert_decision
 from auditor.batching import resolve_batch
+from auditor.budget import apply_budget, budgets_for
 from auditor.connector import Connector, cursor_to_json
 from auditor.context import ScanContext, ScanSettings
 from auditor.detector import Detector
@@ -196,6 +197,7 @@ class Scanner:
             self._pass_two(ctx, active, findings)
             ctx.add_seconds("pass2", time.perf_counter() - started)
             self._calibrate(ctx, calibrations, [*findings, *(f for f, _ in carried)])
+            self._keep_budgets(ctx, active, [*findings, *(f for f, _ in carried)])
         except KeyboardInterrupt:
             status, error, error_exit = "failed", "interrupted", ExitCode.INTERRUPTED
         except VecauditError as e:
@@ -274,6 +276,15 @@ class Scanner:
             if det.name not in ctx.shared.get("failed_detectors", ()):
                 active.append(det)
         return active
+
+    @staticmethod
+    def _keep_budgets(ctx: ScanContext, active: list[Detector], found: list[Finding]) -> None:
+        """Hold each detector's statistical findings to its alert budget (auditor.budget); notes say what moved."""
+        n_points = len(ctx.table)
+        for budget in budgets_for(active):
+            outcome = apply_budget(found, budget, n_points)
+            if outcome.candidates:
+                ctx.note(outcome.describe(n_points, budget.alert_budget))
 
     # -- review-driven recalibration ----------------------------------------------------------------------
     def _calibrations(self, s: Any, collection_id: int) -> dict[str, calibration.RuleCalibration]:

@@ -23,7 +23,7 @@ from auditor.findings import (
 )
 from auditor.graph import row_norms
 from auditor.types import Confidence, Distance, Severity
-from detectors.textsignals import content_words, jaccard, normalised
+from detectors.textsignals import VERSION_CONTAINMENT, containment, content_words, jaccard, normalised
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
 SAME_DOCUMENT = Rule("VA311", "Near-duplicate of the same document (re-ingested)", Severity.INFO, Confidence.HIGH,
@@ -91,15 +91,22 @@ class NearDuplicateDetector(Detector):
     or with content-word Jaccard >= ``same_text_jaccard`` (0.8) whatever their doc ids. VA312 (MEDIUM): some partner
     carries a different text (a forged vector, or text swapped under a kept vector). Bit-identical copies alone are
     left to the integrity detector (VA105); a group mixing copies and near-copies lists the copies in evidence
-    (``exact_copies``) and is reported once here. """
+    (``exact_copies``) and is reported once here. When every other text shares at least ``version_containment``
+    (0.6) of the smaller text's content words, they are *versions* of one document (a page edited, a story re-sent
+    with a paragraph more): VA311 with ``evidence["versions"]``, not "different texts behind one vector". A forged or
+    swapped vector brings a text that shares next to nothing with its twin's. """
 
     name = "near-duplicate"
-    version = "1"
+    version = "2"
     description = "near-identical vectors: re-ingested documents (info) and distinct texts sharing a vector"
     rules = (SAME_DOCUMENT, DISTINCT_TEXTS)
+    budgeted_rules = frozenset({"VA312"})
+    #: chosen leave-one-corpus-out on the dev corpora (benchmarks/alert_floors.py, results/generalization.md)
+    alert_floors: ClassVar[dict[str, float]] = {"VA312": 0.7605}
     requires = frozenset({"vectors", "graph"})
     defaults: ClassVar[dict[str, Any]] = {
-        "k": 10, "max_distance": 0.25, "same_text_jaccard": 0.8, "max_group_evidence": 20,
+        "k": 10, "max_distance": 0.25, "same_text_jaccard": 0.8, "version_containment": VERSION_CONTAINMENT,
+        "max_group_evidence": 20,
     }
 
     def neighbours_needed(self) -> int:
@@ -156,7 +163,9 @@ class NearDuplicateDetector(Detector):
                 distinct = [o for o in partners if not same_document(r, o)]
             else:
                 distinct = [o for o in partners if ctx.field_map.doc_id and table.doc_ids[r] != table.doc_ids[o]]
-            rule = DISTINCT_TEXTS if distinct else SAME_DOCUMENT
+            shared = [containment(words[r], words[o]) for o in distinct] if have_text else []
+            versions = bool(shared) and min(shared) >= float(self.params["version_containment"])
+            rule = DISTINCT_TEXTS if distinct and not versions else SAME_DOCUMENT
             score = 1.0 - float(closest[r])
             evidence: dict[str, Any] = {
                 "group_size": len(group),
@@ -171,7 +180,11 @@ class NearDuplicateDetector(Detector):
                 evidence["text_overlap"] = [round(jaccard(words[r], words[o]), 3) for o in distinct][:max_ev]
                 message = (f"vector nearly identical to {len(distinct)} point(s) with a different text "
                            f"(group of {len(group)})")
-            else:
+            if versions:  # every other text shares most of this one's words: an edit of the same document
+                evidence["versions"] = True
+                message = (f"near-duplicate of another version of the same document (>= {min(shared):.0%} of the "
+                           f"words shared; group of {len(group)})")
+            elif not distinct:
                 message = f"near-duplicate of the same document: group of {len(group)}"
             yield Finding(rule, self.name, table.ids[r], score, message, 1.0 - float(self.params["max_distance"]),
                           evidence, table.tenants[r])

@@ -88,7 +88,9 @@ class InjectionDetector(Detector):
     not diluted. ``learned_threshold`` (default from the weights file) was chosen for <= 1% false positives
     averaged over the clean dev corpora — emails, code answers, Wikipedia (en, es), PubMed, hotpotqa passages,
     including ones about prompts and passwords — on out-of-fold scores (benchmarks/train_injection_scorer.py),
-    and confirmed on a separate test split (benchmarks/content_quality.py). Zero-width characters count as hidden
+    and confirmed on a separate test split (benchmarks/content_quality.py). A VA518 finding is MEDIUM only when its
+    score reaches the rule's alert floor, chosen leave-one-corpus-out on corpora the scorer was never trained on
+    (benchmarks/alert_floors.py); under it the learned scorer alone gives LOW. Zero-width characters count as hidden
     text in a run of 8 or more, or when at least ``zero_width_min`` (default 1) of them split a word of an alphabet
     that separates words with spaces (``pass\u200bword``), where they have no role but to slip past keyword
     filters; none of the ~22,000 clean development documents (web pages, Wikipedia en/es, news, PubMed, code,
@@ -97,13 +99,21 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
-    version = "6"  # bump with every weights file or evidence change: --incremental carries same-version findings
+    version = "7"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
+    budgeted_rules = frozenset({"VA518"})
     requires = frozenset({"text"})
     pointwise_observe = True
     defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 1}
     param_types: ClassVar[dict[str, type]] = {"learned_threshold": float}
+
+    def floors(self) -> dict[str, float]:
+        """VA518's alert floor is the line the shipped scorer's weights carry (``alert_threshold``, chosen out of
+        corpus by benchmarks/injection_corpora.py) unless ``alert_floors`` sets one."""
+        scorer = getattr(self, "_scorer", None) or (default_scorer() if self.params["learned"] else None)
+        line = scorer.meta.get("alert_threshold") if scorer else None
+        return {**({LEARNED.id: float(line)} if line is not None else {}), **super().floors()}
 
     def begin(self, ctx: ScanContext) -> None:
         self._scorer: SentenceScorer | None = default_scorer() if self.params["learned"] else None
@@ -123,8 +133,9 @@ class InjectionDetector(Detector):
             for rule, score, threshold, evidence in verdicts:
                 # an injected sentence may quote a password or an address: evidence carries it masked
                 span = evidence["span"] = redact_text(evidence.get("span", ""))
+                low = Severity.LOW if "below_alert_floor" in evidence else None
                 yield Finding(rule, self.name, batch.ids[i], score, f"{rule.title}: {span!r}", threshold, evidence,
-                              batch.tenants[i], identity=rule.id)
+                              batch.tenants[i], severity=low, identity=rule.id)
 
     def analyse_many(self, texts: list[str]) -> list[list[tuple[Rule, float, float, dict[str, Any]]]]:
         """Per text, ``(rule, score, threshold, evidence)`` for each rule that fires (at most one per rule);
@@ -136,6 +147,7 @@ class InjectionDetector(Detector):
         pieces = [sentences(normalise(t)) if t else [] for t in texts]
         probs = scorer.score_documents([[s for _, s in doc] for doc in pieces]) if scorer else np.zeros(0)
         threshold = self.learned_threshold
+        floor = self.floors().get(LEARNED.id)
         pos = 0
         for found, doc in zip(results, pieces, strict=True):
             if doc:
@@ -144,8 +156,10 @@ class InjectionDetector(Detector):
                 best = int(doc_probs.argmax())
                 if doc_probs[best] >= threshold:
                     offset, sentence = doc[best]
-                    found[LEARNED.id] = (LEARNED, float(doc_probs[best]), threshold,
-                                         {"span": _clip(sentence), "offset": offset, "sentences": len(doc)})
+                    evidence: dict[str, Any] = {"span": _clip(sentence), "offset": offset, "sentences": len(doc)}
+                    if floor is not None and doc_probs[best] < floor:
+                        evidence["below_alert_floor"] = floor  # the scorer alone under its out-of-sample line
+                    found[LEARNED.id] = (LEARNED, float(doc_probs[best]), threshold, evidence)
         return [list(r.values()) for r in results]
 
     def analyse(self, text: str) -> list[tuple[Rule, float, float, dict[str, Any]]]:

@@ -16,6 +16,7 @@ from auditor.hashing import duplicate_id_rows
 from auditor.masking import redact_text
 from auditor.textsafety import ID_TYPE, TEXT, TOO_DEEP, PointRepairs
 from auditor.types import MISSING, Confidence, PointId, RecordBatch, Severity
+from detectors.textsignals import VERSION_CONTAINMENT, containment, content_words
 
 _TAGS = (OWASP_VECTOR_WEAKNESS,)
 NON_FINITE = Rule("VA101", "Vector has NaN or infinite components", Severity.HIGH, Confidence.HIGH, _TAGS)
@@ -70,10 +71,13 @@ class IntegrityDetector(Detector):
     Norm score: robust z of log-norm, ``|log n - median| / max(1.4826 * MAD, min_scale)``; flagged at
     ``norm_z`` (default 6: under a normal model that is ~1e-9 of clean points, so the budget is spent on
     mixed-model data only; ``min_scale`` 0.02 keeps collections of unit vectors from flagging rounding noise).
+    VA105 (identical vector under several ids) is INFO when the texts are equal or versions of one text (each
+    shares >= ``version_containment`` of the other's content words: a story re-sent with a changed tail beyond the
+    model's input window embeds to the very same vector); otherwise MEDIUM.
     """
 
     name = "integrity"
-    version = "2"
+    version = "3"
     description = (
         "NaN/Inf, zero, wrong-dimension and foreign-norm vectors; copied vectors; doc-id conflicts; payload fields"
     )
@@ -97,6 +101,7 @@ class IntegrityDetector(Detector):
         "min_scale": 0.02,
         "max_group_evidence": 20,
         "missing_field_share": 0.95,
+        "version_containment": VERSION_CONTAINMENT,
     }
 
     def begin(self, ctx: ScanContext) -> None:
@@ -213,18 +218,25 @@ class IntegrityDetector(Detector):
                 continue
             distinct_texts = {table.text_hashes[r] for r in rows}
             same_text = len(distinct_texts) == 1
+            words = {r: content_words(table.texts[r]) for r in rows} if ctx.field_map.text and not same_text else {}
             for r in rows:
                 others = [m for m in members if m != table.ids[r]]
+                versions = bool(words) and min(
+                    containment(words[r], words[o]) for o in rows if o != r
+                ) >= float(self.params["version_containment"])
                 yield Finding(
                     DUPLICATE_VECTOR,
                     self.name,
                     table.ids[r],
                     float(len(rows)),
-                    f"vector identical to {len(others)} other point(s)" + ("" if same_text else " whose text differs"),
+                    f"vector identical to {len(others)} other point(s)"
+                    + ("" if same_text else " whose text is another version of this one" if versions
+                       else " whose text differs"),
                     2.0,
-                    {"group_size": len(rows), "others": others[:max_ev], "same_text": same_text},
+                    {"group_size": len(rows), "others": others[:max_ev], "same_text": same_text,
+                     **({"versions": True} if versions else {})},
                     table.tenants[r],
-                    severity=Severity.INFO if same_text else None,
+                    severity=Severity.INFO if same_text or versions else None,
                 )
         # one document id, several points, different texts
         if ctx.field_map.doc_id:

@@ -31,6 +31,7 @@ from detectors.textsignals import (
     jaccard,
     normalised,
     question_sentences,
+    question_shaped,
     slot_substitution,
     term_agreement,
     term_in,
@@ -186,9 +187,12 @@ class PoisonClusterDetector(Detector):
     """
 
     name = "poison-cluster"
-    version = "2"
+    version = "3"
     description = "distinct passages packed around one claim, with shared question bait or a contested claim"
     rules = (QUESTION_BAIT_CLUSTER, CLAIM_CLUSTER)
+    budgeted_rules = frozenset({"VA321", "VA322"})
+    #: chosen leave-one-corpus-out on the dev corpora (benchmarks/alert_floors.py, results/generalization.md)
+    alert_floors: ClassVar[dict[str, float]] = {"VA321": 2.0, "VA322": 0.7032}
     requires = frozenset({"vectors", "text", "graph"})
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "member_sim": 0.6, "same_doc_jaccard": 0.8, "question_jaccard": 0.6, "min_bait_members": 2,
@@ -338,7 +342,8 @@ class PoisonClusterDetector(Detector):
 
     def _shared_question(self, row: int, members: list[int], texts: _Texts) -> tuple[list[int], str] | None:
         """Members sharing the point's bait: a question sentence (word-set Jaccard >= ``question_jaccard``) or a
-        verbatim opening sentence of >= ``_BAIT_WORDS`` words (the question prefix without its "?")."""
+        verbatim, question-shaped opening sentence of >= ``_BAIT_WORDS`` words (the question prefix without its
+        "?")."""
         limit = float(self.params["question_jaccard"])
         best: tuple[list[int], str] | None = None
         for q in texts.questions(row):
@@ -346,7 +351,9 @@ class PoisonClusterDetector(Detector):
             if sharing and (best is None or len(sharing) > len(best[0])):
                 best = (sharing, _question_text(texts, row, q))
         opening = texts.opening(row)
-        if len(opening) >= _BAIT_WORDS:
+        # a question prefix without its "?" still opens like a question; a shared boilerplate first sentence
+        # ("This file may not be suitable for users of assistive technology") does not
+        if len(opening) >= _BAIT_WORDS and question_shaped(opening):
             same = [m for m in members if texts.opening(m) == opening]
             if same and (best is None or len(same) > len(best[0])):
                 best = (same, _opening_text(texts, row))

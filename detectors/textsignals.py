@@ -50,6 +50,11 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / union if union else 0.0
 
 
+#: Two texts sharing at least this share of the smaller one's content words are versions of one text (a page
+#: edited, a wire story re-sent with a paragraph more), not different texts behind one vector.
+VERSION_CONTAINMENT = 0.6
+
+
 def containment(a: frozenset[str], b: frozenset[str]) -> float:
     """Share of the smaller set found in the other, in [0, 1]."""
     small = min(len(a), len(b))
@@ -217,12 +222,16 @@ def question_sentences(text: str | None) -> list[str]:
         # the question starts after the previous sentence end, or at a quote / bracket
         sentence = re.split(r"[\"“”(\[]", sentence)[-1]
         tokens = words(sentence)
-        if len(tokens) < 4:
-            continue
-        if tokens[0] not in _QUESTION_START and not any(t in _QUESTION_START for t in tokens[:3]):
+        if len(tokens) < 4 or not question_shaped(tokens):
             continue
         found.append(" ".join(tokens))
     return found
+
+
+def question_shaped(tokens: list[str] | tuple[str, ...]) -> bool:
+    """Whether a sentence's words open like a question: an interrogative or auxiliary word (or a preposition
+    before one, "In which year ...") among its first three."""
+    return bool(tokens) and (tokens[0] in _QUESTION_START or any(t in _QUESTION_START for t in tokens[:3]))
 
 
 def opens_with_question(text: str | None) -> bool:
@@ -251,9 +260,15 @@ def token_soup(text: str | None) -> float:
     (sub-word pieces, mixed letters/digits, symbol runs), the share of distinct words, and, from 20 words on,
     the absence of punctuation (a bag of real topic words has function-word-like repeats but no sentences: one
     such demo hub scored 0.46 without this cue, 0.66 with it; no clean dev document crossed 0.5 because of it).
+    Laid-out text — table rows with cell separators, list items one per line — is structure, not soup: only
+    its prose lines are scored (a token-optimised passage is one run of tokens; it has no layout). Well-formed
+    numbers (``$1,496.5``, ``(12.3)``, ``45%``) are words, not fragments.
     """
     if not text:
         return 0.0
+    prose = _prose_of_layout(text)
+    if prose is not None:
+        return token_soup(prose) if prose else 0.0
     raw = text.split()
     if len(raw) < 8:
         return 0.0
@@ -265,15 +280,36 @@ def token_soup(text: str | None) -> float:
     function_share = max(english_function, 1.5 * repeated_short)
     fragments = sum(1 for t in raw if _is_fragment(t)) / len(raw)
     distinct = len(set(toks)) / n
-    prose = min(1.0, function_share / 0.25)
+    prose_share = min(1.0, function_share / 0.25)
     punctuated = sum(1 for t in raw if _PUNCTUATED.search(t)) / len(raw)
     unpunctuated = 1.0 - min(1.0, punctuated / 0.04) if len(raw) >= 20 else 0.0
-    score = 0.6 * (1.0 - prose) + 0.3 * min(1.0, fragments / 0.3) + 0.1 * distinct + 0.2 * unpunctuated
+    score = 0.6 * (1.0 - prose_share) + 0.3 * min(1.0, fragments / 0.3) + 0.1 * distinct + 0.2 * unpunctuated
     return float(max(0.0, min(1.0, score)))
 
 
 
+#: A table cell separator (pipe or tab) or a list bullet / number opening a line.
+_CELL = re.compile(r"\||\t")
+_ITEM = re.compile(r"^\s*(?:[-*\u2022\u25cf\u25aa>]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])\s+")
+_NUMBER = re.compile(r"^[(\[]?[-+\u2212]?[$\u00a3\u20ac\u00a5]?\d[\d,.\u00a0]*%?[)\]]?[.,;:]?$")
+
+
+def _prose_of_layout(text: str) -> str | None:
+    """For text laid out as table rows or list items (at least two lines, and most non-empty lines are rows or
+    items), the prose lines in it (lines of eight words or more that are neither), joined; None for other text."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return None
+    laid = [len(_CELL.findall(line)) >= 2 or bool(_ITEM.match(line)) for line in lines]
+    if sum(laid) < max(2, 0.5 * len(lines)):
+        return None
+    return "\n".join(line for line, is_laid in zip(lines, laid, strict=True)
+                     if not is_laid and len(line.split()) >= 8)
+
+
 def _is_fragment(token: str) -> bool:
+    if _NUMBER.match(token):
+        return False
     if token.startswith("##") or (token.startswith("[") and token.endswith("]")):
         return True
     letters = sum(c.isalpha() for c in token)

@@ -84,3 +84,20 @@ def test_mixed_exact_and_near_copies_and_degenerate_stores(tmp_path: Path, store
     assert not run_scan(same, sqlite_ledger_url, detectors=["near-duplicate"]).findings
     tiny = build_qdrant_store(tmp_path / "tiny", vecs[:1], [{"text": "x"}])
     assert run_scan(tiny, sqlite_ledger_url, detectors=["near-duplicate"]).status == "completed"
+
+
+def test_another_version_of_a_text_is_the_same_document_not_a_forgery(  # type: ignore[no-untyped-def]
+    tmp_path: Path, embed, sqlite_ledger_url: str
+) -> None:
+    wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:60]]
+    sentences = wiki[25].split(". ")
+    revised = ". ".join(sentences[:-1]) + ". It was revised in a later edition with new material about its history."
+    texts = [*wiki, revised]  # cosine ~0.98 to the original, word Jaccard ~0.65 but ~80% of its words shared
+    result = run_scan(build_qdrant_store(tmp_path / "v", embed(texts), [{"text": t} for t in texts]),
+                      sqlite_ledger_url, detectors=["near-duplicate"], field_map=FieldMap(text="text"))
+    got = {(r.finding.rule_id, r.finding.point_id): r.finding for r in result.findings}
+    assert not [k for k in got if k[0] == "VA312"]
+    for pid in (25, 60):
+        version = got[("VA311", pid)]
+        assert version.evidence["versions"] is True and version.effective_severity.value == "info"
+        assert "another version of the same document" in version.message

@@ -206,8 +206,10 @@ def test_plain_tasks_out_of_place_in_real_hosts_are_caught(detector: InjectionDe
                for j, where in enumerate(("start", "middle", "end"))]
     recall = np.mean([bool(v) for v in detector.analyse_many(planted)])
     rules_only = np.mean([bool(v) for v in InjectionDetector(learned=False).analyse_many(planted)])
-    # measured 0.67 (rules alone 0.0): lists in code answers and a French task in code hosts are still missed
-    assert rules_only <= 0.2 and recall >= 0.6, (rules_only, recall)
+    # measured 0.29 with weights v7 (rules alone 0.0). Weights v6 caught 0.67 but flagged 6-18% of web snippets and
+    # recipes: v7 also learned from how-to pages, recipes and snippets that an imperative sentence is not by itself
+    # a task for the assistant, and plain requests in e-mails and code answers pay for it (issue 17 item 4).
+    assert rules_only <= 0.2 and recall >= 0.25, (rules_only, recall)
 
 
 def test_sentences_in_another_script_or_language_stand_out() -> None:

@@ -215,3 +215,20 @@ def test_an_odd_first_row_does_not_set_the_dimension_of_an_export(
     assert [(f.point_id, f.evidence["stored_dim"], f.evidence["dim"]) for f in wrong] == [(0, 128, 384)]
     assert not [r for r in result.findings if r.finding.rule_id == "VA502"]
     assert not [n for n in result.notes if "skipped" in n or "failed" in n], result.notes
+
+
+def test_one_vector_under_two_versions_of_a_text_is_info_and_under_another_text_medium(  # type: ignore[no-untyped-def]
+    tmp_path: Path, wiki, sqlite_ledger_url: str
+) -> None:
+    rows, vecs = wiki
+    texts = [r["text"] for r in rows]
+    # a wire story re-sent with its tail changed beyond the model's window embeds to the very same vector
+    revised = ". ".join(texts[25].split(". ")[:-1]) + ". It was revised in a later edition with new material."
+    texts, vecs = [*texts, revised, texts[40]], np.concatenate([vecs, vecs[25:26], vecs[30:31]])
+    uri = build_qdrant_store(tmp_path / "s", vecs, [{"text": t} for t in texts])
+    result = run_scan(uri, sqlite_ledger_url, detectors=["integrity"], field_map=FieldMap(text="text"))
+    got = {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == "VA105"}
+    assert got[120].evidence["versions"] is True and got[120].effective_severity.value == "info"
+    assert "another version of this one" in got[25].message
+    # document 40's text stored under document 30's vector: different texts behind one vector stay MEDIUM
+    assert got[121].effective_severity.value == "medium" and "versions" not in got[121].evidence

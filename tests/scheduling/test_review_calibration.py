@@ -6,7 +6,8 @@ new line — kept LOW with their score, not dropped — and a reviewer confirmin
 reset` undoes it all.
 
 Today's default poison-cluster raises no VA322 on these 190 passages, so the scans run a sensitive configuration
-(looser member similarity and claim score) that does raise false alarms on them: the loop is what is measured."""
+(looser member similarity and claim score, no alert budget) that does raise false alarms on them: the loop is
+what is measured."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from auditor.registry import connector_for
 from auditor.types import FieldMap, Severity
 from detectors.poisoning import PoisonClusterDetector
 
-SENSITIVE = {"member_sim": 0.4, "claim_score": 0.3, "entity_agreement": 0.2}
+# the alert budget off (1.0): it would hold these false alarms back itself, and the review loop is what is measured
+SENSITIVE = {"member_sim": 0.4, "claim_score": 0.3, "entity_agreement": 0.2, "alert_budget": 1.0,
+             "review_budget": 1.0}
 FIRST_GROUPS = {"q3", "q17", "q19", "q21", "q26", "q31", "q42", "q46", "q48", "q50", "q53", "q61", "q65", "q66", "q71"}
 
 
