@@ -260,9 +260,10 @@ def token_soup(text: str | None) -> float:
     (sub-word pieces, mixed letters/digits, symbol runs), the share of distinct words, and, from 20 words on,
     the absence of punctuation (a bag of real topic words has function-word-like repeats but no sentences: one
     such demo hub scored 0.46 without this cue, 0.66 with it; no clean dev document crossed 0.5 because of it).
-    Laid-out text — table rows with cell separators, list items one per line — is structure, not soup: only
-    its prose lines are scored (a token-optimised passage is one run of tokens; it has no layout). Well-formed
-    numbers (``$1,496.5``, ``(12.3)``, ``45%``) are words, not fragments.
+    Laid-out text — table rows with cell separators or aligned columns, list items one per line, short fields
+    ("Pay April 10", "Record March 27") — is structure, not soup: only its prose lines are scored (a
+    token-optimised passage is one run of tokens; it has no layout). Well-formed numbers (``$1,496.5``,
+    ``(12.3)``, ``45%``) are words, not fragments.
     """
     if not text:
         return 0.0
@@ -288,19 +289,23 @@ def token_soup(text: str | None) -> float:
 
 
 
-#: A table cell separator (pipe or tab) or a list bullet / number opening a line.
-_CELL = re.compile(r"\||\t")
+#: A table cell separator: a pipe, a tab, or a run of spaces aligning a column inside a line.
+_CELL = re.compile(r"\||\t|(?<=\S) {2,}(?=\S)")
+#: A line this short is a field of a form, a heading or an address line, not a run of prose or of tokens.
+_SHORT_LINE_WORDS = 5
 _ITEM = re.compile(r"^\s*(?:[-*\u2022\u25cf\u25aa>]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])\s+")
 _NUMBER = re.compile(r"^[(\[]?[-+\u2212]?[$\u00a3\u20ac\u00a5]?\d[\d,.\u00a0]*%?[)\]]?[.,;:]?$")
 
 
 def _prose_of_layout(text: str) -> str | None:
-    """For text laid out as table rows or list items (at least two lines, and most non-empty lines are rows or
-    items), the prose lines in it (lines of eight words or more that are neither), joined; None for other text."""
+    """For text laid out as table rows, aligned columns, list items or short fields (at least two lines, and most
+    non-empty lines are such), the prose lines in it (lines of eight words or more that are none of them), joined;
+    None for other text."""
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) < 2:
         return None
-    laid = [len(_CELL.findall(line)) >= 2 or bool(_ITEM.match(line)) for line in lines]
+    laid = [len(_CELL.findall(line.strip())) >= 2 or bool(_ITEM.match(line))
+            or len(line.split()) <= _SHORT_LINE_WORDS for line in lines]
     if sum(laid) < max(2, 0.5 * len(lines)):
         return None
     return "\n".join(line for line, is_laid in zip(lines, laid, strict=True)
