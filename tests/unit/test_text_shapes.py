@@ -28,6 +28,15 @@ def test_tables_and_lists_are_structure_not_soup() -> None:
     assert token_soup(TABLE + "\n" + SOUP) >= 0.5
 
 
+def test_aligned_columns_and_short_fields_are_layout_too() -> None:
+    columns = ("Prices per bushel, in U.S. dollars, for the grades quoted at each market this week.\n"
+               "     WHEAT     HRW   HRS    SRW   SWW\n Chicago       --    3.04   2.98  --\n"
+               " Toledo        --    3.04   2.98  2.90\n Memphis       --    --     3.05  --")
+    brief = "Shr 2.10 dlrs vs 1.72 dlrs\n    Net 2,228,000 vs 1,730,000\n    Pay April 10\n    Record March 27"
+    assert token_soup(columns) < 0.5 and token_soup(brief) < 0.5
+    assert token_soup(SOUP.replace(" ", "  ")) >= 0.5  # one line of tokens, however spaced, is no layout
+
+
 def test_numbers_are_words_not_fragments() -> None:
     money = "Revenue rose to $1,496.5 million (up 24.4%) from $1,202.9 million in 2018, and margins to (12.3) points."
     assert token_soup(money) < 0.3
