@@ -4,7 +4,6 @@ real PostgreSQL server started here)."""
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import socket
@@ -24,13 +23,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["VECAUDIT_STATE_DIR"] = tempfile.mkdtemp(prefix="vecaudit-test-state-")
 atexit.register(shutil.rmtree, os.environ["VECAUDIT_STATE_DIR"], True)
 
-DATA = Path(__file__).parent / "data"
-
-
-def load_jsonl(name: str) -> list[dict[str, Any]]:
-    """Rows of ``tests/data/<name>`` (see tests/data/README.md for sources and licences)."""
-    with open(DATA / name, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+# re-exported: test modules import them "from conftest"
+from support import DATA, load_jsonl  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

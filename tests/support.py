@@ -21,6 +21,15 @@ from auditor.types import FieldMap
 DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid"}
 
 
+DATA = Path(__file__).parent / "data"
+
+
+def load_jsonl(name: str) -> list[dict[str, Any]]:
+    """Rows of ``tests/data/<name>`` (see tests/data/README.md for sources and licences)."""
+    with open(DATA / name, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 @contextmanager
 def unvalidated_vectors() -> Any:
     """Let qdrant-client local mode store NaN/odd vectors, as a store fed by other tools may hold them."""

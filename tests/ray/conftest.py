@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+# Test modules elsewhere import `load_jsonl` and `DATA` "from conftest": the tests are not a package, so whichever
+# conftest pytest imported last answers to that name, and this one does too (both come from tests/support.py).
+from support import DATA, load_jsonl  # noqa: F401
+
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
