@@ -13,6 +13,7 @@ of Ray actors, CPU by default, GPU in fp16 with ``gpus_per_embedder``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -401,8 +402,10 @@ class EmbedActor:
     def _half(self) -> None:
         from auditor.embedder import _PROBE_TEXTS
 
-        model = self.embedder._load()
         reference = self.embedder._encode_raw(list(_PROBE_TEXTS), "fp32")
+        # a private copy: the process-wide model cache (auditor.embedder) keeps its fp32 weights for anyone else
+        model = copy.deepcopy(self.embedder._load())
+        self.embedder._model = model
         model.half()
         reduced = self.embedder._encode_raw(list(_PROBE_TEXTS), "fp16")
         self.agreement = float(np.min(np.sum(reference * reduced, axis=1)))

@@ -177,6 +177,10 @@ def test_gpu_actors_code_path_casts_to_fp16_after_the_probe_check(embedder: Any)
     fp32 = Embedder(precision="fp32").encode(TEXTS[:4])
     half = actor.encode(TEXTS[:4])
     assert half.dtype == np.float32 and float(np.min(np.sum(half * fp32, axis=1))) > 0.999
+    # the cast is the actor's own copy: this process's cached model (shared by every Embedder) stays fp32
+    import torch
+
+    assert next(Embedder()._load().parameters()).dtype is torch.float32
 
 
 def test_gpus_asked_for_on_a_cluster_without_gpus_fall_back_to_cpu_actors(ray_cluster: Any) -> None:
