@@ -146,9 +146,6 @@ class MisfiledDetector(Detector):
     version = "4"
     description = "Documents whose content belongs to another tenant (per-tenant typicality + neighbour graph)"
     rules = (MISFILED,)
-    budgeted_rules = frozenset({"VA421"})
-    #: chosen leave-one-corpus-out on the dev corpora (benchmarks/alert_floors.py, results/generalization.md)
-    alert_floors: ClassVar[dict[str, float]] = {"VA421": 9.815}
     requires = frozenset({"vectors", "tenant", "graph"})
     defaults: ClassVar[dict[str, Any]] = {
         "k": 20, "min_score": 8.25, "min_score_floor": 4.0, "alert_budget": 0.001, "review_budget": 0.02,
