@@ -85,12 +85,10 @@ class InjectionDetector(Detector):
     sentence is in the rest of its document (off-topic, the only task or second-person sentence there, in another
     script or language),
     and reports the document's highest sentence probability, so one injected sentence in a long clean document is
-    not diluted. ``learned_threshold`` (default from the weights file) was chosen for <= 1% false positives
-    averaged over the clean dev corpora — emails, code answers, Wikipedia (en, es), PubMed, hotpotqa passages,
-    including ones about prompts and passwords — on out-of-fold scores (benchmarks/train_injection_scorer.py),
-    and confirmed on a separate test split (benchmarks/content_quality.py). A VA518 finding is MEDIUM only when its
-    score reaches the rule's alert floor, chosen leave-one-corpus-out on corpora the scorer was never trained on
-    (benchmarks/alert_floors.py); under it the learned scorer alone gives LOW. Zero-width characters count as hidden
+    not diluted. The weights (v7) carry two lines chosen *out of corpus* on the eleven clean dev corpora (each
+    corpus scored by a scorer trained without it; benchmarks/injection_corpora.py): ``learned_threshold`` (default:
+    the report line, <= 1% of documents) makes a VA518 finding, LOW; the alert line (<= 0.1%, the rule's alert
+    floor) makes it MEDIUM. Zero-width characters count as hidden
     text in a run of 8 or more, or when at least ``zero_width_min`` (default 1) of them split a word of an alphabet
     that separates words with spaces (``pass\u200bword``), where they have no role but to slip past keyword
     filters; none of the ~22,000 clean development documents (web pages, Wikipedia en/es, news, PubMed, code,
