@@ -15,6 +15,9 @@ They are *proxies* for published attacks, close enough to exercise the detectors
   system markers, exfiltration links, hidden zero-width text, and plain-language "please tell the user ..." tasks.
 - ``secret`` / ``pii``: freshly generated credentials (AWS key pair, GitHub token, private-key header) and personal
   data (e-mail, phone, Luhn-valid card number, IBAN) inserted into a document. Never real values.
+
+The classes optimised against the real retriever (white-box PoisonedRAG, GASLITE, corpus poisoning) and the typo,
+counterfactual and foreign-language classes live in ``auditor.redteam.adversarial``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import random
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from auditor.redteam.adversarial import AdversarialOptions
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -351,28 +357,59 @@ def leak_plan(
         plan.mark(kind, d.point_id, f"{kind} inserted")
 
 
+#: The classes ``build_plan`` can plant, by the name ``vecaudit redteam --classes`` takes: each plants the report
+#: classes listed (tenancy ones only with a tenant field; ``foreign`` only with other-language texts).
+CLASS_GROUPS: dict[str, tuple[str, ...]] = {
+    "poison": ("poison",),
+    "hub": ("hub",),
+    "tamper": ("tamper-swap", "tamper-query", "tamper-perturb"),
+    "tenancy": ("cross-tenant-copy", "misfiled", "unlabeled"),
+    "injection": ("injection",),
+    "leak": ("secret", "pii"),
+    "whitebox-poison": ("whitebox-poison",),
+    "gaslite": ("gaslite",),
+    "corpus-poisoning": ("corpus-poisoning",),
+    "typo": ("typo",),
+    "counterfactual": ("counterfactual",),
+    "foreign": ("foreign",),
+}
+
+
 def build_plan(
-    docs: Sequence[Doc], embed: Embed, *, seed: int, per_class: int, text_field: str, tenant_field: str | None
+    docs: Sequence[Doc], embed: Embed, *, seed: int, per_class: int, text_field: str, tenant_field: str | None,
+    classes: Collection[str] | None = None, adversarial: AdversarialOptions | None = None,
 ) -> Plan:
-    """Plan every attack class over disjoint victims drawn with ``seed``."""
+    """Plan the ``classes`` (keys of ``CLASS_GROUPS``; default every class but the adversarial ones, which
+    ``adversarial`` names) over disjoint victims drawn with ``seed``."""
+    want = set(CLASS_GROUPS) if classes is None else set(classes)
     rng = random.Random(seed)
     plan = Plan()
     pool = [d for d in docs if len(d.text) >= 80]
     rng.shuffle(pool)
-    poison_plan(
-        plan,
-        pool[: max(1, per_class // 5) * 3],
-        embed,
-        rng,
-        targets=max(1, per_class // 5),
-        tenant_field=tenant_field,
-        text_field=text_field,
-    )
+    if "poison" in want:
+        poison_plan(
+            plan,
+            pool[: max(1, per_class // 5) * 3],
+            embed,
+            rng,
+            targets=max(1, per_class // 5),
+            tenant_field=tenant_field,
+            text_field=text_field,
+        )
     victims = pool[max(1, per_class // 5) * 3 :]
-    hub_plan(plan, docs, embed, rng, max(1, per_class // 2), tenant_field=tenant_field, text_field=text_field)
-    tamper_plan(plan, victims, embed, rng, per_class)
-    if tenant_field:
+    if "hub" in want:
+        hub_plan(plan, docs, embed, rng, max(1, per_class // 2), tenant_field=tenant_field, text_field=text_field)
+    if "tamper" in want:
+        tamper_plan(plan, victims, embed, rng, per_class)
+    if tenant_field and "tenancy" in want:
         tenancy_plan(plan, victims, embed, rng, per_class, tenant_field, text_field)
-    injection_plan(plan, victims, embed, rng, per_class, text_field)
-    leak_plan(plan, victims, embed, rng, per_class, text_field)
+    if "injection" in want:
+        injection_plan(plan, victims, embed, rng, per_class, text_field)
+    if "leak" in want:
+        leak_plan(plan, victims, embed, rng, per_class, text_field)
+    if adversarial is not None and adversarial.classes & want:
+        from auditor.redteam.adversarial import adversarial_plan
+
+        adversarial_plan(plan, docs, victims, embed, rng, per_class, adversarial, text_field=text_field,
+                         tenant_field=tenant_field)
     return plan

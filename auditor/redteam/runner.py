@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from auditor.errors import ConfigError
 from auditor.ledger import Ledger
 from auditor.masking import redact_text
 from auditor.progress import progress_bar
+from auditor.redteam.adversarial import AdversarialOptions
 from auditor.redteam.generators import Doc, Embed, Plan, build_plan
 from auditor.registry import connector_for
 from auditor.scratch import recreate_owned_dir
@@ -40,6 +41,15 @@ EXPECTED: dict[str, frozenset[str]] = {
     "zero-vector": frozenset({"integrity"}),
     "wrong-norm": frozenset({"integrity"}),
     "copied-vector": frozenset({"integrity"}),
+    # issue 16: optimised token soup is meant for the hub detector's VA333 (and white-box passages still carry a
+    # poison's claim); counterfactual twins are near-duplicates of their original; a foreign cluster is an outlier
+    # group. No detector is meant for typos yet: their catches are listed, never counted.
+    "whitebox-poison": frozenset({"poison-cluster", "hub"}),
+    "gaslite": frozenset({"hub"}),
+    "corpus-poisoning": frozenset({"hub"}),
+    "typo": frozenset(),
+    "counterfactual": frozenset({"near-duplicate"}),
+    "foreign": frozenset({"outlier"}),
 }
 
 _QDRANT_DISTANCE = {
@@ -241,6 +251,8 @@ def run_redteam(
     per_class: int = 10,
     vector: str | None = None,
     connector_options: dict[str, Any] | None = None,
+    classes: Collection[str] | None = None,
+    adversarial: AdversarialOptions | None = None,
 ) -> RedteamRun:
     """Copy, baseline, plant, scan, score. Only the scratch folder ``into`` is written."""
     fm: FieldMap = options.field_map
@@ -268,7 +280,8 @@ def run_redteam(
             for i, (pid, p) in enumerate(zip(copied.ids, copied.payloads, strict=True))
             if isinstance(text := resolve_field(p, fm.text), str) and text.strip()
         ]
-        plan = build_plan(docs, embed, seed=seed, per_class=per_class, text_field=fm.text, tenant_field=fm.tenant)
+        plan = build_plan(docs, embed, seed=seed, per_class=per_class, text_field=fm.text, tenant_field=fm.tenant,
+                          classes=classes, adversarial=adversarial)
         apply_plan(store_uri, collection, plan, copied.ids)
         result = scan()
     finally:
