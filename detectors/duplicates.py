@@ -23,7 +23,14 @@ from auditor.findings import (
 )
 from auditor.graph import row_norms
 from auditor.types import Confidence, Distance, Severity
-from detectors.textsignals import VERSION_CONTAINMENT, containment, content_words, jaccard, normalised
+from detectors.textsignals import (
+    VERSION_CONTAINMENT,
+    containment,
+    content_words,
+    jaccard,
+    normalised,
+    versions_of_one_text,
+)
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
 SAME_DOCUMENT = Rule("VA311", "Near-duplicate of the same document (re-ingested)", Severity.INFO, Confidence.HIGH,
@@ -93,11 +100,14 @@ class NearDuplicateDetector(Detector):
     left to the integrity detector (VA105); a group mixing copies and near-copies lists the copies in evidence
     (``exact_copies``) and is reported once here. When every other text shares at least ``version_containment``
     (0.6) of the smaller text's content words, they are *versions* of one document (a page edited, a story re-sent
-    with a paragraph more): VA311 with ``evidence["versions"]``, not "different texts behind one vector". A forged or
-    swapped vector brings a text that shares next to nothing with its twin's. """
+    with a paragraph more): VA311 with ``evidence["versions"]``, not "different texts behind one vector". The same
+    holds for texts whose wording is shared once numbers are set aside (``evidence["numbers_differ"]``): one table,
+    earnings brief or form filled with other values, which sentence embeddings barely tell apart (a changed fact
+    beside its original is the conflicting-twins question, not a forged vector). A forged or swapped vector brings
+    a text that shares next to nothing with its twin's. """
 
     name = "near-duplicate"
-    version = "2"
+    version = "3"
     description = "near-identical vectors: re-ingested documents (info) and distinct texts sharing a vector"
     rules = (SAME_DOCUMENT, DISTINCT_TEXTS)
     budgeted_rules = frozenset({"VA312"})
@@ -142,6 +152,7 @@ class NearDuplicateDetector(Detector):
         keys = {r: normalised(table.texts[r]) for r in group}
         words = {r: content_words(table.texts[r]) for r in group}
         limit = float(self.params["same_text_jaccard"])
+        version_limit = float(self.params["version_containment"])
         max_ev = int(self.params["max_group_evidence"])
         ids = [table.ids[r] for r in group]
         by_hash: dict[str, list[Any]] = defaultdict(list)
@@ -163,8 +174,10 @@ class NearDuplicateDetector(Detector):
                 distinct = [o for o in partners if not same_document(r, o)]
             else:
                 distinct = [o for o in partners if ctx.field_map.doc_id and table.doc_ids[r] != table.doc_ids[o]]
-            shared = [containment(words[r], words[o]) for o in distinct] if have_text else []
-            versions = bool(shared) and min(shared) >= float(self.params["version_containment"])
+            versions = have_text and bool(distinct) and all(
+                versions_of_one_text(words[r], words[o], version_limit) for o in distinct
+            )
+            numbers_only = versions and any(containment(words[r], words[o]) < version_limit for o in distinct)
             rule = DISTINCT_TEXTS if distinct and not versions else SAME_DOCUMENT
             score = 1.0 - float(closest[r])
             evidence: dict[str, Any] = {
@@ -180,10 +193,14 @@ class NearDuplicateDetector(Detector):
                 evidence["text_overlap"] = [round(jaccard(words[r], words[o]), 3) for o in distinct][:max_ev]
                 message = (f"vector nearly identical to {len(distinct)} point(s) with a different text "
                            f"(group of {len(group)})")
-            if versions:  # every other text shares most of this one's words: an edit of the same document
+            if numbers_only:  # the same wording with other values: one template (a table, an earnings brief)
                 evidence["versions"] = True
-                message = (f"near-duplicate of another version of the same document (>= {min(shared):.0%} of the "
-                           f"words shared; group of {len(group)})")
+                evidence["numbers_differ"] = True
+                message = (f"near-duplicate of a text with the same wording and other numbers (a table or form "
+                           f"filled with other values; group of {len(group)})")
+            elif versions:  # every other text shares most of this one's words: an edit of the same document
+                evidence["versions"] = True
+                message = f"near-duplicate of another version of the same document (group of {len(group)})"
             elif not distinct:
                 message = f"near-duplicate of the same document: group of {len(group)}"
             yield Finding(rule, self.name, table.ids[r], score, message, 1.0 - float(self.params["max_distance"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from auditor.findings import (
     OWASP_VECTOR_WEAKNESS,
     Finding,
     Rule,
+    point_key,
 )
 from auditor.graph import NeighbourGraph
 from auditor.masking import redact_text
@@ -152,6 +154,31 @@ class _Texts:
         return self._keys[row]
 
 
+@dataclass(frozen=True)
+class _Arrivals:
+    """Per row, the scan a point first appeared in with its current vector and text (0: this scan), and the
+    collection's baseline scan (its first: everything arrived there at once, which says nothing)."""
+
+    scans: list[int]
+    baseline: int
+
+    @classmethod
+    def of(cls, ctx: ScanContext) -> _Arrivals | None:
+        previous = ctx.previous
+        if not previous:
+            return None
+        known = [s.first_scan_id for s in previous.values() if s.first_scan_id is not None]
+        if not known:
+            return None
+        table = ctx.table
+        scans = []
+        for pid, vh, th in zip(table.ids, table.vector_hashes, table.text_hashes, strict=True):
+            old = previous.get(point_key(pid))
+            same = old is not None and old.first_scan_id is not None and old.vector_hash == vh and old.text_hash == th
+            scans.append(old.first_scan_id if same and old is not None and old.first_scan_id else 0)
+        return cls(scans, min(known))
+
+
 class PoisonClusterDetector(Detector):
     """The PoisonedRAG signature: several *distinct* passages packed around one claim.
 
@@ -177,8 +204,14 @@ class PoisonClusterDetector(Detector):
     name agreement, novelty of the shared claim (share of the content words used by >= 60% of the point and
     its partners that no other neighbour uses — the wrong answer their neighbourhood does not state), and
     cohesion (mean partner cosine minus the mean cosine of the other neighbours, / 0.2). When timestamps are
-    configured, partners ingested within ``burst_seconds`` add 0.1 (an ingestion burst). Flagged at
-    ``claim_score`` 0.5 with >= ``min_members`` (2) partners; budget 0.5% of a clean store. Measured
+    configured, partners ingested within ``burst_seconds`` add 0.1 (an ingestion burst). Provenance from the
+    ledger in monitoring scans: a group whose members all first appeared in one scan after the baseline (one
+    ingest wave) adds 0.1; one where at least half of the other members arrived in another scan than the point
+    (a claim restated over time) loses 0.1. Flagged at ``claim_score`` 0.5 with >= ``min_members`` (2) partners.
+    A claim that more than ``max_claim_support`` (2) documents of the group's wider neighbourhood (every member's
+    neighbours) also make — each using >= ``claim_support_share`` (half) of the words >= 60% of the members
+    share — is an honest, repeated claim (a news event, a template): reported as INFO with
+    ``evidence.claim_support``. Poisoning passages carry a wrong answer their surroundings do not state. Measured
     (benchmarks/embedding_quality.py, 7,017 clean passages incl. the 1,000 hotpotqa passages retrieved for the
     target questions, 5 trials x 70 PoisonedRAG passages stored without their question): recall 0.97 at 0.5%
     FPR, 0.09% of the clean-only store flagged. Missed: poisons that contradict each other (5 members vs 7
@@ -187,7 +220,7 @@ class PoisonClusterDetector(Detector):
     """
 
     name = "poison-cluster"
-    version = "3"
+    version = "4"
     description = "distinct passages packed around one claim, with shared question bait or a contested claim"
     rules = (QUESTION_BAIT_CLUSTER, CLAIM_CLUSTER)
     budgeted_rules = frozenset({"VA321", "VA322"})
@@ -197,6 +230,7 @@ class PoisonClusterDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "member_sim": 0.6, "same_doc_jaccard": 0.8, "question_jaccard": 0.6, "min_bait_members": 2,
         "min_members": 2, "entity_agreement": 0.5, "claim_score": 0.5, "burst_seconds": 3600.0, "max_evidence": 10,
+        "claim_support_share": 0.5, "max_claim_support": 2,
     }
 
     def neighbours_needed(self) -> int:
@@ -215,8 +249,9 @@ class PoisonClusterDetector(Detector):
         candidates = np.flatnonzero(valid & (tight.sum(axis=1) >= int(self.params["min_members"])))
         texts = _Texts(table.texts)
         times = [_timestamp(t) for t in table.timestamps] if ctx.field_map.timestamp else None
+        arrivals = _Arrivals.of(ctx)
         for row in candidates:
-            finding = self._judge(ctx, int(row), graph, cos[row], tight[row], texts, times)
+            finding = self._judge(ctx, int(row), graph, cos[row], tight[row], texts, times, arrivals)
             if finding is not None:
                 yield finding
 
@@ -230,7 +265,7 @@ class PoisonClusterDetector(Detector):
 
     def _judge(
         self, ctx: ScanContext, row: int, graph: NeighbourGraph, cos: npt.NDArray[np.float64],
-        tight: npt.NDArray[np.bool_], texts: _Texts, times: list[float | None] | None,
+        tight: npt.NDArray[np.bool_], texts: _Texts, times: list[float | None] | None, arrivals: _Arrivals | None,
     ) -> Finding | None:
         table = ctx.table
         if not table.texts[row]:
@@ -284,7 +319,8 @@ class PoisonClusterDetector(Detector):
         cohesion = float(np.mean(partner_cos))
         context = float(np.mean(around_cos)) if around_cos else float(np.min(partner_cos)) - 0.2
         group = [row, *partners]
-        novel, claim = self._novel_claim(group, around, texts)
+        shared_words = self._shared_words(group, texts)
+        novel, claim = self._novel_claim(shared_words, around, texts)
         signals = {
             "paraphrase_partners": min(1.0, len(partners) / 4.0),
             "entity_agreement": agreement,
@@ -293,13 +329,26 @@ class PoisonClusterDetector(Detector):
         }
         score = float(np.mean(list(signals.values())))
         burst = self._burst(group, times)
+        together = False
         if burst is not None:
             evidence["ingestion_span_seconds"] = burst
-            if burst <= float(self.params["burst_seconds"]):
-                score = min(1.0, score + 0.1)
+            together = burst <= float(self.params["burst_seconds"])
+        arrival = self._arrival(group, arrivals)
+        if arrival is not None:
+            evidence["arrival"] = arrival
+            together = together or arrival["together"]
+        if together:
+            score = min(1.0, score + 0.1)
+        elif arrival is not None and arrival["spread"] >= 0.5:
+            score = max(0.0, score - 0.1)
         threshold = float(self.params["claim_score"])
         if score < threshold:
             return None
+        support = self._claim_support(graph, group, shared_words, texts)
+        severity = None
+        if len(support) > int(self.params["max_claim_support"]):
+            severity = Severity.INFO
+            evidence["claim_support"] = [table.ids[m] for m in support][:show]
         shared = sorted(t for t in texts.terms(row) if all(term_in(t, texts.terms(m)) for m in partners))
         # quote only the terms the masked text still shows (the digit groups of a card or phone are terms too)
         visible = set(words(redact_text(texts.texts[row] or "")))
@@ -312,12 +361,16 @@ class PoisonClusterDetector(Detector):
             "shared_entities": shared[:show], "shared_claim_terms": claim[:show],
             "template_neighbours": [table.ids[m] for m in templates][:show],
         })
-        return Finding(
-            CLAIM_CLUSTER, self.name, table.ids[row], score,
+        message = (
             f"{len(group)} distinct passages name the same things ({', '.join(shared[:4]) or '-'}) packed together "
             f"(cosine {cohesion:.2f} vs {context:.2f} around them) repeating terms their neighbours lack: "
-            f"{', '.join(claim[:5]) or '-'}",
-            threshold, evidence, table.tenants[row],
+            f"{', '.join(claim[:5]) or '-'}"
+        )
+        if severity is Severity.INFO:
+            message += f"; {len(support)} documents around the group make the same claim (an honest, repeated claim)"
+        return Finding(
+            CLAIM_CLUSTER, self.name, table.ids[row], score, message, threshold, evidence, table.tenants[row],
+            severity=severity,
         )
 
     def _paraphrase_partners(self, row: int, members: list[int], texts: _Texts) -> tuple[list[int], float, list[int]]:
@@ -360,13 +413,18 @@ class PoisonClusterDetector(Detector):
         return best
 
     @staticmethod
-    def _novel_claim(group: list[int], others: list[int], texts: _Texts) -> tuple[float, list[str]]:
+    def _shared_words(group: list[int], texts: _Texts) -> frozenset[str]:
+        """The group's claim: content words used by >= 60% of its members (at least two)."""
         counts: dict[str, int] = {}
         for m in group:
             for w in texts.content(m):
                 counts[w] = counts.get(w, 0) + 1
         need = max(2, round(0.6 * len(group)))
-        shared = [w for w, c in counts.items() if c >= need]
+        return frozenset(w for w, c in counts.items() if c >= need)
+
+    @staticmethod
+    def _novel_claim(shared: frozenset[str], others: list[int], texts: _Texts) -> tuple[float, list[str]]:
+        """Share of the claim's words that no other neighbour uses (the wrong answer they do not state)."""
         if not shared:
             return 0.0, []
         around: set[str] = set()
@@ -374,6 +432,36 @@ class PoisonClusterDetector(Detector):
             around |= texts.content(o)
         novel = sorted(w for w in shared if w not in around)
         return len(novel) / len(shared), novel
+
+    def _claim_support(
+        self, graph: NeighbourGraph, group: list[int], shared: frozenset[str], texts: _Texts,
+    ) -> list[int]:
+        """Documents of the group's wider neighbourhood (every member's neighbours) outside the group that use
+        >= ``claim_support_share`` of its claim words: an honest claim about an event or a template is made by
+        many documents around it; a poisoning group's wrong answer is made by its members alone."""
+        if not shared:
+            return []
+        inside = set(group)
+        wider = sorted({int(j) for m in group for j in graph.indices[m] if j >= 0} - inside)
+        need = float(self.params["claim_support_share"]) * len(shared)
+        return [j for j in wider if texts.texts[j] and len(shared & texts.content(j)) >= need]
+
+    @staticmethod
+    def _arrival(group: list[int], arrivals: _Arrivals | None) -> dict[str, Any] | None:
+        """When the group's members first appeared with their current content (monitoring scans only).
+
+        Members that arrived together after the baseline scan (one scan: one ingest batch) are a poisoning wave's
+        shape; a group assembled over several scans is a claim restated over time. ``scans`` lists the scan ids
+        (0: this scan), ``spread`` is the share of the other members that arrived in another scan than the point."""
+        if arrivals is None:
+            return None
+        seen = [arrivals.scans[m] for m in group]
+        mine = seen[0]
+        return {
+            "scans": sorted(set(seen)),
+            "together": mine != arrivals.baseline and all(a == mine for a in seen),
+            "spread": round(sum(a != mine for a in seen[1:]) / max(1, len(seen) - 1), 3),
+        }
 
     @staticmethod
     def _burst(group: list[int], times: list[float | None] | None) -> float | None:

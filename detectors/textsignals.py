@@ -61,6 +61,18 @@ def containment(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / small if small else 0.0
 
 
+def without_numbers(words: frozenset[str]) -> frozenset[str]:
+    """The words that hold no digit: what stays of a table, an earnings brief or a form when its values change
+    (sentence embeddings barely tell "Net 1,232,000 vs 834,000" from "Net 507,000 vs 762,000")."""
+    return frozenset(w for w in words if not any(c.isdigit() for c in w))
+
+
+def versions_of_one_text(a: frozenset[str], b: frozenset[str], limit: float = VERSION_CONTAINMENT) -> bool:
+    """Whether two content-word sets are versions of one text: the smaller shares >= ``limit`` of its words
+    with the other, or its wording does once numbers are set aside (one template filled with other values)."""
+    return containment(a, b) >= limit or containment(without_numbers(a), without_numbers(b)) >= limit
+
+
 #: Words that start a clause in capitals without naming anything (kept short on purpose: a capitalised word
 #: that is not one of these counts as a name).
 _FUNCTION_WORDS = frozenset(

@@ -101,3 +101,28 @@ def test_another_version_of_a_text_is_the_same_document_not_a_forgery(  # type: 
         version = got[("VA311", pid)]
         assert version.evidence["versions"] is True and version.effective_severity.value == "info"
         assert "another version of the same document" in version.message
+
+
+def test_one_table_filled_with_other_numbers_is_a_version_and_a_forged_vector_still_alerts(  # type: ignore[no-untyped-def]
+    tmp_path: Path, embed, sqlite_ledger_url: str
+) -> None:
+    # TAT-QA annual-report tables: two reports' share-option tables (same rows, other numbers) embed within relative
+    # distance 0.25 of each other; sentence embeddings barely see the numbers, so that is not a forged vector
+    tables = load_jsonl("tatqa_tables.jsonl")
+    wiki = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[:20]]
+    texts = [r["text"] for r in tables] + wiki
+    vectors = embed(texts)
+    forged = len(texts)
+    texts.append(wiki[3].replace(".", ";", 1))  # a different text stored under a copy of table 0's vector, nudged
+    vectors = np.concatenate([vectors, vectors[:1] * 0.999 + vectors[1:2] * 0.001])
+    result = run_scan(build_qdrant_store(tmp_path / "t", vectors, [{"text": t} for t in texts]),
+                      sqlite_ledger_url, detectors=["near-duplicate"], field_map=FieldMap(text="text"))
+    by_id = {r["id"]: i for i, r in enumerate(tables)}
+    got = {(r.finding.rule_id, r.finding.point_id): r.finding for r in result.findings}
+    for pair in (("tatqa-451", "tatqa-1147"), ("tatqa-336", "tatqa-1360")):
+        for pid in (by_id[pair[0]], by_id[pair[1]]):
+            version = got[("VA311", pid)]
+            assert version.evidence["numbers_differ"] is True and version.effective_severity.value == "info"
+            assert "other numbers" in version.message
+            assert ("VA312", pid) not in got
+    assert ("VA312", forged) in got and got[("VA312", forged)].effective_severity.value == "medium"

@@ -142,3 +142,76 @@ def test_no_text_field_skips_and_tiny_store_is_quiet(tmp_path: Path, planted, sq
     assert tiny.status == "completed" and not tiny.findings
     none = run_scan(uri, sqlite_ledger_url, detectors=["poison-cluster"], field_map=FieldMap())
     assert any("poison-cluster skipped" in n for n in none.notes)
+
+
+def test_a_claim_the_neighbourhood_repeats_is_info_and_poisons_still_alert(  # type: ignore[no-untyped-def]
+    tmp_path: Path, planted, embed, sqlite_ledger_url: str
+) -> None:
+    # BIPIA's templated bank e-mails ("Hi David, ... charged your Mercury account ... by ACH") name the same things
+    # packed together like a poisoning group, but a dozen e-mails around them say the same: an honest claim
+    emails = [r["text"] for r in load_jsonl("emails.jsonl")]
+    alone = [planted["texts"][i] for i in sorted(planted["alone"])]
+    texts = emails + alone
+    vectors = np.concatenate([embed(emails), planted["vectors"][sorted(planted["alone"])]])
+    result = _scan(tmp_path, sqlite_ledger_url, texts, vectors)
+    claims = [r.finding for r in result.findings if r.finding.rule_id == "VA322"]
+    honest = [f for f in claims if f.point_id < len(emails)]
+    assert honest and all(f.effective_severity.value == "info" for f in honest)
+    assert all(len(f.evidence["claim_support"]) > 2 for f in honest)
+    assert all(set(f.evidence["claim_support"]) < set(range(len(emails))) for f in honest)
+    poisons = [f for f in claims if f.point_id >= len(emails)]
+    assert len(poisons) >= 0.8 * len(alone)
+    assert all(f.effective_severity.value == "medium" and "claim_support" not in f.evidence for f in poisons)
+
+
+def _monitored_scans(tmp_path: Path, name: str, texts, vectors, first: list[int], later: list[int]):  # type: ignore[no-untyped-def]
+    """Scan a store of rows ``first`` (the baseline), add rows ``later`` to it and scan again into the same ledger;
+    point ids are row numbers. Returns both scans' VA322 findings by point id (the later scan's when both)."""
+    from qdrant_client import QdrantClient, models
+
+    ledger = f"sqlite:///{tmp_path / name}.db"
+    store = tmp_path / name
+    uri = build_qdrant_store(store, vectors[first], [{"text": texts[i]} for i in first], ids=first)
+    scans = [run_scan(uri, ledger, detectors=["poison-cluster"], field_map=FieldMap(text="text"))]
+    if later:
+        client = QdrantClient(path=str(store))
+        try:
+            client.upsert("docs", [models.PointStruct(id=i, vector=np.asarray(vectors[i], np.float32).tolist(),
+                                                      payload={"text": texts[i]}) for i in later])
+        finally:
+            client.close()
+        scans.append(run_scan(uri, ledger, detectors=["poison-cluster"], field_map=FieldMap(text="text")))
+    return {r.finding.point_id: r.finding for r in scans[-1].findings if r.finding.rule_id == "VA322"}
+
+
+def test_provenance_a_wave_that_arrives_together_outranks_a_group_assembled_over_scans(  # type: ignore[no-untyped-def]
+    tmp_path: Path, planted
+) -> None:
+    texts, vectors = planted["texts"], planted["vectors"]
+    clean = list(range(planted["clean"]))
+    alone = sorted(planted["alone"])
+    # one scan of everything: no history, no provenance
+    once = _monitored_scans(tmp_path, "once", texts, vectors, clean + alone, [])
+    assert once and all("arrival" not in f.evidence for f in once.values())
+    # the poisons arrive together after the baseline: an ingest wave
+    wave = _monitored_scans(tmp_path, "wave", texts, vectors, clean, alone)
+    # two of every poisoned question's five passages were there at the baseline, the rest arrive later
+    poison = load_jsonl("poisonedrag.jsonl")
+    alone_q = sorted({p["target_id"] for p in poison})[4:8]
+    by_question: dict[str, list[int]] = {}
+    for row, p in zip(alone, (p for p in poison if p["target_id"] in alone_q), strict=True):
+        by_question.setdefault(p["target_id"], []).append(row)
+    early = [rows[j] for rows in by_question.values() for j in (0, 2)]
+    late = [i for i in alone if i not in early]
+    spread = _monitored_scans(tmp_path, "spread", texts, vectors, clean + early, late)
+
+    caught = {p for p in once if p in planted["alone"]}
+    assert {p for p in wave if p in planted["alone"]} >= caught
+    together = [f for p, f in wave.items() if p in caught and f.evidence["arrival"]["together"]]
+    assert together and all(f.evidence["arrival"]["scans"] == [0] for f in together)
+    assert all(f.score >= once[f.point_id].score for f in together)
+    assert any(f.score > once[f.point_id].score for f in together)
+    apart = [f for p, f in spread.items() if p in caught and p in late and f.evidence["arrival"]["spread"] >= 0.5]
+    assert apart and all(f.score <= once[f.point_id].score for f in apart)
+    assert any(f.score < once[f.point_id].score for f in apart)
+    assert all(not f.evidence["arrival"]["together"] and 0 in f.evidence["arrival"]["scans"] for f in apart)
