@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from auditor import __version__, calibration, summaries
 from auditor.alerting import DEFAULT_ALERT_ON, alert_decision
@@ -481,26 +481,14 @@ class Scanner:
                     )
                     items.append((f, f.fingerprint(ctx.collection_key, version)))
                 items.extend(carried)
-                recorded = repo.record_findings(s, collection_id=collection_id, scan_id=scan_id, items=items)
                 carried_ids = {id(f) for f, _ in carried}
-                observed = [
-                    r.row_id for r in recorded if stages.get(id(r.finding)) == "observe" or id(r.finding) in carried_ids
+                # pass-1 findings (and those carried from the last scan) are "observe", the rest "finish"
+                occurrence_stages: list[str | None] = [
+                    "observe" if stages.get(id(f)) == "observe" or id(f) in carried_ids else "finish" for f, _ in items
                 ]
-                for start in range(0, len(observed), 500):
-                    s.execute(
-                        update(FindingOccurrenceRow)
-                        .where(
-                            FindingOccurrenceRow.scan_id == scan_id,
-                            FindingOccurrenceRow.finding_id.in_(observed[start : start + 500]),
-                        )
-                        .values(stage="observe")
-                    )
-                if len(recorded) > len(observed):
-                    s.execute(
-                        update(FindingOccurrenceRow)
-                        .where(FindingOccurrenceRow.scan_id == scan_id, FindingOccurrenceRow.stage.is_(None))
-                        .values(stage="finish")
-                    )
+                recorded = repo.record_findings(
+                    s, collection_id=collection_id, scan_id=scan_id, items=items, stages=occurrence_stages
+                )
                 summaries.store(
                     s,
                     collection_id=collection_id,
