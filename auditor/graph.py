@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -144,6 +144,11 @@ class _ExactSearch:
 
     @staticmethod
     def top_of(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``kk`` largest entries of every row of ``s``, largest first (exactly tied entries in either order)."""
+        torch = _torch() if s.size >= _TORCH_TOPK_ELEMENTS else None
+        if torch is not None:
+            top_s, top = torch.topk(torch.from_numpy(np.ascontiguousarray(s)), kk, dim=1, largest=True, sorted=True)
+            return top.numpy().astype(np.int64), top_s.numpy()
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         part_s = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-part_s, axis=1, kind="stable")
@@ -158,6 +163,23 @@ class _ExactSearch:
             idx[done : done + len(q)], sims[done : done + len(q)] = self.top_of(s, kk)
             done += len(q)
         return idx, sims
+
+
+#: Similarity blocks at least this large take their top k from torch (below it numpy is quicker than the import).
+_TORCH_TOPK_ELEMENTS = 4 * 1024 * 1024
+
+
+def _torch() -> Any:
+    """torch (installed with sentence-transformers) for its top-k, else None.
+
+    Why: ``numpy.argpartition`` over a 4096 x 10,000 float32 block took 0.4-1.4 s on 2 cores, ``torch.topk`` 0.05 s
+    (a heap per row, threaded); the exact per-tenant graphs of a 100k-point, ten-tenant scan spent 12 of their 18 s
+    in argpartition (benchmarks/results/in-process-speed.md)."""
+    try:
+        import torch
+    except ImportError:  # a stripped environment: the numpy path gives the same lists
+        return None
+    return torch
 
 
 def _pair_sims(
@@ -399,3 +421,51 @@ def _merge_candidates(
         all_s = np.concatenate([sims[r], cand_s[start:end]])
         best = np.argsort(-all_s, kind="stable")[:kk]
         idx[r], sims[r] = all_i[best], all_s[best]
+
+
+def within_group(
+    graph: NeighbourGraph, rows: npt.NDArray[np.int64], group: npt.NDArray[np.bool_], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Each of ``rows``' neighbours in ``graph`` that are members of ``group`` (a boolean mask over the table),
+    closest first, cut to ``k``: ``(indices, sims, complete)``, shapes ``(len(rows), k)`` and ``(len(rows),)``,
+    ``-1`` / ``-inf`` padded.
+
+    ``complete[i]`` says the list holds ``min(k, members - 1)`` entries. For an exact graph a complete list *is*
+    the row's exact k-NN list inside the group: a closer member would have been listed before the k-th one (up
+    to the order of exactly tied neighbours); for an approximate graph it is as good as the graph. Rows not
+    complete need a search inside the group (:func:`search_within`).
+    """
+    idx = graph.indices[rows]
+    member = (idx >= 0) & group[np.maximum(idx, 0)]
+    # stable sort moves members first, keeping the similarity order among them
+    order = np.argsort(~member, axis=1, kind="stable")[:, :k]
+    keep = np.take_along_axis(member, order, axis=1)
+    out = np.where(keep, np.take_along_axis(idx, order, axis=1), -1)
+    out_s = np.where(keep, np.take_along_axis(graph.sims[rows], order, axis=1), -np.inf).astype(np.float32)
+    if out.shape[1] < k:  # the graph holds fewer than k neighbours per point
+        pad = k - out.shape[1]
+        out = np.pad(out, ((0, 0), (0, pad)), constant_values=-1)
+        out_s = np.pad(out_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+    need = min(k, int(np.count_nonzero(group)) - 1)
+    return out, out_s, keep.sum(axis=1) >= need
+
+
+def search_within(
+    vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.int64], members: npt.NDArray[np.int64], k: int,
+    distance: Distance,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Exact k nearest ``members`` (table rows) of each of ``queries`` (table rows that are members too), self
+    excluded, closest first: table row numbers int64 ``(len(queries), k)`` and similarities (higher = closer),
+    ``-1`` / ``-inf`` padded. Cost O(len(queries) x len(members) x d): for the few rows the shared graph leaves
+    short, not for a whole large group."""
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    kk = min(k, len(members) - 1)
+    if kk <= 0 or not len(queries):
+        return out, out_s
+    search = _ExactSearch(gather(vectors, members, distance), distance)
+    local = np.searchsorted(members, queries)
+    top, top_s = search.top(local, kk)
+    out[:, :kk] = members[top]
+    out_s[:, :kk] = top_s
+    return out, out_s

@@ -3,6 +3,7 @@ judged against the whole collection and against the point's own tenant."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from auditor.findings import (
     Finding,
     Rule,
 )
-from auditor.graph import NeighbourGraph
+from auditor.graph import EXACT_LIMIT, NeighbourGraph, search_within, within_group
 from auditor.types import Confidence, Severity
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
@@ -81,9 +82,9 @@ class OutlierDetector(Detector):
 
     Raw score: mean dissimilarity to the ``k`` nearest neighbours (1 - cosine, -dot or Euclidean distance, per
     the collection), or LOF with ``method="lof"``. Score reported: its robust z against the collection (VA301)
-    or against the point's own tenant with a neighbour graph built inside that tenant (VA302, only when a
-    tenant field is set and there are several tenants). ``min_scale`` (in score units, 0.01) keeps a tight
-    collection's tiny MAD from turning rounding into outliers.
+    or against the point's own tenant with its neighbours inside that tenant (VA302, only when a tenant field is
+    set and there are several tenants; lists the shared graph already holds are reused, see ``tenant_lists``).
+    ``min_scale`` (in score units, 0.01) keeps a tight collection's tiny MAD from turning rounding into outliers.
 
     VA302 also needs the point's kNN distance inside its tenant to be >= ``tenant_ratio`` (1.25) x its distance in
     the whole collection — odd in its tenant *because* its neighbours live in other tenants — so a tenant's
@@ -142,16 +143,32 @@ class OutlierDetector(Detector):
         if len(groups) < 2:
             return  # one tenant: the collection-level score already is the tenant score
         k = int(self.params["k"])
+        shared = ctx.graph(k)
+        n = len(ctx.table)
+        # every point's neighbours inside its own tenant, all tenants in one table (a point has one tenant)
+        combined = NeighbourGraph(np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32),
+                                  ctx.info.distance, exact=True)
+        tenants: list[tuple[str, npt.NDArray[np.int64], bool]] = []
+        answered = 0
         for tenant, rows in sorted(groups.items()):
             rows = rows[valid[rows]]
             if len(rows) < max(int(self.params["min_tenant_size"]), k + 1):
                 continue
-            sub = ctx.subgraph(f"tenant:{tenant}", _mask(len(ctx.table), rows), k)
-            raw = self._raw(sub)
-            # odd in its tenant *because* its neighbours live in other tenants, not a tenant's ordinary spread
-            ratio = _ratio(knn_distance(sub, k), collection_knn)
-            keep = np.zeros(len(ctx.table), dtype=bool)
+            combined.indices[rows], combined.sims[rows], exact, reused = tenant_lists(ctx, shared, tenant, rows, k)
+            tenants.append((tenant, rows, exact))
+            answered += reused
+        if not tenants:
+            return
+        if answered:
+            ctx.note(f"outlier: tenant neighbour lists of {answered} of {sum(len(r) for _, r, _ in tenants)} points "
+                     "taken from the shared graph, the rest searched inside their tenant")
+        raw = self._raw(combined)
+        # odd in its tenant *because* its neighbours live in other tenants, not a tenant's ordinary spread
+        ratio = _ratio(knn_distance(combined, k), collection_knn)
+        for tenant, rows, exact in tenants:
+            keep = np.zeros(n, dtype=bool)
             keep[rows] = ratio[rows] >= float(self.params["tenant_ratio"])
+            sub = NeighbourGraph(combined.indices, combined.sims, combined.distance, exact)
             yield from self._flag(ctx, TENANT_OUTLIER, rows, raw, sub, f"tenant {tenant!r}", keep, ratio)
 
     def _flag(
@@ -189,13 +206,40 @@ class OutlierDetector(Detector):
             )
 
 
+def tenant_lists(
+    ctx: ScanContext, shared: NeighbourGraph, tenant: str, rows: npt.NDArray[np.int64], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], bool, int]:
+    """The ``k`` nearest neighbours inside the tenant of each of ``rows`` (its valid points, ascending), as table
+    rows and similarities ``(len(rows), k)``, whether they are exact, and how many rows the shared graph answered.
+
+    The shared collection graph answers a point whose list already holds ``k`` of its tenant's points (exactly,
+    when the graph is exact); only the rest are searched. Where the tenant's own graph would have been exact
+    (``EXACT_LIMIT``) an approximate shared graph is not used, so VA302 stays exact wherever it was. When most of
+    a tenant is left short (tenants mixed through the collection's neighbourhoods, e.g. round-robin), the tenant's
+    own graph is built once (``ctx.subgraph``: exact or pynndescent); a few short points are searched exactly
+    against their tenant. An incremental scan that keeps state builds each tenant's graph as before, because the
+    next scan patches it in place (cost O(changed points)).
+    """
+    members = np.zeros(len(ctx.table), dtype=bool)
+    members[rows] = True
+    small = len(rows) <= EXACT_LIMIT
+    short = rows
+    if ctx.state is None and (shared.exact or not small):
+        idx, sims, complete = within_group(shared, rows, members, k)
+        short = rows[~complete]
+        if not len(short):
+            return idx, sims, shared.exact, len(rows)
+        if 2 * len(short) <= len(rows) and len(short) * len(rows) <= EXACT_LIMIT * EXACT_LIMIT:
+            started = time.perf_counter()
+            pos = np.searchsorted(rows, short)
+            idx[pos], sims[pos] = search_within(ctx.table.vectors, short, rows, k, ctx.info.distance)
+            ctx.add_seconds("graph.tenant_search", time.perf_counter() - started)
+            return idx, sims, shared.exact, len(rows) - len(short)
+    sub = ctx.subgraph(f"tenant:{tenant}", members, k)
+    return sub.indices[rows, :k], sub.sims[rows, :k], sub.exact, 0
+
+
 def _ratio(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """a / b for positive dissimilarities; for signed ones (dot product) the shift a - b + 1."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(b > 0, a / np.where(b > 0, b, 1.0), a - b + 1.0)
-
-
-def _mask(n: int, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    mask = np.zeros(n, dtype=bool)
-    mask[rows] = True
-    return mask
