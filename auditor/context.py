@@ -254,6 +254,18 @@ class ScanContext:
         """A line for the scan summary (e.g. "re-embedded a sample of 10,000 of 52,311 points")."""
         self.notes.append(message)
 
+    def new_or_changed(self) -> list[bool] | None:
+        """Per row, whether the point is new or its vector or text changed since the last completed scan (None:
+        no earlier scan of this collection, so nothing can be told apart)."""
+        if not self.previous:
+            return None
+        table = self.table
+        out = []
+        for pid, vector_hash, text_hash in zip(table.ids, table.vector_hashes, table.text_hashes, strict=True):
+            old = self.previous.get(point_key(pid))
+            out.append(old is None or old.vector_hash != vector_hash or old.text_hash != text_hash)
+        return out
+
     def rows_by_tenant(self) -> dict[str | None, list[int]]:
         groups: dict[str | None, list[int]] = {}
         for i, t in enumerate(self.table.tenants):
