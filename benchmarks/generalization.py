@@ -228,10 +228,11 @@ def tenancy_store(
 
 # -- scans ------------------------------------------------------------------------------------------------
 def default_scan(
-    store: Path, ledger_path: Path, *, tenant: bool, seed: int, embed_sample: str | None,
+    store: Path, ledger_path: Path, *, tenant: bool, seed: int, embed_sample: str | None, fresh: bool = True,
 ) -> dict[str, Any]:
     """``vecaudit scan file://STORE --text-field text [--tenant-field tenant] --seed SEED --format json`` in-process
-    (the CLI's own detector choice, settings and JSON document), into a fresh SQLite ledger."""
+    (the CLI's own detector choice, settings and JSON document), into a fresh SQLite ledger (``fresh=False``: into
+    the ledger already there, as a scheduled scan after an earlier one)."""
     from auditor.cli.scan import build_settings, scan_document, select_detectors
     from auditor.config import Config
     from auditor.engine import Scanner, ScanOptions
@@ -239,7 +240,8 @@ def default_scan(
     from auditor.registry import connector_for, detector_classes
     from auditor.types import FieldMap
 
-    ledger_path.unlink(missing_ok=True)
+    if fresh:
+        ledger_path.unlink(missing_ok=True)
     config = Config()
     detectors = select_detectors(detector_classes(), config, (), ())
     settings = build_settings(config, model=None, device=None, embed_batch_size=None, embed_sample=embed_sample,
