@@ -182,3 +182,53 @@ def test_cli_redteam_plants_the_adversarial_classes(tmp_path: Path, embed: Any) 
     assert wrong.exit_code == 2 and "unknown attack class 'hotflip'" in wrong.output
     no_texts = CliRunner().invoke(cli, [*base, "--into", str(tmp_path / "s3"), "--classes", "foreign"])
     assert no_texts.exit_code == 2 and "--foreign-texts" in no_texts.output
+
+
+def test_attack_recall_scores_each_family_with_parameters_chosen_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/attack_recall.py: a family view holds only that family's plants, and a ``TUNERS`` rule never
+    sees the family it is scored on (leave-one-family-out) nor the corpus (leave-one-corpus-out)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import attack_recall
+
+    def doc(corpus: str) -> dict[str, Any]:
+        planted = {f: [100 + i] for i, f in enumerate(attack_recall.FAMILIES)}
+        findings = [
+            {
+                "rule_id": "VA333",
+                "detector": "hub",
+                "point_id": pid,
+                "score": 0.9,
+                "threshold": 0.5,
+                "severity": "high",
+                "message": "m",
+                "evidence": {},
+                "tenant": None,
+            }
+            for ids in planted.values()
+            for pid in ids
+        ]
+        return {
+            "findings": findings,
+            "truth": {"planted": planted, "clean": list(range(50)), "corpus": corpus},
+            "bench": {"points": 50 + len(planted)},
+        }
+
+    docs = {c: doc(c) for c in ("a", "b", "c")}
+    view = attack_recall.family_view(docs["a"], {"typo"})
+    assert view["truth"]["planted"] == {"typo": [100 + attack_recall.FAMILIES.index("typo")]}
+    assert {f["point_id"] for f in view["findings"]} == {100 + attack_recall.FAMILIES.index("typo")}
+    seen: list[tuple[set[str], set[str]]] = []
+
+    def tuner(train: list[dict[str, Any]], max_share: float) -> float:
+        seen.append(({f for t in train for f in t["truth"]["planted"]}, {t["truth"]["corpus"] for t in train}))
+        return 0.95  # above every planted score: the held-out views must show the floor was applied
+
+    monkeypatch.setitem(attack_recall.TUNERS, "VA333", tuner)
+    out = attack_recall.held_out(docs, 0.0005)
+    assert len(out) == 3 * len(attack_recall.FAMILIES) == len(seen)
+    for (corpus, family), (families, corpora) in zip(out, seen, strict=True):
+        assert family not in families and len(families) == len(attack_recall.FAMILIES) - 1
+        assert corpus not in corpora and len(corpora) == 2
+        assert all(f["severity"] != "high" for f in out[(corpus, family)]["findings"])
