@@ -15,7 +15,7 @@ import numpy.typing as npt
 from auditor.context import ScanContext
 from auditor.detector import Detector
 from auditor.findings import OWASP_VECTOR_WEAKNESS, Finding, Rule
-from auditor.graph import prepare
+from auditor.graph import prepare, release_pages
 from auditor.types import Confidence, Distance, Severity
 from detectors.tenant_copies import normalised_text_key
 
@@ -94,7 +94,9 @@ class TableRows:
         return len(self.rows)
 
     def __getitem__(self, index: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        return prepare(np.asarray(self.vectors[self.rows[index]]), self.distance)
+        block = prepare(np.asarray(self.vectors[self.rows[index]]), self.distance)
+        release_pages(self.vectors)
+        return block
 
 
 def lexical_features(texts: Sequence[str]) -> Any:
