@@ -101,24 +101,47 @@ class PointChange:
 
 
 def record_point_changes(session: Session, *, collection_id: int, scan_id: int, changes: Iterable[PointChange]) -> int:
-    now = utcnow()
+    """One point-version row per change, written through the driver's executemany (:func:`_insert_plain`)."""
+    table = PointVersionRow.__table__
+    keys = ("collection_id", "scan_id", "point_key", "change", "vector_hash", "payload_hash", "text_hash", "tenant",
+            "recorded_at")
+    recorded_at = _bound(session, table.c.recorded_at, utcnow())
     rows = [
-        {
-            "collection_id": collection_id,
-            "scan_id": scan_id,
-            "point_key": c.point_key,
-            "change": c.change,
-            "vector_hash": c.vector_hash,
-            "payload_hash": c.payload_hash,
-            "text_hash": c.text_hash,
-            "tenant": c.tenant,
-            "recorded_at": now,
-        }
+        (collection_id, scan_id, c.point_key, c.change, c.vector_hash, c.payload_hash, c.text_hash, c.tenant,
+         recorded_at)
         for c in changes
     ]
-    for start in range(0, len(rows), _BULK_ROWS):
-        session.execute(insert(PointVersionRow), rows[start : start + _BULK_ROWS])
+    _insert_plain(session, table, keys, rows)
     return len(rows)
+
+
+def _bound(session: Session, column: Any, value: Any) -> Any:
+    """``value`` as the column's type hands it to this session's driver (e.g. a UTC datetime as SQLite's text)."""
+    dialect = session.connection().dialect
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return value if processor is None else processor(value)
+
+
+def _insert_plain(session: Session, table: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """INSERT rows of plain driver values (ints, strings, None, values already :func:`_bound`) into ``table``,
+    ``_BULK_ROWS`` per executemany, straight to the driver.
+
+    Why not ``session.execute(insert(...), dicts)``: SQLAlchemy processes every parameter of every row in Python
+    (about as long as SQLite's own insert: 5.7 of 12 s for 200,000 point versions), and a million-point first scan
+    writes a million rows. Dialects whose driver takes neither ``?`` nor ``%s`` marks go the SQLAlchemy way."""
+    conn = session.connection()
+    dialect = conn.dialect
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if mark is None:
+        dicts = [dict(zip(keys, row, strict=True)) for row in rows]
+        for start in range(0, len(dicts), _BULK_ROWS):
+            session.execute(insert(table), dicts[start : start + _BULK_ROWS])
+        return
+    quote = dialect.identifier_preparer
+    sql = (f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(k) for k in keys)}) "
+           f"VALUES ({', '.join([mark] * len(keys))})")
+    for start in range(0, len(rows), _BULK_ROWS):
+        conn.exec_driver_sql(sql, list(rows[start : start + _BULK_ROWS]))
 
 
 @dataclass

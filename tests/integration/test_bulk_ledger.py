@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from support import build_qdrant_store, load_jsonl, run_scan
 
 from auditor.cli.main import cli
+from auditor.findings import point_key
 from auditor.ledger import Ledger
 from auditor.ledger import repository as repo
 from auditor.ledger.models import FindingOccurrenceRow, FindingRow, PointVersionRow, ScanRow
@@ -58,13 +60,13 @@ def statements() -> Iterator[Counter[str]]:
         event.remove(Engine, "before_cursor_execute", count)
 
 
-def _rows(url: str) -> tuple[list[FindingRow], list[FindingOccurrenceRow], int]:
+def _rows(url: str) -> tuple[list[FindingRow], list[FindingOccurrenceRow], list[PointVersionRow]]:
     ledger = Ledger(url).open()
     try:
         with ledger.session() as s:
             findings = list(s.scalars(select(FindingRow).order_by(FindingRow.id)))
             occurrences = list(s.scalars(select(FindingOccurrenceRow).order_by(FindingOccurrenceRow.id)))
-            versions = int(s.scalar(select(func.count()).select_from(PointVersionRow)) or 0)
+            versions = list(s.scalars(select(PointVersionRow).order_by(PointVersionRow.id)))
             s.expunge_all()
             return findings, occurrences, versions
     finally:
@@ -83,7 +85,13 @@ def test_scans_write_findings_in_bulk_with_the_same_rows(
     assert statements["insert into findings"] <= chunks
     assert statements["insert into finding_occurrences"] <= chunks
     findings, occurrences, versions = _rows(ledger_url)
-    assert versions == first.points_scanned == 260
+    # point versions go straight to the driver: the same rows, UTC times that read back timezone-aware
+    assert len(versions) == first.points_scanned == 260
+    assert Counter(v.tenant for v in versions) == {"wiki": 130, "med": 80, "mail": 50}
+    assert {v.point_key for v in versions} == {point_key(i) for i in range(260)}
+    assert all(v.change == "new" and v.scan_id == first.scan_id and v.vector_hash and v.payload_hash for v in versions)
+    assert all(v.recorded_at.utcoffset() == timedelta(0) for v in versions)
+    assert abs(versions[0].recorded_at - datetime.now(UTC)) < timedelta(hours=1)
     assert len(findings) == len(occurrences) == n
     assert {f.fingerprint for f in findings} == {r.fingerprint for r in first.findings}
     assert {r.row_id for r in first.findings} == {f.id for f in findings}
@@ -118,10 +126,11 @@ def test_scans_write_findings_in_bulk_with_the_same_rows(
     assert statements["insert into finding_occurrences"] <= chunks
     assert {r.fingerprint for r in second.findings} == {r.fingerprint for r in first.findings}
     assert not any(r.is_new for r in second.findings)
+    assert (second.counts["new"], second.counts["changed"], second.counts["deleted"]) == (0, 0, 0)
     status = {r.row_id: r.status for r in second.findings}
     assert status[reviewed.id] == "false_positive" and status[resolved.id] == "open"
-    findings, occurrences, _ = _rows(ledger_url)
-    assert len(findings) == n and len(occurrences) == 2 * n
+    findings, occurrences, versions = _rows(ledger_url)
+    assert len(findings) == n and len(occurrences) == 2 * n and len(versions) == 260
     assert all(f.first_scan_id == first.scan_id and f.last_scan_id == second.scan_id for f in findings)
     assert {f.id: f.status for f in findings} == {i: ("open" if i != reviewed.id else "false_positive")
                                                   for i in status}
