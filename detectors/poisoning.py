@@ -209,9 +209,10 @@ class PoisonClusterDetector(Detector):
     ingest wave) adds 0.1; one where at least half of the other members arrived in another scan than the point
     (a claim restated over time) loses 0.1. Flagged at ``claim_score`` 0.5 with >= ``min_members`` (2) partners.
     A claim that more than ``max_claim_support`` (2) documents of the group's wider neighbourhood (every member's
-    neighbours) also make — each using >= ``claim_support_share`` (half) of the words >= 60% of the members
-    share — is an honest, repeated claim (a news event, a template): reported as INFO with
-    ``evidence.claim_support``. Poisoning passages carry a wrong answer their surroundings do not state. Measured
+    neighbours, less the point's tight neighbours and, for a point new in a monitoring scan, less what arrived
+    with it) also make — each using >= ``claim_support_share`` (half) of the words >= 60% of the members share —
+    is an honest, repeated claim (a news event, a template): reported as INFO with ``evidence.claim_support``.
+    Poisoning passages carry a wrong answer their surroundings do not state. Measured
     (benchmarks/embedding_quality.py, 7,017 clean passages incl. the 1,000 hotpotqa passages retrieved for the
     target questions, 5 trials x 70 PoisonedRAG passages stored without their question): recall 0.97 at 0.5%
     FPR, 0.09% of the clean-only store flagged. Missed: poisons that contradict each other (5 members vs 7
@@ -344,7 +345,7 @@ class PoisonClusterDetector(Detector):
         threshold = float(self.params["claim_score"])
         if score < threshold:
             return None
-        support = self._claim_support(graph, group, shared_words, texts)
+        support = self._claim_support(graph, group, [row, *members], shared_words, texts, arrivals)
         severity = None
         if len(support) > int(self.params["max_claim_support"]):
             severity = Severity.INFO
@@ -434,15 +435,20 @@ class PoisonClusterDetector(Detector):
         return len(novel) / len(shared), novel
 
     def _claim_support(
-        self, graph: NeighbourGraph, group: list[int], shared: frozenset[str], texts: _Texts,
+        self, graph: NeighbourGraph, group: list[int], tight: list[int], shared: frozenset[str], texts: _Texts,
+        arrivals: _Arrivals | None,
     ) -> list[int]:
-        """Documents of the group's wider neighbourhood (every member's neighbours) outside the group that use
-        >= ``claim_support_share`` of its claim words: an honest claim about an event or a template is made by
-        many documents around it; a poisoning group's wrong answer is made by its members alone."""
+        """Documents of the group's wider neighbourhood (every member's neighbours) that use >=
+        ``claim_support_share`` of its claim words: an honest claim about an event or a template is made by many
+        documents around it; a poisoning group's wrong answer is made by its members alone. The point's tight
+        neighbours (within ``member_sim``) never vouch for it, nor, in a monitoring scan, documents that arrived
+        in the same scan as a new point (a wave does not vouch for itself)."""
         if not shared:
             return []
-        inside = set(group)
+        inside = set(group) | set(tight)
         wider = sorted({int(j) for m in group for j in graph.indices[m] if j >= 0} - inside)
+        if arrivals is not None and arrivals.scans[group[0]] == 0:
+            wider = [j for j in wider if arrivals.scans[j] != 0]
         need = float(self.params["claim_support_share"]) * len(shared)
         return [j for j in wider if texts.texts[j] and len(shared & texts.content(j)) >= need]
 
