@@ -73,7 +73,13 @@ class GradientRetriever:
                 ) from e
             self._model.eval()
             self.tokenizer = self._model.tokenizer
-            self.embedding_layer = self._model[0].auto_model.get_input_embeddings()
+            try:
+                self.embedding_layer = self._model[0].auto_model.get_input_embeddings()
+            except (AttributeError, IndexError, TypeError) as e:
+                raise ConfigError(
+                    f"model {self.model_name!r} has no transformer word-embedding layer for the gradient attacks",
+                    hint="leave out whitebox-poison, gaslite and corpus-poisoning from --classes",
+                ) from e
             self.weight = self.embedding_layer.weight.detach()
             # the special tokens the tokenizer wraps a text in (e.g. [CLS] ... [SEP])
             bare = list(self.tokenizer("hello", add_special_tokens=False)["input_ids"])
