@@ -42,14 +42,15 @@ EXPECTED: dict[str, frozenset[str]] = {
     "wrong-norm": frozenset({"integrity"}),
     "copied-vector": frozenset({"integrity"}),
     # issue 16: optimised token soup is meant for the hub detector's VA333 (and white-box passages still carry a
-    # poison's claim); counterfactual twins are near-duplicates of their original; a foreign cluster is an outlier
-    # group. No detector is meant for typos yet: their catches are listed, never counted.
+    # poison's claim); counterfactual twins for conflicting-twins (opt-in) or as near-duplicates of their original;
+    # a foreign cluster for language-group (opt-in) or as outliers. No detector is meant for typos yet: their
+    # catches are listed, never counted.
     "whitebox-poison": frozenset({"poison-cluster", "hub"}),
     "gaslite": frozenset({"hub"}),
     "corpus-poisoning": frozenset({"hub"}),
     "typo": frozenset(),
-    "counterfactual": frozenset({"near-duplicate"}),
-    "foreign": frozenset({"outlier"}),
+    "counterfactual": frozenset({"conflicting-twins", "near-duplicate"}),
+    "foreign": frozenset({"language-group", "outlier"}),
 }
 
 _QDRANT_DISTANCE = {
