@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/attack_recall.py [--data ../shared/data/dev] [--corpora wiki,pubmed,reuters]
         [--max-docs 2000] [--seed 0] [--steps 15] [--out /tmp/vecaudit-attack-recall]
         [--cache ~/.cache/vecaudit-bench] [--report-only] [--max-share 0.0005]
+        [--with conflicting-twins --with language-group] [--monitoring]
 
 One store per host corpus (English Wikipedia lead summaries, PubMed abstracts, Reuters newswire by default: three
 domains and registers), written as a JSONL export and scanned with the default detectors exactly as
@@ -18,6 +19,11 @@ store, every family at ~1% of the store (at least 5 points; white-box 4 target q
   ``corpus-poisoning`` (optimised against 30 pseudo-queries of one topic of the host), ``typo`` (GARAG-style edits of
   host documents, in place), ``counterfactual`` (a host snippet with one fact changed, stored beside its original;
   the original leaves the clean set), ``foreign`` (50 Spanish Wikipedia summaries of one topic).
+
+``--with`` adds opt-in detectors to the default set; ``--monitoring`` first scans the host corpus as it was (the
+baseline) and then the attacked store into the same ledger, as a scheduled scan after the attack would: the
+setting where detectors that weigh provenance (new since the last scan) are meant to alert. A group finding
+(language-group VA341) flags every member it lists.
 
 Families are separable: every planted point belongs to one family, the scan document of each store is saved with
 its ground truth under ``--out/<corpus>/attack.scan.json`` (and the generated texts under ``--out/generated/``), and
@@ -215,14 +221,20 @@ def run_corpus(corpus: str, args: argparse.Namespace, embed: EmbeddingCache, whi
     folder.mkdir(parents=True, exist_ok=True)
     points, truth = family_store(corpus, rows, vecs, args, embed, whitebox)
     store = folder / "attack.jsonl"
+    ledger = folder / "attack.ledger.db"
+    if args.monitoring:  # the host as it was: a baseline scan into the ledger the attack scan then continues
+        write_jsonl(store, [(i, vecs[i], {"text": r["text"]}) for i, r in enumerate(rows)])
+        default_scan(store, ledger, tenant=False, seed=args.seed, embed_sample=None, extra=tuple(args.with_))
     write_jsonl(store, points)
     load_before = os.getloadavg()[0]
     print(f"[{time.strftime('%H:%M:%S')}] {corpus}: scanning {len(points)} points (load {load_before:.1f})",
           file=sys.stderr, flush=True)
-    doc = default_scan(store, folder / "attack.ledger.db", tenant=False, seed=args.seed, embed_sample=None)
+    doc = default_scan(store, ledger, tenant=False, seed=args.seed, embed_sample=None, fresh=not args.monitoring,
+                       extra=tuple(args.with_))
     doc["bench"].update(load_before=load_before, corpus=corpus, store="attack", points=len(points),
                         documents=len(rows), max_docs=args.max_docs, seed=args.seed, embed_sample=None,
-                        steps=args.steps, concept_steps=args.concept_steps)
+                        steps=args.steps, concept_steps=args.concept_steps, monitoring=args.monitoring,
+                        extra_detectors=list(args.with_))
     doc["truth"] = {**truth, "corpus_ids": [str(r["id"]) for r in rows]}
     (folder / "attack.scan.json").write_text(json.dumps(doc, ensure_ascii=False, default=str), encoding="utf-8")
     store.unlink()
@@ -349,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vecaudit-bench")
     ap.add_argument("--max-share", type=float, default=0.0005, help="clean share allowed above a held-out floor")
     ap.add_argument("--report-only", action="store_true", help="tables from the scan documents under --out")
+    ap.add_argument("--with", dest="with_", action="append", default=[], metavar="DETECTOR",
+                    help="add an opt-in detector to the default set (repeatable)")
+    ap.add_argument("--monitoring", action="store_true",
+                    help="scan the clean host first (the baseline), then the attacked store into the same ledger")
     ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
     args = ap.parse_args(argv)
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]

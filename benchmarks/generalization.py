@@ -229,10 +229,11 @@ def tenancy_store(
 # -- scans ------------------------------------------------------------------------------------------------
 def default_scan(
     store: Path, ledger_path: Path, *, tenant: bool, seed: int, embed_sample: str | None, fresh: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``vecaudit scan file://STORE --text-field text [--tenant-field tenant] --seed SEED --format json`` in-process
     (the CLI's own detector choice, settings and JSON document), into a fresh SQLite ledger (``fresh=False``: into
-    the ledger already there, as a scheduled scan after an earlier one)."""
+    the ledger already there, as a scheduled scan after an earlier one); ``extra`` adds opt-in detectors."""
     from auditor.cli.scan import build_settings, scan_document, select_detectors
     from auditor.config import Config
     from auditor.engine import Scanner, ScanOptions
@@ -243,7 +244,9 @@ def default_scan(
     if fresh:
         ledger_path.unlink(missing_ok=True)
     config = Config()
-    detectors = select_detectors(detector_classes(), config, (), ())
+    classes = detector_classes()
+    detectors = select_detectors(classes, config, (), ())
+    detectors += [classes[name]() for name in extra if name not in {d.name for d in detectors}]
     settings = build_settings(config, model=None, device=None, embed_batch_size=None, embed_sample=embed_sample,
                               tenants=None, probe=None, seed=seed, queries=None)
     ledger = Ledger(f"sqlite:///{ledger_path}").open()
@@ -294,12 +297,22 @@ def run_corpus(corpus: str, args: argparse.Namespace, embed: EmbeddingCache) -> 
 
 
 # -- measures ---------------------------------------------------------------------------------------------
+#: Rules reported once per group, on one member: every member listed in ``evidence.members`` counts as flagged.
+GROUP_RULES = frozenset({"VA341"})
+
+
 def flagged_points(findings: list[dict[str, Any]], level: Severity,
                    detectors: frozenset[str] | None = None, exclude: frozenset[str] = frozenset()) -> set[str]:
-    """Point ids (as strings) named by a finding at ``level`` or above, of ``detectors`` (all) minus ``exclude``."""
-    return {str(f["point_id"]) for f in findings
-            if f["point_id"] is not None and Severity(f["severity"]) >= level
-            and (detectors is None or f["detector"] in detectors) and f["detector"] not in exclude}
+    """Point ids (as strings) named by a finding at ``level`` or above, of ``detectors`` (all) minus ``exclude``
+    (a group finding names all its members)."""
+    out: set[str] = set()
+    for f in findings:
+        if (f["point_id"] is not None and Severity(f["severity"]) >= level
+                and (detectors is None or f["detector"] in detectors) and f["detector"] not in exclude):
+            out.add(str(f["point_id"]))
+            if f["rule_id"] in GROUP_RULES:
+                out.update(str(m) for m in (f.get("evidence") or {}).get("members", []))
+    return out
 
 
 def store_measures(doc: dict[str, Any]) -> dict[str, Any]:
