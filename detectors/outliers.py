@@ -162,7 +162,7 @@ class OutlierDetector(Detector):
         if answered:
             ctx.note(f"outlier: tenant neighbour lists of {answered} of {sum(len(r) for _, r, _ in tenants)} points "
                      "taken from the shared graph, the rest searched inside their tenant")
-        raw = self._raw(combined)
+        raw = self._tenant_raw(combined, [rows for _, rows, _ in tenants])
         # odd in its tenant *because* its neighbours live in other tenants, not a tenant's ordinary spread
         ratio = _ratio(knn_distance(combined, k), collection_knn)
         for tenant, rows, exact in tenants:
@@ -170,6 +170,18 @@ class OutlierDetector(Detector):
             keep[rows] = ratio[rows] >= float(self.params["tenant_ratio"])
             sub = NeighbourGraph(combined.indices, combined.sims, combined.distance, exact)
             yield from self._flag(ctx, TENANT_OUTLIER, rows, raw, sub, f"tenant {tenant!r}", keep, ratio)
+
+    def _tenant_raw(self, combined: NeighbourGraph, groups: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.float64]:
+        """Raw scores inside each tenant. kNN distance is per row, so one pass over all tenants; LOF shifts signed
+        dissimilarities by the graph's smallest one, which must stay the tenant's own: one pass per tenant."""
+        if self.params["method"] != "lof":
+            return self._raw(combined)
+        raw = np.full(len(combined.indices), np.nan)
+        for rows in groups:
+            idx = np.full_like(combined.indices, -1)
+            idx[rows] = combined.indices[rows]
+            raw[rows] = self._raw(NeighbourGraph(idx, combined.sims, combined.distance, combined.exact))[rows]
+        return raw
 
     def _flag(
         self, ctx: ScanContext, rule: Rule, rows: Sequence[int] | npt.NDArray[np.int64], raw: npt.NDArray[np.float64],

@@ -68,13 +68,17 @@ def test_complete_lists_from_the_shared_graph_are_the_exact_tenant_lists(corpus:
     assert answered >= 0.5 * len(tenants)
 
 
+@pytest.mark.parametrize(("method", "distance"), [("knn", "cosine"), ("lof", "dot")])
 def test_tenant_outliers_are_those_of_graphs_built_inside_each_tenant(
-    corpus: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    corpus: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, method: str, distance: str
 ) -> None:
+    """kNN distance and LOF (whose shift of signed dot-product dissimilarities stays per tenant)."""
     vectors, texts, tenants = corpus
     store = build_qdrant_store(tmp_path / "store", vectors,
-                               [{"text": x, "tenant": t} for x, t in zip(texts, tenants, strict=True)])
-    reused = run_scan(store, f"sqlite:///{tmp_path / 'a.db'}", detectors=["outlier", "misfiled"])
+                               [{"text": x, "tenant": t} for x, t in zip(texts, tenants, strict=True)],
+                               distance=distance)
+    params = {"outlier": {"method": method, "z": 3.0 if method == "knn" else 2.0}}
+    reused = run_scan(store, f"sqlite:///{tmp_path / 'a.db'}", detectors=["outlier", "misfiled"], params=params)
     assert any("taken from the shared graph" in note for note in reused.notes), reused.notes
 
     def nothing_complete(graph: Any, rows: Any, group: Any, k: int) -> Any:
@@ -83,7 +87,7 @@ def test_tenant_outliers_are_those_of_graphs_built_inside_each_tenant(
 
     # the earlier behaviour: every tenant's own graph built from scratch (ctx.subgraph)
     monkeypatch.setattr(outliers, "within_group", nothing_complete)
-    built = run_scan(store, f"sqlite:///{tmp_path / 'b.db'}", detectors=["outlier", "misfiled"])
+    built = run_scan(store, f"sqlite:///{tmp_path / 'b.db'}", detectors=["outlier", "misfiled"], params=params)
     assert not any("taken from the shared graph" in note for note in built.notes)
 
     def va302(result: Any) -> dict[Any, float]:
