@@ -28,6 +28,8 @@ FOREIGN_GROUP = Rule(
 _LETTERS = re.compile(r"[^\W\d_]+")
 #: Score added when most of a group arrived together since the last scan: over the rule's alert floor.
 NEW_GROUP_BONUS = 1.0
+#: Documents of the rest of a reference read for its typical share of common words (an evenly spaced sample).
+_TYPICAL_SAMPLE = 2000
 #: Letters read per document for its script (enough to tell Latin from Cyrillic, Arabic, Han, ...).
 _SCRIPT_SAMPLE = 2000
 
@@ -61,14 +63,16 @@ class LanguageGroupDetector(Detector):
        signatures with Jaccard >= ``signature_jaccard`` (0.2) — form groups (sentence embeddings of one language
        sit together).
     3. A group of >= ``min_group`` (5) documents and at most ``max_share`` of its reference is reported, once, on
-       its first member with every member in evidence, when at most ``max_overlap`` (30%) of its own
-       ``group_vocab`` (20) most widespread words are common words of the rest of the reference (an English topic
-       cluster's are "the, of, and, in ...": all common), or when its script is rare there.
+       its first member with every member in evidence, when the share of its running words (pooled) that are
+       common words of the rest of the reference is at most ``max_share_ratio`` (half) of the rest's median
+       document share — a language's common words are most of its running text, whatever a small group's topic
+       words (an English topic cluster stays near the median, a Spanish one in an English store falls to about a
+       quarter) — or when its script is rare there.
 
     Severity follows provenance: MEDIUM and over the alert floor when at least ``wave_share`` (80%) of the members
     are new or changed since the last scan (a batch that arrived together); otherwise LOW within the detector's
-    review budget (a multilingual collection has such groups honestly), INFO beyond it. Score: 1 - the group's
-    word overlap, plus 1 for a wave."""
+    review budget (a multilingual collection has such groups honestly), INFO beyond it. Score: 1 - that share
+    ratio, plus 1 for a wave."""
 
     name = "language-group"
     version = "1"
@@ -81,7 +85,7 @@ class LanguageGroupDetector(Detector):
     enabled_by_default = False
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "vocab_size": 100, "min_words": 20, "signature_words": 10, "candidate_overlap": 0.5,
-        "signature_jaccard": 0.2, "group_vocab": 20, "max_overlap": 0.3, "min_group": 5, "max_share": 0.1,
+        "signature_jaccard": 0.2, "group_vocab": 20, "max_share_ratio": 0.5, "min_group": 5, "max_share": 0.1,
         "min_reference": 50, "wave_share": 0.8, "max_evidence": 50,
     }
 
@@ -178,24 +182,32 @@ class LanguageGroupDetector(Detector):
         rest = ref.df - inside  # the reference's document frequencies without the group
         common = {w for w, _ in rest.most_common(int(self.params["vocab_size"]))}
         own = [w for w, _ in inside.most_common(int(self.params["group_vocab"]))]
-        overlap = sum(w in common for w in own) / max(1, len(own))
+        # token share, pooled over the group: a language's common words are most of its running text (Zipf),
+        # whatever a small group's topic words; the group's share against the rest's median document
+        tokens = [w for m in members for w in words[m]]
+        pooled = sum(w in common for w in tokens) / max(1, len(tokens))
+        inside_rows = set(members)
+        others = [r for r in ref.rows if r not in inside_rows][:: max(1, len(ref.rows) // _TYPICAL_SAMPLE)]
+        typical = float(np.median([sum(w in common for w in words[r]) / len(words[r]) for r in others]))
+        ratio = pooled / max(typical, 1e-9)
         script = Counter(ref.candidates[m][1] for m in members).most_common(1)[0][0]
-        if overlap > float(self.params["max_overlap"]) and script not in ref.rare_scripts:
+        if ratio > float(self.params["max_share_ratio"]) and script not in ref.rare_scripts:
             return None
         new = sum(arrived[m] for m in members) if arrived is not None else 0
         wave = arrived is not None and new >= float(self.params["wave_share"]) * len(members)
         show = int(self.params["max_evidence"])
         evidence: dict[str, Any] = {
             "members": [table.ids[m] for m in members][:show], "size": len(members), "reference": ref.name,
-            "script": script, "group_words": own[:8], "common_word_overlap": round(overlap, 3),
+            "script": script, "group_words": own[:8], "common_word_share": round(ratio, 3),
             "new_since_last_scan": new if arrived is not None else None,
         }
         return Finding(
-            FOREIGN_GROUP, self.name, table.ids[members[0]], 1.0 - overlap + (NEW_GROUP_BONUS if wave else 0.0),
+            FOREIGN_GROUP, self.name, table.ids[members[0]],
+            max(0.0, 1.0 - ratio) + (NEW_GROUP_BONUS if wave else 0.0),
             f"{len(members)} documents ({script} script) whose most-used words ({', '.join(own[:5])}) are not those "
-            f"of {ref.name} ({overlap:.0%} shared); "
+            f"of {ref.name} ({ratio:.0%} of its usual share of common words); "
             + ("arrived together since the last scan" if wave else "a group in another language or format"),
-            1.0 - float(self.params["max_overlap"]), evidence, table.tenants[members[0]],
+            1.0 - float(self.params["max_share_ratio"]), evidence, table.tenants[members[0]],
             severity=None if wave else Severity.LOW,
         )
 

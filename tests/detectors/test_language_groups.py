@@ -50,7 +50,7 @@ def test_a_spanish_cluster_in_an_english_store_is_one_group(  # type: ignore[no-
     assert group.evidence["size"] == len(members) and group.evidence["script"] == "LATIN"
     assert group.effective_severity.value == "low" and group.evidence["new_since_last_scan"] is None
     assert {"de", "la"} & set(group.evidence["group_words"])
-    assert group.evidence["common_word_overlap"] <= 0.3
+    assert group.evidence["common_word_share"] <= 0.5
 
 
 def test_an_english_store_has_no_group_and_a_wave_that_arrives_alerts(  # type: ignore[no-untyped-def]
