@@ -164,18 +164,15 @@ class _Arrivals:
 
     @classmethod
     def of(cls, ctx: ScanContext) -> _Arrivals | None:
-        previous = ctx.previous
-        if not previous:
-            return None
+        changed = ctx.new_or_changed()
+        previous = ctx.previous or {}
         known = [s.first_scan_id for s in previous.values() if s.first_scan_id is not None]
-        if not known:
+        if changed is None or not known:
             return None
-        table = ctx.table
         scans = []
-        for pid, vh, th in zip(table.ids, table.vector_hashes, table.text_hashes, strict=True):
-            old = previous.get(point_key(pid))
-            same = old is not None and old.first_scan_id is not None and old.vector_hash == vh and old.text_hash == th
-            scans.append(old.first_scan_id if same and old is not None and old.first_scan_id else 0)
+        for pid, new in zip(ctx.table.ids, changed, strict=True):
+            first = None if new else previous[point_key(pid)].first_scan_id
+            scans.append(first if first is not None else 0)
         return cls(scans, min(known))
 
 
