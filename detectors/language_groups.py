@@ -67,7 +67,7 @@ class LanguageGroupDetector(Detector):
        common words of the rest of the reference is at most ``max_share_ratio`` (half) of the rest's median
        document share — a language's common words are most of its running text, whatever a small group's topic
        words (an English topic cluster stays near the median, a Spanish one in an English store falls to about a
-       quarter) — or when its script is rare there.
+       twentieth) — or when its script is rare there.
 
     Severity follows provenance: MEDIUM and over the alert floor when at least ``wave_share`` (80%) of the members
     are new or changed since the last scan (a batch that arrived together); otherwise LOW within the detector's
