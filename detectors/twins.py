@@ -122,9 +122,12 @@ class ConflictingTwinsDetector(Detector):
         ta, tb = table.texts[a], table.texts[b]
         if not ta or not tb:
             return None
-        n_words = min(len(tokens(ta)), len(tokens(tb)))
+        len_a, len_b = len(tokens(ta)), len(tokens(tb))
+        n_words = min(len_a, len_b)
         if n_words < int(self.params["min_words"]):
             return None
+        if abs(len_a - len_b) > int(self.params["max_runs"]) * int(self.params["max_run_words"]):
+            return None  # more words added or removed than the allowed runs can hold: no diff needed
         changes = fact_changes(ta, tb, int(self.params["max_runs"]), int(self.params["max_run_words"]))
         if changes is None:
             return None
