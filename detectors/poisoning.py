@@ -204,7 +204,8 @@ class PoisonClusterDetector(Detector):
     configured, partners ingested within ``burst_seconds`` add 0.1 (an ingestion burst). Provenance from the
     ledger in monitoring scans: a group whose members all first appeared in one scan after the baseline (one
     ingest wave) adds 0.1; one where at least half of the other members arrived in another scan than the point
-    (a claim restated over time) loses 0.1. Flagged at ``claim_score`` 0.5 with >= ``min_members`` (2) partners.
+    (a claim restated over time) loses 0.1 (``provenance`` false turns this off). Flagged at ``claim_score`` 0.5
+    with >= ``min_members`` (2) partners.
     A claim that more than ``max_claim_support`` (2) documents of the group's wider neighbourhood (every member's
     neighbours, less the point's tight neighbours and, for a point new in a monitoring scan, less what arrived
     with it) also make — each using >= ``claim_support_share`` (half) of the words >= 60% of the members share —
@@ -228,7 +229,7 @@ class PoisonClusterDetector(Detector):
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "member_sim": 0.6, "same_doc_jaccard": 0.8, "question_jaccard": 0.6, "min_bait_members": 2,
         "min_members": 2, "entity_agreement": 0.5, "claim_score": 0.5, "burst_seconds": 3600.0, "max_evidence": 10,
-        "claim_support_share": 0.5, "max_claim_support": 2,
+        "claim_support_share": 0.5, "max_claim_support": 2, "provenance": True,
     }
 
     def neighbours_needed(self) -> int:
@@ -247,7 +248,7 @@ class PoisonClusterDetector(Detector):
         candidates = np.flatnonzero(valid & (tight.sum(axis=1) >= int(self.params["min_members"])))
         texts = _Texts(table.texts)
         times = [_timestamp(t) for t in table.timestamps] if ctx.field_map.timestamp else None
-        arrivals = _Arrivals.of(ctx)
+        arrivals = _Arrivals.of(ctx) if self.params["provenance"] else None
         for row in candidates:
             finding = self._judge(ctx, int(row), graph, cos[row], tight[row], texts, times, arrivals)
             if finding is not None:

@@ -27,9 +27,10 @@ from auditor.registry import connector_for
 from auditor.types import FieldMap, Severity
 from detectors.poisoning import PoisonClusterDetector
 
-# the alert budget off (1.0): it would hold these false alarms back itself, and the review loop is what is measured
+# the alert budget off (1.0), and the claim-support and provenance signals off: each would hold these false alarms
+# back (or, for provenance, raise the later groups that arrive together) itself; the review loop is what is measured
 SENSITIVE = {"member_sim": 0.4, "claim_score": 0.3, "entity_agreement": 0.2, "alert_budget": 1.0,
-             "review_budget": 1.0}
+             "review_budget": 1.0, "max_claim_support": 10**6, "provenance": False}
 FIRST_GROUPS = {"q3", "q17", "q19", "q21", "q26", "q31", "q42", "q46", "q48", "q50", "q53", "q61", "q65", "q66", "q71"}
 
 
