@@ -66,6 +66,7 @@ from generalization import (  # noqa: E402
     corpus_sample,
     default_scan,
     machine,
+    parse_corpora,
     question_key,
     recall_by_detector,
     share,
@@ -367,10 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="scan the clean host first (the baseline), then the attacked store into the same ledger")
     ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
     args = ap.parse_args(argv)
-    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
-    unknown = sorted(set(corpora) - set(ALL_CORPORA))
-    if unknown:
-        ap.error(f"unknown corpora {unknown}; known: {', '.join(ALL_CORPORA)}")
+    corpora = parse_corpora(ap, args.corpora)
     started = time.time()
     if not args.report_only:
         embed = EmbeddingCache(args.cache)

@@ -522,6 +522,15 @@ def machine(source: str) -> str:
             f"code: {source}")
 
 
+def parse_corpora(ap: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated corpus short names of ``--corpora``; an unknown one is a usage error (exit 2)."""
+    corpora = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(corpora) - set(ALL_CORPORA))
+    if unknown:
+        ap.error(f"unknown corpora {unknown}; known: {', '.join(ALL_CORPORA)}")
+    return corpora
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -536,13 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="tables from the scan documents under --out")
     ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
     args = ap.parse_args(argv)
-    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    corpora = parse_corpora(ap, args.corpora)
     args.stores = [x.strip() for x in args.stores.split(",") if x.strip()]
     if set(args.stores) - set(STORES):
         ap.error(f"unknown stores {sorted(set(args.stores) - set(STORES))}; known: {', '.join(STORES)}")
-    unknown = sorted(set(corpora) - set(ALL_CORPORA))
-    if unknown:
-        ap.error(f"unknown corpora {unknown}; known: {', '.join(ALL_CORPORA)}")
     started = time.time()
     load_start = os.getloadavg()
     if not args.report_only:

@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from content_data import DEFAULT_DATA  # noqa: E402
 from embedding_quality import EmbeddingCache, poison_sets  # noqa: E402
 from generalization import (  # noqa: E402
-    ALL_CORPORA,
     corpus_sample,
     default_scan,
     machine,
+    parse_corpora,
     question_key,
     share,
     source_label,
@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
     args = ap.parse_args(argv)
-    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
-    unknown = sorted(set(corpora) - set(ALL_CORPORA))
-    if unknown:
-        ap.error(f"unknown corpora {unknown}; known: {', '.join(ALL_CORPORA)}")
+    corpora = parse_corpora(ap, args.corpora)
     started, load = time.time(), os.getloadavg()[0]
     if args.report_only:
         docs = [json.loads((args.out / c / "second.scan.json").read_text(encoding="utf-8")) for c in corpora]

@@ -44,7 +44,11 @@ def fact_changes(a: str, b: str, max_runs: int, max_run_words: int) -> list[dict
     word or a negation; an inserted or deleted run must be a negation. Anything else (a sentence added, a word
     reworded) makes the two *versions* of one text, not twins. At most ``max_runs`` runs; None when they are equal
     once case is set aside."""
-    ta, tb = tokens(a), tokens(b)
+    return changes_between(tokens(a), tokens(b), max_runs, max_run_words)
+
+
+def changes_between(ta: list[str], tb: list[str], max_runs: int, max_run_words: int) -> list[dict[str, Any]] | None:
+    """:func:`fact_changes` of two texts already split by :func:`tokens`."""
     ops = difflib.SequenceMatcher(a=[t.casefold() for t in ta], b=[t.casefold() for t in tb],
                                   autojunk=False).get_opcodes()
     runs = [(op, ta[i1:i2], tb[j1:j2]) for op, i1, i2, j1, j2 in ops if op != "equal"]
@@ -122,13 +126,14 @@ class ConflictingTwinsDetector(Detector):
         ta, tb = table.texts[a], table.texts[b]
         if not ta or not tb:
             return None
-        len_a, len_b = len(tokens(ta)), len(tokens(tb))
+        tok_a, tok_b = tokens(ta), tokens(tb)
+        len_a, len_b = len(tok_a), len(tok_b)
         n_words = min(len_a, len_b)
         if n_words < int(self.params["min_words"]):
             return None
         if abs(len_a - len_b) > int(self.params["max_runs"]) * int(self.params["max_run_words"]):
             return None  # more words added or removed than the allowed runs can hold: no diff needed
-        changes = fact_changes(ta, tb, int(self.params["max_runs"]), int(self.params["max_run_words"]))
+        changes = changes_between(tok_a, tok_b, int(self.params["max_runs"]), int(self.params["max_run_words"]))
         if changes is None:
             return None
         changed = sum(len(tokens(c["before"])) + len(tokens(c["after"])) for c in changes) / 2
