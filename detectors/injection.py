@@ -193,7 +193,7 @@ class InjectionDetector(Detector):
         if tags:
             hit(HIDDEN_TEXT, "".join(chr(ord(c) - 0xE0000) for c in tags.group()), carrier="unicode-tag-characters")
             return
-        bidi = pat.BIDI.search(text)
+        bidi = pat.reordering_bidi(text)
         if bidi:
             hit(HIDDEN_TEXT, text[bidi.start() : bidi.start() + 80], carrier="bidi-override",
                 codepoint=f"U+{ord(bidi.group()):04X}")

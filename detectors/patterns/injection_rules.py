@@ -4,6 +4,7 @@ syntax, exfiltration links, hidden-text carriers, and phrases that address the a
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _I = re.IGNORECASE
 
@@ -63,6 +64,38 @@ ZERO_WIDTH_IN_WORD = re.compile("(?<=[A-Za-z])[\u200b\u200c\u200d\u2060\ufeff\u1
 ZERO_WIDTH_RUN = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u180e]{8,}")
 TAG_CHARS = re.compile("[\U000e0000-\U000e007f]+")
 BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+#: Bidi openers and the strong direction their text is shown in (FSI takes the direction of its own text).
+_BIDI_OPENERS = {"\u202a": "L", "\u202d": "L", "\u2066": "L", "\u202b": "R", "\u202e": "R", "\u2067": "R",
+                 "\u2068": None}
+_BIDI_OVERRIDES = frozenset("\u202d\u202e")
+
+
+def reordering_bidi(text: str) -> re.Match[str] | None:
+    """The first bidi control that changes how text is shown, None when every one only restates a direction.
+
+    Hidden-text attacks (Trojan Source, reversed instructions) use a control to make the displayed order differ
+    from the order a model reads: an override or embedding around text of the other direction, around digits (an
+    override reverses them) or around text that mixes directions. Web pages wrap right-to-left names in an RTL
+    embedding (``RLE עברית PDF`` in a language menu): text of one direction inside a control of that direction is
+    shown exactly as it is stored. A control's text runs to the next bidi control or line end; a stray closer
+    (PDF, PDI) changes nothing; a nested opener is judged suspicious (natural markup does not nest them)."""
+    for m in BIDI.finditer(text):
+        char = m.group()
+        if char not in _BIDI_OPENERS:
+            continue
+        nxt = BIDI.search(text, m.end())
+        stop = text.find("\n", m.end())
+        end = min(x for x in (nxt.start() if nxt else len(text), stop if stop >= 0 else len(text)))
+        if nxt is not None and nxt.start() == end and nxt.group() in _BIDI_OPENERS:
+            return m
+        classes = {unicodedata.bidirectional(c) for c in text[m.end():end]}
+        strong = {"L" if k == "L" else "R" for k in classes if k in ("L", "R", "AL")}
+        want = _BIDI_OPENERS[char]
+        if len(strong) > 1 or (want is not None and strong - {want}):
+            return m
+        if char in _BIDI_OVERRIDES and classes & {"EN", "AN"}:
+            return m
+    return None
 HTML_COMMENT = re.compile(r"<!--(.*?)-->", re.S)
 CSS_HIDDEN = re.compile(
     r"<(\w+)[^>]*\bstyle\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:px|pt|em)?"

@@ -138,6 +138,30 @@ def test_zero_width_characters_with_a_role_are_not_hidden_text() -> None:
     assert hidden == []
 
 
+def test_bidi_controls_that_only_restate_a_direction_are_not_hidden_text() -> None:
+    """A web page's language menu wraps right-to-left names in RLE ... PDF: shown as stored, nothing hidden. An
+    override or embedding around text of the other direction, digits under an override, mixed text or nested
+    openers make the displayed order differ from what a model reads."""
+    rules_only = InjectionDetector(learned=False)
+    menu = ("Languages Deutsch Español \u202bעברית\u202c \u202bاردو\u202c \u202bالعربية\u202c \u202bفارسی\u202c "
+            "አማርኛ मराठी हिन्दी \u2067עברית\u2069 \u2068Français\u2069 stray closer \u202c here")
+    assert rules_only.analyse(menu) == []
+
+    def carrier(text: str) -> str | None:
+        hits = [v for v in rules_only.analyse(text) if v[0].id == "VA515"]
+        return hits[0][3]["carrier"] if hits else None
+
+    reordering = [
+        "Normal\u202etext with a bidi override\u202c inside.",  # RLO over Latin: reads reversed on screen
+        "Price \u202bten dollars\u202c today",  # RTL embedding around left-to-right words
+        "Code \u202eעברית 1234\u202c end",  # an override reverses digits
+        "Mixed \u2068abc עברית\u2069 text",  # first-strong isolate around both directions
+        "Nested \u202b\u202eevil\u202c\u202c text",
+    ]
+    for text in reordering:
+        assert carrier(text) == "bidi-override", text
+
+
 def test_bipia_attacks_recall_and_clean_false_positives(detector: InjectionDetector, hosts: list[str]) -> None:
     attacks = [r["text"] for r in load_jsonl("injections_bipia.jsonl")]
     planted = [plant(hosts[i % len(hosts)], a, ("start", "middle", "end")[i % 3]) for i, a in enumerate(attacks)]
