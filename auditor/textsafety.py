@@ -73,6 +73,19 @@ def safe_text(text: str) -> tuple[str, tuple[str, ...]]:
     return _UNSAFE.sub(lambda m: escape_char(m.group()), joined), tuple(found[:_MAX_SAMPLES])
 
 
+#: The escape texts :func:`safe_text` writes for NUL and lone surrogates.
+_ESCAPED = re.compile(r"\\u(?:0000|d[89a-f][0-9a-f]{2})")
+
+
+def model_text(text: str) -> str:
+    """``text`` as an embedding model read it before it was made safe: without the escape texts of NUL and lone
+    surrogates. Tokenizers drop NUL (and the replacement character a lone surrogate becomes) as control
+    characters, so a re-embedding of the escape text (six visible characters per NUL; a UTF-16 page read as UTF-8
+    holds hundreds) would disagree with a stored vector that is faithful. A document that spells ``\\u0000``
+    out loses those six characters here too: a small change to one embedding, against a false tamper alarm."""
+    return _ESCAPED.sub("", text) if "\\u" in text else text
+
+
 def _short(component: str) -> str:
     return component if len(component) <= _MAX_COMPONENT else component[: _MAX_COMPONENT - 1] + "…"
 

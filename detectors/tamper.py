@@ -22,6 +22,7 @@ from auditor.findings import (
     Finding,
     Rule,
 )
+from auditor.textsafety import model_text
 from auditor.types import Confidence, Severity
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class VectorTextMismatchDetector(Detector):
         chunk = 4096  # bounds memory: texts and vectors of one chunk at a time
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
-            texts = [table.texts[r] or "" for r in part]
+            texts = [model_text(table.texts[r] or "") for r in part]
             fresh = embedder.encode(texts, show_progress=progress, desc="re-embed")
             stored = np.asarray(table.vectors[part], dtype=np.float32)
             norms = np.linalg.norm(stored, axis=1)

@@ -105,3 +105,22 @@ def test_sample_size_parsing() -> None:
     for bad in ("-3", "ten", "2.5", "0"):
         with pytest.raises(ConfigError):
             sample_size(bad, 100)
+
+
+def test_text_with_nul_characters_is_re_embedded_as_the_model_read_it(
+    tmp_path: Path, corpus: Any, sqlite_ledger_url: str, embed: Any
+) -> None:
+    """A page stored as UTF-16 read as UTF-8 carries a NUL after every character; the scan escapes them (VA110,
+    integrity), and the model that embedded the page dropped them as control characters: its faithful vector is no
+    tampering. A swapped vector beside it still is."""
+    rows, vecs, _ = corpus
+    rows = [dict(r) for r in rows]
+    text = rows[30]["text"]
+    half = len(text) // 2
+    rows[30]["text"] = text[:half] + "".join(c + "\x00" for c in text[half:])
+    vecs = vecs.copy()
+    vecs[30] = embed([rows[30]["text"]])[0]
+    vecs[[5, 6]] = vecs[[6, 5]]
+    result = _scan(tmp_path, sqlite_ledger_url, vecs, rows)
+    flagged = {r.finding.point_id for r in result.findings if r.finding.rule_id == "VA501"}
+    assert flagged == {5, 6}
