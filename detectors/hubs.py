@@ -31,8 +31,8 @@ K_OCCURRENCE_HUB = Rule("VA331", "Retrieval hub: in the neighbour lists of abnor
                         Confidence.LOW, _TAGS)
 QUERY_DOMINANT = Rule("VA332", "Retrieved for an abnormal share of real queries", Severity.MEDIUM, Confidence.MEDIUM,
                       _TAGS)
-ADVERSARIAL_HUB = Rule("VA333", "Hub whose text is a token soup (optimised adversarial passage)", Severity.HIGH,
-                       Confidence.HIGH, _TAGS)
+ADVERSARIAL_HUB = Rule("VA333", "Hub whose text is a token soup (optimised adversarial passage)", Severity.MEDIUM,
+                       Confidence.MEDIUM, _TAGS)
 
 
 def query_hits(
@@ -104,14 +104,18 @@ class HubDetector(Detector):
     robust z against the collection, (N_k - median) / max(1.4826 MAD, ``min_scale``); flagged at ``z`` 6.0 *and* N_k
     >= ``min_ratio`` (5) x k (the mean of N_k is exactly k). Hubness is natural in high dimension, so the rule is
     LOW; its budget is 0.2% of a clean store (the dev corpora flag 0-0.1%, benchmarks/results/embedding.md). VA333
-    (HIGH): a point with hub z >= ``soup_z`` (3.0) whose text scores >= ``soup`` (0.5) on the token-soup scale of
-    :func:`detectors.textsignals.token_soup` — gradient-crafted corpus-poisoning passages are both. VA332 (needs
+    (MEDIUM): a point with hub z >= ``soup_z`` (3.0) whose text scores >= ``soup`` (0.5) on the token-soup scale of
+    :func:`detectors.textsignals.token_soup` — gradient-crafted corpus-poisoning passages are both; HIGH when the
+    point is also a hub by VA331's own bar (z >= ``z`` and N_k >= ``min_ratio`` x k). Two weak signals together
+    (a moderate hub, a heuristic text score) alert; they are not a certainty: short templated briefs ("Qtly div 21
+    cts vs 16 cts prior"), short sentences of another language and list-like snippets also sit at z 3-5 and score
+    0.5-0.6. VA332 (needs
     ``queries_file``, one query per line, embedded with the scan's embedder): share of queries that retrieve the
     point in their top ``query_k``; flagged at >= ``min_query_share`` (5%) of the queries, at least ``min_queries``
     (3) of them, and >= 10x the share expected by chance (k / n). """
 
     name = "hub"
-    version = "2"
+    version = "3"
     description = "k-occurrence hubs, token-soup hubs, and retrieval dominance over a query log"
     rules = (K_OCCURRENCE_HUB, QUERY_DOMINANT, ADVERSARIAL_HUB)
     budgeted_rules = frozenset({"VA331", "VA333"})
@@ -164,11 +168,13 @@ class HubDetector(Detector):
                 "robust_z": round(float(z[row]), 3), "median_occurrence": median, "token_soup": round(soup, 3),
                 "listed_by": [table.ids[j] for j in listed_by], "graph_exact": graph.exact,
             }
+            strong_hub = z[row] >= limit and occurrence[row] >= min_count
             if soup >= float(self.params["soup"]) and z[row] >= soup_limit:
                 yield Finding(ADVERSARIAL_HUB, self.name, table.ids[row], float(z[row]),
                               f"in the {k}-NN lists of {occurrence[row]} points and its text reads as a token soup "
-                              f"({soup:.2f})", soup_limit, evidence, table.tenants[row])
-            elif z[row] >= limit and occurrence[row] >= min_count:
+                              f"({soup:.2f})", soup_limit, evidence, table.tenants[row],
+                              severity=Severity.HIGH if strong_hub else None)
+            elif strong_hub:
                 yield Finding(K_OCCURRENCE_HUB, self.name, table.ids[row], float(z[row]),
                               f"in the {k}-NN lists of {occurrence[row]} points ({occurrence[row] / k:.1f}x the "
                               f"average)", limit, evidence, table.tenants[row])

@@ -95,3 +95,23 @@ def test_identical_vectors_make_no_hubs(tmp_path: Path, corpus, sqlite_ledger_ur
     uri = build_qdrant_store(tmp_path / "same", np.tile(vecs[0], (60, 1)), [{"text": "same"}] * 60)
     result = run_scan(uri, sqlite_ledger_url, detectors=["hub"], field_map=FieldMap(text="text"))
     assert result.status == "completed" and not result.findings
+
+
+def test_token_soup_hub_is_high_only_when_also_a_hub_by_the_k_occurrence_bar(
+    tmp_path: Path, corpus, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    """VA333 is MEDIUM for a moderate hub with a token-soup text (templated briefs and short lists are both too);
+    HIGH when the point is also a hub by VA331's bar. The same store, judged with that bar out of reach and then
+    within reach of the corpus-poisoning passage, changes only the severity."""
+    texts, vecs, _questions, qvecs = corpus
+    hub = len(texts)
+    uri = build_qdrant_store(tmp_path / "s", np.concatenate([vecs, _hub_vector(qvecs)[None, :]]),
+                             [{"text": t} for t in [*texts, SOUP]])
+    severities = {}
+    for label, params in (("out of reach", {"z": 1e6}), ("within reach", {"z": 3.0, "min_ratio": 2.0})):
+        result = run_scan(uri, sqlite_ledger_url, detectors=["hub"], field_map=FieldMap(text="text"),
+                          params={"hub": {**params, "alert_budget": 1.0}})
+        (finding,) = [r.finding for r in result.findings if r.finding.point_id == hub]
+        assert finding.rule_id == "VA333" and finding.evidence["robust_z"] >= 3.0
+        severities[label] = finding.effective_severity.name
+    assert severities == {"out of reach": "MEDIUM", "within reach": "HIGH"}
