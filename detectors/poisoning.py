@@ -29,6 +29,7 @@ from auditor.masking import redact_text
 from auditor.types import Confidence, Distance, Severity
 from detectors.textsignals import (
     TermProfile,
+    consecutive_chunks,
     content_words,
     jaccard,
     normalised,
@@ -180,8 +181,11 @@ class PoisonClusterDetector(Detector):
     """The PoisonedRAG signature: several *distinct* passages packed around one claim.
 
     For each point, its group is the point plus the neighbours (of ``k``) within cosine ``member_sim``,
-    counting passages of the same document once (equal doc id, equal normalised text, or content-word Jaccard
-    >= ``same_doc_jaccard``): benign re-ingestion is the near-duplicate detector's business, not poisoning.
+    counting passages of the same document once (equal doc id, equal normalised text, content-word Jaccard
+    >= ``same_doc_jaccard``, or neighbouring chunks of one page — the end of one is verbatim the start of the
+    other, as a splitter with overlap writes them: :func:`detectors.textsignals.consecutive_chunks`): benign
+    re-ingestion and chunking are not poisoning. (A poisoner who writes his passages as overlapping chunks makes
+    them one document here; each then has to win retrieval alone.)
 
     VA321 (HIGH) score: the number of other group members carrying the same bait as the point: a question-shaped
     sentence of >= 6 words (word sets with Jaccard >= ``question_jaccard``) or the same verbatim opening sentence
@@ -219,7 +223,7 @@ class PoisonClusterDetector(Detector):
     """
 
     name = "poison-cluster"
-    version = "4"
+    version = "5"
     description = "distinct passages packed around one claim, with shared question bait or a contested claim"
     rules = (QUESTION_BAIT_CLUSTER, CLAIM_CLUSTER)
     budgeted_rules = frozenset({"VA321", "VA322"})
@@ -260,7 +264,9 @@ class PoisonClusterDetector(Detector):
             return True
         if texts.key(a) == texts.key(b):
             return True
-        return jaccard(texts.content(a), texts.content(b)) >= float(self.params["same_doc_jaccard"])
+        if jaccard(texts.content(a), texts.content(b)) >= float(self.params["same_doc_jaccard"]):
+            return True
+        return consecutive_chunks(texts.texts[a], texts.texts[b])
 
     def _judge(
         self, ctx: ScanContext, row: int, graph: NeighbourGraph, cos: npt.NDArray[np.float64],

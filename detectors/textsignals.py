@@ -73,6 +73,35 @@ def versions_of_one_text(a: frozenset[str], b: frozenset[str], limit: float = VE
     return containment(a, b) >= limit or containment(without_numbers(a), without_numbers(b)) >= limit
 
 
+#: The shortest verbatim run (characters) that counts as the overlap of two consecutive chunks.
+CHUNK_OVERLAP_CHARS = 30
+_SPACES = re.compile(r"\s+")
+
+
+def _chunk_follows(a: str, b: str, min_chars: int) -> bool:
+    """Whether ``a`` ends with the first ``>= min_chars`` characters of ``b`` (a cut word at either edge too)."""
+    key = b[:min_chars]
+    if len(key) < min_chars:
+        return False
+    at = a.find(key)
+    while at >= 0:
+        if b.startswith(a[at:]):
+            return True
+        at = a.find(key, at + 1)
+    return False
+
+
+def consecutive_chunks(a: str | None, b: str | None, min_chars: int = CHUNK_OVERLAP_CHARS) -> bool:
+    """Whether two texts are neighbouring chunks of one document: the end of one is, verbatim, the start of the
+    other (whitespace aside), as a sliding-window splitter with overlap writes them (LangChain's ``chunk_overlap``,
+    LlamaIndex's ``SentenceSplitter``), cut words included. Distinct passages that agree on a claim share words
+    and phrases, not one boundary run of text."""
+    if not a or not b:
+        return False
+    a, b = _SPACES.sub(" ", a).strip(), _SPACES.sub(" ", b).strip()
+    return _chunk_follows(a, b, min_chars) or _chunk_follows(b, a, min_chars)
+
+
 #: Words that start a clause in capitals without naming anything (kept short on purpose: a capitalised word
 #: that is not one of these counts as a name).
 _FUNCTION_WORDS = frozenset(

@@ -215,3 +215,28 @@ def test_provenance_a_wave_that_arrives_together_outranks_a_group_assembled_over
     assert apart and all(f.score <= once[f.point_id].score for f in apart)
     assert any(f.score < once[f.point_id].score for f in apart)
     assert all(not f.evidence["arrival"]["together"] and 0 in f.evidence["arrival"]["scans"] for f in apart)
+
+
+def _sliding_chunks(text: str, size: int = 420, overlap: int = 140) -> list[str]:
+    """A character splitter with overlap, as RAG ingestion writes a long document (words cut at both edges)."""
+    return [text[i : i + size] for i in range(0, max(1, len(text) - overlap), size - overlap)]
+
+
+def test_overlapping_chunks_of_one_document_are_one_document_not_a_cluster(  # type: ignore[no-untyped-def]
+    tmp_path: Path, planted, embed, sqlite_ledger_url: str
+) -> None:
+    """Neighbouring chunks of one page repeat their boundary text verbatim and name the same things: one
+    document, never "distinct passages" agreeing on a claim. The passage-alone poisons beside them still alert."""
+    from detectors.textsignals import consecutive_chunks
+
+    pages = sorted((r["text"] for r in load_jsonl("pubmed.jsonl")), key=len)[-12:]
+    chunks = [c for page in pages for c in _sliding_chunks(page)]
+    assert all(consecutive_chunks(a, b) for page in pages for a, b in pairwise(_sliding_chunks(page)))
+    poison = load_jsonl("poisonedrag.jsonl")
+    assert not any(consecutive_chunks(a["text"], b["text"]) for a in poison for b in poison if a is not b)
+    n = len(planted["texts"])
+    texts = planted["texts"] + chunks
+    result = _scan(tmp_path, sqlite_ledger_url, texts, np.concatenate([planted["vectors"], embed(chunks)]))
+    by_rule = _by_rule(result)
+    assert not set().union(*by_rule.values()) & set(range(n, len(texts)))  # not even INFO
+    assert len(planted["alone"] & by_rule.get("VA322", set())) >= 0.8 * len(planted["alone"])
