@@ -1,0 +1,330 @@
+"""Text naturalness: the least natural span of each document under models fitted on the collection itself — the
+token soup of corpus-poisoning and GASLITE triggers or HotFlip prefixes, and GARAG-style typo bursts, read unlike
+anything else the collection says."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from auditor.context import ScanContext
+from auditor.detector import Detector
+from auditor.errors import DetectorError
+from auditor.findings import ATLAS_RAG_POISONING, OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, Finding, Rule
+from auditor.masking import redact_text
+from auditor.types import Confidence, Severity
+
+UNNATURAL_SPAN = Rule(
+    "VA351", "Unnatural text span (token soup or typo burst)", Severity.LOW, Confidence.LOW,
+    (OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, ATLAS_RAG_POISONING),
+)
+#: The strength at which a finding turns MEDIUM and keeps its severity whatever the budget: each component's own
+#: line (``soup_line``, ``typo_line``) maps to it.
+ALERT_STRENGTH = 1.0
+_LETTERS = re.compile(r"[A-Za-z]+")
+_LATIN = re.compile(r"[a-z]")
+_WORD = re.compile(r"[^\W\d_]+|\d+(?:[.,]\d+)*|[^\w\s]")
+_DIGIT = re.compile(r"\d")
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def words(text: str, cased: bool = True) -> list[str]:
+    """Words (case kept unless ``cased`` is False), numbers (digits as ``0``) and punctuation marks: the units the
+    word model reads."""
+    return _WORD.findall(_DIGIT.sub("0", text if cased else text.casefold()))
+
+
+def ngram_nll(seqs: Sequence[npt.NDArray[np.int64]], order: int, beta: float, alphabet: int,
+              ) -> list[npt.NDArray[np.float64]]:
+    """Per unit of each sequence, its negative log-likelihood (nats) under an n-gram model of ``order`` fitted on
+    all the *other* sequences (leave-self-out: a document never vouches for itself; a copy elsewhere does).
+
+    Units are non-negative integers (code points, word ids); ``alphabet`` is the size of the unit set (the base
+    distribution is uniform over it). Each order backs off to the one below with a Dirichlet prior:
+    ``p_k = (c_k + beta * p_{k-1}) / (c_ctx + beta)``, counts hashed (64-bit) so the model is a few sorted arrays.
+    Returns float64 arrays of the sequences' lengths."""
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    pad = order - 1
+    stream = np.concatenate([np.concatenate([np.full(pad, -1, np.int64), np.asarray(s, np.int64)]) for s in seqs]
+                            ) if len(seqs) else np.zeros(0, np.int64)
+    doc = np.repeat(np.arange(len(seqs), dtype=np.int64), lengths + pad)
+    units = (stream + 2).astype(np.uint64)  # padding -1 -> 1, a unit u -> u + 2
+    total = int(units.size)
+    own_total = (lengths + pad)[doc]
+    p = np.full(total, 1.0 / max(alphabet, 1), np.float64)
+    prev_hash = np.zeros(total, np.uint64)
+    prev_loo = (total - own_total).astype(np.float64)  # the order-0 "context": every unit of the other documents
+    with np.errstate(over="ignore"):
+        for _k in range(1, order + 1):
+            shifted = np.empty_like(prev_hash)
+            shifted[0] = np.uint64(0)
+            shifted[1:] = prev_hash[:-1]
+            h = shifted * _MULT + units
+            h ^= h >> np.uint64(29)
+            loo = _leave_self_out_counts(h, doc)
+            # the context: every unit of the other documents, else the (k-1)-gram that ends one unit earlier
+            ctx = prev_loo if _k == 1 else np.concatenate([[0.0], prev_loo[:-1]])
+            p = (loo + beta * p) / (ctx + beta)
+            prev_hash, prev_loo = h, loo
+    nll = -np.log(np.clip(p, 1e-300, 1.0))
+    keep = np.concatenate([np.concatenate([np.zeros(pad, bool), np.ones(n, bool)]) for n in lengths]
+                          ) if len(seqs) else np.zeros(0, bool)
+    nll = nll[keep]
+    return list(np.split(nll, np.cumsum(lengths)[:-1])) if len(seqs) else []
+
+
+def _leave_self_out_counts(h: npt.NDArray[np.uint64], doc: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Per position, how often its hash occurs in the other documents."""
+    _, inv, counts = np.unique(h, return_inverse=True, return_counts=True)
+    key = doc * np.int64(len(counts)) + inv.astype(np.int64)
+    _, inv_own, own = np.unique(key, return_inverse=True, return_counts=True)
+    return (counts[inv] - own[inv_own]).astype(np.float64)
+
+
+def worst_window(nll: npt.NDArray[np.float64], window: int) -> tuple[float, int]:
+    """The highest mean of ``window`` consecutive values (the whole array when shorter) and where it starts."""
+    if nll.size == 0:
+        return 0.0, 0
+    if nll.size <= window:
+        return float(nll.mean()), 0
+    c = np.concatenate([[0.0], np.cumsum(nll)])
+    means = (c[window:] - c[:-window]) / window
+    i = int(np.argmax(means))
+    return float(means[i]), i
+
+
+# -- typo bursts ------------------------------------------------------------------------------------------------
+def _deletes(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def _interior_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` first differ before their last two letters: a typo, not an inflection (-s, -ed)."""
+    p = 0
+    while p < min(len(a), len(b)) and a[p] == b[p]:
+        p += 1
+    return p < min(len(a), len(b)) - 2
+
+
+class NearMissIndex:
+    """Words of the collection and their one-deletion variants (symmetric deletes, as SymSpell): a word seen in no
+    other document that is one edit (insertion, deletion, substitution, transposition) from a word the other
+    documents use at least ``min_count`` times is a *near miss* — a typo, or a word mangled by a tokenizer."""
+
+    def __init__(self, docs: Sequence[Sequence[str]], min_count: int, min_length: int) -> None:
+        self.min_count, self.min_length = min_count, min_length
+        self.counts: Counter[str] = Counter(w for ws in docs for w in ws)
+        self._index: dict[str, list[str]] = {}
+        for w, c in self.counts.items():
+            if c >= min_count and len(w) >= min_length - 1:
+                for d in (w, *_deletes(w)):
+                    self._index.setdefault(d, []).append(w)
+        self._spelling = SpellingModel(w for w, c in self.counts.items() if c >= 2)
+
+    def near_misses(self, own: Sequence[str], min_gap: float) -> list[tuple[str, str]]:
+        """Distinct words of one document (lower case, as it was counted) that no other document uses, each with
+        the common word it is one interior edit from (the most used such word), when the word is spelled at least
+        ``min_gap`` nats less like the collection's words than that common word (:class:`SpellingModel`): "imdustry"
+        for "industry", not "bought" for "brought"."""
+        mine = Counter(own)
+        out = []
+        for w in sorted(mine):
+            if len(w) < self.min_length or self.counts[w] > mine[w]:
+                continue
+            cands = {v for d in (w, *_deletes(w)) for v in self._index.get(d, ())}
+            cands = {v for v in cands if v != w and self.counts[v] - mine[v] >= self.min_count
+                     and _edit_distance_one(w, v) and _interior_edit(w, v)}
+            if cands:
+                like = max(sorted(cands), key=lambda v: self.counts[v] - mine[v])
+                if self._spelling.nll(w) - self._spelling.nll(like) >= min_gap:
+                    out.append((w, like))
+        return out
+
+
+class SpellingModel:
+    """A character trigram model of how the collection's words are spelled (each distinct word once, with start
+    and end marks; add-k smoothed): a typo ("japanwse", "souurce") is spelled unlike any word, a rare real word
+    ("bought", "guilt") like many."""
+
+    _K = 0.1
+
+    def __init__(self, vocabulary: Iterable[str]) -> None:
+        self._tri: Counter[str] = Counter()
+        self._bi: Counter[str] = Counter()
+        letters: set[str] = set()
+        for w in vocabulary:
+            marked = f"^^{w}$"
+            letters.update(w)
+            for i in range(2, len(marked)):
+                self._tri[marked[i - 2 : i + 1]] += 1
+                self._bi[marked[i - 2 : i]] += 1
+        self._alphabet = len(letters) + 1
+
+    def nll(self, word: str) -> float:
+        """Negative log-likelihood of the spelling (nats), higher = less like the collection's words."""
+        marked = f"^^{word}$"
+        k = self._K
+        return float(sum(-np.log((self._tri[marked[i - 2 : i + 1]] + k) / (self._bi[marked[i - 2 : i]]
+                                                                           + k * self._alphabet))
+                         for i in range(2, len(marked))))
+
+
+def _edit_distance_one(a: str, b: str) -> bool:
+    """Damerau distance exactly one (the delete index also pairs words two substitutions apart)."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+def _capped(tokens: Sequence[str]) -> npt.NDArray[np.bool_]:
+    """Per word: whether it starts with a capital letter or has no letter of the Latin alphabet (a name, a number,
+    a punctuation mark, a word of another script)."""
+    return np.array([t[:1].isupper() or not _LATIN.search(t) for t in tokens], bool)
+
+
+# -- scoring ----------------------------------------------------------------------------------------------------
+@dataclass
+class DocumentScores:
+    """Per document (float64 / int arrays of the collection's length): ``soup`` the robust z of its least natural
+    window (mean word negative log-likelihood under the collection's leave-self-out n-gram model, against every
+    document's worst window), ``start`` / ``end`` that window's word span, ``near`` its near-miss words with the
+    common word each seems to misspell."""
+
+    soup: npt.NDArray[np.float64]
+    raw: npt.NDArray[np.float64]
+    spans: list[tuple[int, int]]
+    near: list[list[tuple[str, str]]]
+    tokens: list[list[str]] = field(repr=False)
+
+
+def score_documents(texts: Sequence[str], params: Mapping[str, Any]) -> DocumentScores:
+    """Fit the collection's models on ``texts`` and score each of them (leave-self-out); see :class:`DocumentScores`.
+    ``params``: the detector's (:attr:`NaturalnessDetector.defaults`). Documents of fewer than ``min_words`` words get
+    soup z 0 (too short to have a least natural span)."""
+    p = params
+    order, beta, window, cased = int(p["order"]), float(p["beta"]), int(p["window"]), bool(p["cased"])
+    name_cap, scale_quantile = float(p["name_cap"]), float(p["scale_quantile"])
+    tokens = [words(t, cased) for t in texts]
+    vocab: dict[str, int] = {}
+    seqs = [np.array([vocab.setdefault(w, len(vocab)) for w in ws], np.int64) for ws in tokens]
+    nll = ngram_nll(seqs, order, beta, len(vocab) + 1)
+    if name_cap > 0 and any(x.size for x in nll):
+        # a rare name (capitalised) or a word of another script costs no more than the collection's
+        # ``name_cap`` quantile of all word costs: lists of names are natural, lower-case rare words are not
+        cap = float(np.quantile(np.concatenate(nll), name_cap))
+        nll = [np.where(_capped(ws), np.minimum(x, cap), x) for x, ws in zip(nll, tokens, strict=True)]
+    worst = [worst_window(x, window) for x in nll]
+    raw = np.array([w for w, _ in worst], np.float64)
+    long_enough = np.array([len(ws) >= int(p["min_words"]) for ws in tokens], bool)
+    ref = raw[long_enough]
+    soup = np.zeros(len(texts), np.float64)
+    if ref.size >= 2:
+        median = float(np.median(ref))
+        spread = (float(np.quantile(ref, scale_quantile)) - median if scale_quantile > 0
+                  else 1.4826 * float(np.median(np.abs(ref - median))))
+        soup = np.where(long_enough, (raw - median) / max(spread, 1e-9), 0.0)
+    spans = [(i, min(i + window, len(ws))) for (_, i), ws in zip(worst, tokens, strict=True)]
+    letters = [[w.lower() for w in _LETTERS.findall(t)] for t in texts]
+    index = NearMissIndex(letters, int(p["typo_min_count"]), int(p["typo_min_length"]))
+    near = [index.near_misses(ws, float(p["typo_min_gap"])) for ws in letters]
+    return DocumentScores(soup, raw, spans, near, tokens)
+
+
+def strength(soup_z: float, near_misses: int, soup_line: float, typo_line: float) -> float:
+    """One document's strength: the larger of its soup z over ``soup_line`` and its near-miss count over
+    ``typo_line`` (1.0 = :data:`ALERT_STRENGTH`, the line where a finding turns MEDIUM)."""
+    return max(soup_z / soup_line, near_misses / typo_line)
+
+
+class NaturalnessDetector(Detector):
+    """Documents with an unnatural span, judged by the collection's own text — no language list, no model
+    download, so wire news, tables, code or Spanish each set their own norm:
+
+    * **token soup** — a word n-gram model (``order``; unigram by default, Dirichlet-smoothed with ``beta``) is
+      fitted on every *other* document (leave-self-out: a document never vouches for itself); each document's
+      least natural window of ``window`` words (highest mean negative log-likelihood) is compared with every
+      document's worst window as a robust z (median, MAD). Optimised trigger text (corpus poisoning, GASLITE,
+      HotFlip prefixes) is a run of words that rarely occur and never follow each other;
+    * **typo burst** — distinct words found in no other document that are one interior edit (insertion,
+      deletion, substitution or transposition, not at the word's end: not an inflection) from a word the other
+      documents use at least ``typo_min_count`` times: GARAG-style character edits.
+
+    Strength: the larger of soup z / ``soup_line`` and near misses / ``typo_line``; reported (LOW) from
+    ``report_strength``, MEDIUM from 1.0, the rule's alert floor (findings under it share the detector's review
+    budget: the strongest 0.1% stay LOW, the rest INFO). The two lines were chosen leave-one-corpus-out on the
+    development corpora (benchmarks/results/naturalness.md). Evidence: the worst window (masked), its z, the near
+    misses and the words they seem to misspell (masked)."""
+
+    name = "naturalness"
+    version = "1"
+    description = "a document with an unnatural span: token soup of optimised triggers or a burst of typos"
+    rules = (UNNATURAL_SPAN,)
+    requires = frozenset({"text"})
+    budgeted_rules = frozenset({"VA351"})
+    alert_floors: ClassVar[dict[str, float]] = {"VA351": ALERT_STRENGTH}
+    #: opt-in (``--detector naturalness``): white-box prefixes and sparse typos are not caught at the budget
+    enabled_by_default = False
+    defaults: ClassVar[dict[str, Any]] = {
+        "order": 1, "beta": 5.0, "window": 12, "cased": True, "name_cap": 0.9, "scale_quantile": 0.9, "min_words": 8,
+        "soup_line": 3.73, "typo_line": 3.0,
+        "typo_min_count": 5, "typo_min_length": 5, "typo_min_gap": 3.0, "report_strength": 0.7, "min_documents": 50,
+    }
+
+    def begin(self, ctx: ScanContext) -> None:
+        p = self.params
+        for key in ("order", "window", "min_words", "typo_min_count", "typo_min_length", "min_documents"):
+            if int(p[key]) < 1:
+                raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be at least 1, got {p[key]}",
+                                    hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
+        for key in ("beta", "soup_line", "typo_line"):
+            if float(p[key]) <= 0:
+                raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be positive, got {p[key]}",
+                                    hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
+
+    def finish(self, ctx: ScanContext) -> Iterable[Finding]:
+        table = ctx.table
+        rows = [i for i, t in enumerate(table.texts) if isinstance(t, str) and t.strip()]
+        if len(rows) < int(self.params["min_documents"]):
+            ctx.note(f"naturalness: {len(rows)} documents with text, fewer than min_documents "
+                     f"({self.params['min_documents']}): no collection model fitted")
+            return
+        p = self.params
+        texts = [str(table.texts[i]) for i in rows]
+        scores = score_documents(texts, p)
+        soup_line, typo_line = float(p["soup_line"]), float(p["typo_line"])
+        report = float(p["report_strength"])
+        floor = self.floors().get("VA351", ALERT_STRENGTH)
+        for j, row in enumerate(rows):
+            z, near = float(scores.soup[j]), scores.near[j]
+            s = strength(z, len(near), soup_line, typo_line)
+            if s < report:
+                continue
+            a, b = scores.spans[j]
+            span = " ".join(scores.tokens[j][a:b])
+            kind = "typo burst" if len(near) / typo_line >= z / soup_line else "token soup"
+            evidence: dict[str, Any] = {
+                "component": kind, "soup_z": round(z, 3), "worst_window": redact_text(span, limit=200),
+                "window_nll": round(float(scores.raw[j]), 4),
+                "near_misses": [{"word": redact_text(w), "like": redact_text(v)} for w, v in near[:20]],
+                "lines": {"soup_z": soup_line, "near_misses": typo_line},
+            }
+            if kind == "token soup":
+                message = (f"token soup: its least natural {b - a} words ({redact_text(span, limit=80)!r}) score "
+                           f"z {z:.1f} against the collection's worst windows (line {soup_line:g})")
+            else:
+                said = ", ".join(f"{w!r} ~ {v!r}" for w, v in near[:4])
+                message = (f"typo burst: {len(near)} words no other document uses, each one edit from a common "
+                           f"word ({redact_text(said)}; line {typo_line:g})")
+            yield Finding(UNNATURAL_SPAN, self.name, table.ids[row], s, message, report, evidence,
+                          table.tenants[row], severity=Severity.MEDIUM if s >= floor else Severity.LOW)
