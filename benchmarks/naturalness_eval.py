@@ -14,13 +14,15 @@ whole planted collection, as a scan would.
 
 Parameters and the data that choose them:
 
-* ``soup_line`` and ``typo_line`` (the MEDIUM lines, the rule's alert floor in strength units): for each corpus, the
-  lowest line that at most ``--max-share`` of the *other* corpora's clean documents (pooled) reach; no attack text
-  chooses them. The shipped lines are those chosen on all corpora.
-* ``cased`` and ``window`` of the soup model: for each (corpus, family), the grid point with the highest MEDIUM+
-  recall summed over the *other* families on the *other* host corpora (ties: the detector's default).
-* ``beta``, ``typo_min_count``, ``typo_min_length``, ``min_words``: fixed before this script (typo_min_* after a
-  look at the typo family of wiki / pubmed / reuters: in-sample for the typo family, said so in the results).
+* ``soup_line``, ``typo_line`` and ``whole_line`` (the MEDIUM lines, the rule's alert floor in strength units):
+  for each corpus, the lowest lines that at most ``--max-share`` of the *other* corpora's clean documents (pooled)
+  reach; no attack text chooses them. The shipped lines are those chosen on all corpora.
+* ``scale_quantile`` and ``window`` of the soup window: for each (corpus, family), the grid point with the highest
+  MEDIUM+ recall summed over the *other* families on the *other* host corpora (ties: the detector's default).
+* ``order``, ``beta``, ``cased``, ``name_cap``, ``min_words``, ``typo_min_*``: fixed by the author before or while
+  comparing held-out tables of this script over all corpora and families (so in-sample choices: the results file
+  says which); ``typo_min_count`` / ``typo_min_length`` / ``typo_min_gap`` after a look at the typo family of wiki,
+  pubmed and reuters (in-sample for the typo family).
 
 Reported per corpus: the clean share flagged at LOW+ (MEDIUM findings plus the strongest LOW within the review
 budget, 0.1% of the collection, as the alert budget keeps them) and MEDIUM+, and per family the recall at both.
@@ -35,7 +37,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ from content_data import DEFAULT_DATA  # noqa: E402
 from generalization import ALL_CORPORA, _bold_worst, corpus_sample, machine, parse_corpora, source_label  # noqa: E402
 
 from auditor.budget import DEFAULT_REVIEW_BUDGET  # noqa: E402
-from detectors.naturalness import NaturalnessDetector, score_documents  # noqa: E402
+from detectors.naturalness import DocumentScores, NaturalnessDetector, score_documents, strengths  # noqa: E402
 
 HOSTS = ("wiki", "pubmed", "reuters")
 FAMILIES = ("whitebox-poison", "gaslite", "corpus-poisoning", "typo")
@@ -94,7 +96,7 @@ def smallest_line(values: np.ndarray, max_share: float, integer: bool) -> float:
     ordered = np.sort(values)[::-1]
     top = float(ordered[allowed]) if allowed < ordered.size else float("-inf")
     line = math.floor(top) + 1.0 if integer else float(np.nextafter(top, np.inf))
-    return max(line, 1.0 if integer else 0.5)
+    return max(line, 1.0 if integer else 0.05)
 
 
 def flagged(strength: np.ndarray, report: float) -> tuple[np.ndarray, np.ndarray]:
@@ -110,32 +112,36 @@ def flagged(strength: np.ndarray, report: float) -> tuple[np.ndarray, np.ndarray
 
 
 def evaluate(args: argparse.Namespace, corpora: Sequence[str]) -> dict[str, Any]:
-    """Scores of every corpus and grid point: ``{corpus: {"labels", "near", (order, window): soup z}}``."""
+    """Scores of every corpus and grid point: ``{corpus: {"labels", (scale_quantile, window): DocumentScores}}``."""
     out: dict[str, Any] = {}
     for corpus in corpora:
         texts, labels = planted_corpus(args.data, args.generated, corpus, args.max_docs, args.seed)
         entry: dict[Any, Any] = {"labels": np.array(labels)}
         for q, window in GRID:
-            s = score_documents(texts, {**DEFAULTS, "scale_quantile": q, "window": window})
-            entry[(q, window)] = s.soup
-            entry["near"] = np.array([len(n) for n in s.near], np.float64)
+            entry[(q, window)] = score_documents(texts, {**DEFAULTS, "scale_quantile": q, "window": window})
         out[corpus] = entry
         print(f"[{time.strftime('%H:%M:%S')}] {corpus}: {len(texts)} documents scored", file=sys.stderr, flush=True)
     return out
 
 
 def lines_from(scores: dict[str, Any], corpora: Sequence[str], grid: tuple[float, int], max_share: float,
-               ) -> tuple[float, float]:
-    """(soup_line, typo_line) chosen on the clean documents of ``corpora`` (pooled)."""
-    soup = np.concatenate([scores[c][grid][scores[c]["labels"] == "clean"] for c in corpora])
-    near = np.concatenate([scores[c]["near"][scores[c]["labels"] == "clean"] for c in corpora])
-    return smallest_line(soup, max_share, False), smallest_line(near, max_share, True)
+               ) -> dict[str, float]:
+    """``soup_line``, ``typo_line`` and ``whole_line`` chosen on the clean documents of ``corpora`` (pooled)."""
+    def pooled(values: Callable[[DocumentScores], np.ndarray]) -> np.ndarray:
+        return np.concatenate([values(scores[c][grid])[scores[c]["labels"] == "clean"] for c in corpora])
+
+    return {
+        "soup_line": smallest_line(pooled(lambda s: s.soup), max_share, False),
+        "typo_line": smallest_line(pooled(lambda s: np.array([len(n) for n in s.near], np.float64)), max_share,
+                                   True),
+        "whole_line": smallest_line(pooled(lambda s: s.whole), max_share, False),
+    }
 
 
-def measure(scores: dict[str, Any], corpus: str, grid: tuple[float, int], lines: tuple[float, float],
+def measure(scores: dict[str, Any], corpus: str, grid: tuple[float, int], lines: dict[str, float],
             ) -> dict[str, Any]:
     e = scores[corpus]
-    strength = np.maximum(e[grid] / lines[0], e["near"] / lines[1])
+    strength, _ = strengths(e[grid], {**DEFAULTS, **lines})
     low, medium = flagged(strength, float(DEFAULTS["report_strength"]))
     labels = e["labels"]
     clean = labels == "clean"
@@ -225,13 +231,15 @@ def main(argv: list[str] | None = None) -> int:
            f"{args.generated}.", "",
            "### Held out: lines chosen on the other corpora, soup order/window on the other families", "",
            *table(held, corpora),
-           "Lines per held-out corpus (soup z, near misses; default grid): " + "; ".join(
-               f"{c} {held[c]['lines'][0]:.2f}, {held[c]['lines'][1]:g}" for c in corpora) + ".", "",
+           "Lines per held-out corpus (soup z, near misses, whole-text soup; default grid): " + "; ".join(
+               f"{c} {held[c]['lines']['soup_line']:.2f}, {held[c]['lines']['typo_line']:g}, "
+               f"{held[c]['lines']['whole_line']:.3f}" for c in corpora) + ".", "",
            "Grid chosen per (corpus, family) (scale_quantile, window): " + "; ".join(
                f"{c}: " + ", ".join(f"{f} {g[0]}/{g[1]}" for f, g in held[c]['grid'].items())
                for c in corpora if held[c]["grid"]) + ".", "",
-           f"### In-sample: the shipped lines (chosen on all {len(corpora)} corpora: soup z {shipped[0]:.2f}, "
-           f"near misses {shipped[1]:g}), default scale_quantile {default[0]}, window {default[1]}", "",
+           f"### In-sample: the lines chosen on all {len(corpora)} corpora (soup z {shipped['soup_line']:.2f}, "
+           f"near misses {shipped['typo_line']:g}, whole-text soup {shipped['whole_line']:.3f}), default "
+           f"scale_quantile {default[0]}, window {default[1]}", "",
            *table(insample, corpora)]
     print("\n".join(out))
     return 0

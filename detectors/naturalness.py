@@ -19,13 +19,14 @@ from auditor.errors import DetectorError
 from auditor.findings import ATLAS_RAG_POISONING, OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, Finding, Rule
 from auditor.masking import redact_text
 from auditor.types import Confidence, Severity
+from detectors.textsignals import token_soup
 
 UNNATURAL_SPAN = Rule(
     "VA351", "Unnatural text span (token soup or typo burst)", Severity.LOW, Confidence.LOW,
     (OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, ATLAS_RAG_POISONING),
 )
 #: The strength at which a finding turns MEDIUM and keeps its severity whatever the budget: each component's own
-#: line (``soup_line``, ``typo_line``) maps to it.
+#: line (``soup_line``, ``typo_line``, ``whole_line``) maps to it.
 ALERT_STRENGTH = 1.0
 _LETTERS = re.compile(r"[A-Za-z]+")
 _LATIN = re.compile(r"[a-z]")
@@ -198,13 +199,15 @@ def _capped(tokens: Sequence[str]) -> npt.NDArray[np.bool_]:
 class DocumentScores:
     """Per document (float64 / int arrays of the collection's length): ``soup`` the robust z of its least natural
     window (mean word negative log-likelihood under the collection's leave-self-out n-gram model, against every
-    document's worst window), ``start`` / ``end`` that window's word span, ``near`` its near-miss words with the
-    common word each seems to misspell."""
+    document's worst window), ``raw`` that window's mean cost, ``spans`` its word span, ``near`` the near-miss words
+    with the common word each seems to misspell, ``whole`` the token-soup scale of the whole text
+    (:func:`detectors.textsignals.token_soup`, in [0, 1])."""
 
     soup: npt.NDArray[np.float64]
     raw: npt.NDArray[np.float64]
     spans: list[tuple[int, int]]
     near: list[list[tuple[str, str]]]
+    whole: npt.NDArray[np.float64]
     tokens: list[list[str]] = field(repr=False)
 
 
@@ -238,13 +241,23 @@ def score_documents(texts: Sequence[str], params: Mapping[str, Any]) -> Document
     letters = [[w.lower() for w in _LETTERS.findall(t)] for t in texts]
     index = NearMissIndex(letters, int(p["typo_min_count"]), int(p["typo_min_length"]))
     near = [index.near_misses(ws, float(p["typo_min_gap"])) for ws in letters]
-    return DocumentScores(soup, raw, spans, near, tokens)
+    whole = np.array([token_soup(t) for t in texts], np.float64)
+    return DocumentScores(soup, raw, spans, near, whole, tokens)
 
 
-def strength(soup_z: float, near_misses: int, soup_line: float, typo_line: float) -> float:
-    """One document's strength: the larger of its soup z over ``soup_line`` and its near-miss count over
-    ``typo_line`` (1.0 = :data:`ALERT_STRENGTH`, the line where a finding turns MEDIUM)."""
-    return max(soup_z / soup_line, near_misses / typo_line)
+#: The components of a document's strength: (name, parameter holding its line).
+COMPONENTS = (("soup window", "soup_line"), ("typo burst", "typo_line"), ("whole-text soup", "whole_line"))
+
+
+def strengths(scores: DocumentScores, params: Mapping[str, Any]) -> tuple[npt.NDArray[np.float64], list[str]]:
+    """Per document: its strength, the largest of soup z / ``soup_line``, near misses / ``typo_line`` and the
+    whole text's token-soup scale / ``whole_line`` (1.0 = :data:`ALERT_STRENGTH`, where a finding turns MEDIUM),
+    and the name of the component that gave it."""
+    near = np.array([len(n) for n in scores.near], np.float64)
+    parts = np.stack([scores.soup / float(params["soup_line"]), near / float(params["typo_line"]),
+                      scores.whole / float(params["whole_line"])])
+    best = np.argmax(parts, axis=0)
+    return parts.max(axis=0), [COMPONENTS[int(b)][0] for b in best]
 
 
 class NaturalnessDetector(Detector):
@@ -260,11 +273,16 @@ class NaturalnessDetector(Detector):
       deletion, substitution or transposition, not at the word's end: not an inflection) from a word the other
       documents use at least ``typo_min_count`` times: GARAG-style character edits.
 
-    Strength: the larger of soup z / ``soup_line`` and near misses / ``typo_line``; reported (LOW) from
+    * **whole-text soup** — the token-soup scale of the whole text (:func:`detectors.textsignals.token_soup`: few
+      function words, fragments, no punctuation; layout such as tables and lists set aside), the hub detector's
+      VA333 signal without the hub: a corpus-poisoning sequence is soup from its first word to its last.
+
+    Strength: the largest of soup z / ``soup_line``, near misses / ``typo_line`` and the whole text's scale /
+    ``whole_line`` (:func:`strengths`); reported (LOW) from
     ``report_strength``, MEDIUM from 1.0, the rule's alert floor (findings under it share the detector's review
-    budget: the strongest 0.1% stay LOW, the rest INFO). The two lines were chosen leave-one-corpus-out on the
-    development corpora (benchmarks/results/naturalness.md). Evidence: the worst window (masked), its z, the near
-    misses and the words they seem to misspell (masked)."""
+    budget: the strongest 0.1% stay LOW, the rest INFO). The three lines were chosen leave-one-corpus-out on the
+    development corpora (benchmarks/results/naturalness.md). Evidence: the component, the worst window (masked), its
+    z, the whole text's scale, the near misses and the words they seem to misspell (masked)."""
 
     name = "naturalness"
     version = "1"
@@ -277,7 +295,7 @@ class NaturalnessDetector(Detector):
     enabled_by_default = False
     defaults: ClassVar[dict[str, Any]] = {
         "order": 1, "beta": 5.0, "window": 12, "cased": True, "name_cap": 0.9, "scale_quantile": 0.9, "min_words": 8,
-        "soup_line": 3.73, "typo_line": 3.0,
+        "soup_line": 3.731, "typo_line": 3.0, "whole_line": 0.706,
         "typo_min_count": 5, "typo_min_length": 5, "typo_min_gap": 3.0, "report_strength": 0.7, "min_documents": 50,
     }
 
@@ -287,7 +305,7 @@ class NaturalnessDetector(Detector):
             if int(p[key]) < 1:
                 raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be at least 1, got {p[key]}",
                                     hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
-        for key in ("beta", "soup_line", "typo_line"):
+        for key in ("beta", "soup_line", "typo_line", "whole_line"):
             if float(p[key]) <= 0:
                 raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be positive, got {p[key]}",
                                     hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
@@ -302,29 +320,29 @@ class NaturalnessDetector(Detector):
         p = self.params
         texts = [str(table.texts[i]) for i in rows]
         scores = score_documents(texts, p)
-        soup_line, typo_line = float(p["soup_line"]), float(p["typo_line"])
+        strength, component = strengths(scores, p)
         report = float(p["report_strength"])
         floor = self.floors().get("VA351", ALERT_STRENGTH)
-        for j, row in enumerate(rows):
-            z, near = float(scores.soup[j]), scores.near[j]
-            s = strength(z, len(near), soup_line, typo_line)
-            if s < report:
-                continue
+        for j in np.flatnonzero(strength >= report):
+            row, z, near, kind = rows[int(j)], float(scores.soup[j]), scores.near[j], component[int(j)]
             a, b = scores.spans[j]
             span = " ".join(scores.tokens[j][a:b])
-            kind = "typo burst" if len(near) / typo_line >= z / soup_line else "token soup"
             evidence: dict[str, Any] = {
                 "component": kind, "soup_z": round(z, 3), "worst_window": redact_text(span, limit=200),
-                "window_nll": round(float(scores.raw[j]), 4),
+                "window_nll": round(float(scores.raw[j]), 4), "whole_text_soup": round(float(scores.whole[j]), 3),
                 "near_misses": [{"word": redact_text(w), "like": redact_text(v)} for w, v in near[:20]],
-                "lines": {"soup_z": soup_line, "near_misses": typo_line},
+                "lines": {name: float(p[key]) for name, key in COMPONENTS},
             }
-            if kind == "token soup":
+            if kind == "soup window":
                 message = (f"token soup: its least natural {b - a} words ({redact_text(span, limit=80)!r}) score "
-                           f"z {z:.1f} against the collection's worst windows (line {soup_line:g})")
+                           f"z {z:.1f} against the collection's worst windows (line {p['soup_line']:g})")
+            elif kind == "whole-text soup":
+                message = (f"token soup: the whole text reads as a bag of tokens (scale {scores.whole[j]:.2f}, "
+                           f"line {p['whole_line']:g}), least natural words {redact_text(span, limit=80)!r}")
             else:
                 said = ", ".join(f"{w!r} ~ {v!r}" for w, v in near[:4])
                 message = (f"typo burst: {len(near)} words no other document uses, each one edit from a common "
-                           f"word ({redact_text(said)}; line {typo_line:g})")
+                           f"word ({redact_text(said)}; line {p['typo_line']:g})")
+            s = float(strength[j])
             yield Finding(UNNATURAL_SPAN, self.name, table.ids[row], s, message, report, evidence,
                           table.tenants[row], severity=Severity.MEDIUM if s >= floor else Severity.LOW)
