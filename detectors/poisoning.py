@@ -35,6 +35,7 @@ from detectors.textsignals import (
     normalised,
     question_sentences,
     question_shaped,
+    section_heading,
     slot_substitution,
     term_agreement,
     term_in,
@@ -112,6 +113,7 @@ class _Texts:
         self._openings: dict[int, tuple[str, ...]] = {}
         self._profiles: dict[int, TermProfile] = {}
         self._claims: dict[int, bool] = {}
+        self._headings: dict[int, str | None] = {}
 
     def content(self, row: int) -> frozenset[str]:
         if row not in self._words:
@@ -149,6 +151,11 @@ class _Texts:
     def terms(self, row: int) -> frozenset[str]:
         return self.profile(row).terms
 
+    def heading(self, row: int) -> str | None:
+        if row not in self._headings:
+            self._headings[row] = section_heading(self.texts[row])
+        return self._headings[row]
+
     def key(self, row: int) -> str:
         if row not in self._keys:
             self._keys[row] = normalised(self.texts[row])
@@ -183,9 +190,11 @@ class PoisonClusterDetector(Detector):
     For each point, its group is the point plus the neighbours (of ``k``) within cosine ``member_sim``,
     counting passages of the same document once (equal doc id, equal normalised text, content-word Jaccard
     >= ``same_doc_jaccard``, or neighbouring chunks of one page — the end of one is verbatim the start of the
-    other, as a splitter with overlap writes them: :func:`detectors.textsignals.consecutive_chunks`): benign
-    re-ingestion and chunking are not poisoning. (A poisoner who writes his passages as overlapping chunks makes
-    them one document here; each then has to win retrieval alone.)
+    other, as a splitter with overlap writes them: :func:`detectors.textsignals.consecutive_chunks`; or sections
+    that open with the same heading line, :func:`detectors.textsignals.section_heading`): benign re-ingestion,
+    chunking and one publisher's page structure are not poisoning. (A poisoner who writes his passages as
+    overlapping chunks, or under one heading, makes them one document here; each then has to win retrieval
+    alone.)
 
     VA321 (HIGH) score: the number of other group members carrying the same bait as the point: a question-shaped
     sentence of >= 6 words (word sets with Jaccard >= ``question_jaccard``) or the same verbatim opening sentence
@@ -266,6 +275,8 @@ class PoisonClusterDetector(Detector):
             return True
         if jaccard(texts.content(a), texts.content(b)) >= float(self.params["same_doc_jaccard"]):
             return True
+        if texts.heading(a) is not None and texts.heading(a) == texts.heading(b):
+            return True  # sections under one heading: one publisher's structure, not independent passages
         return consecutive_chunks(texts.texts[a], texts.texts[b])
 
     def _judge(

@@ -102,6 +102,24 @@ def consecutive_chunks(a: str | None, b: str | None, min_chars: int = CHUNK_OVER
     return _chunk_follows(a, b, min_chars) or _chunk_follows(b, a, min_chars)
 
 
+#: A heading line: the first line of a text, set apart by a blank line (Markdown and HTML-to-text sections).
+_HEADING = re.compile(r"^\s*([^\n]{1,120}?)[ \t]*\n[ \t]*\n")
+_HEADING_WORDS = 8
+
+
+def section_heading(text: str | None) -> str | None:
+    """The heading a text opens with (casefolded), or None: a first line of at most eight words, not a finished
+    sentence, followed by a blank line — how structure-aware splitters (Markdown header splitters, HTML-to-text
+    exports such as GOV.UK's) start each section's chunk."""
+    found = _HEADING.match(text or "")
+    if found is None:
+        return None
+    line = found.group(1).strip()
+    if not line or len(line.split()) > _HEADING_WORDS or line[-1] in ".!?":
+        return None
+    return normalised(line) or None
+
+
 #: Words that start a clause in capitals without naming anything (kept short on purpose: a capitalised word
 #: that is not one of these counts as a name).
 _FUNCTION_WORDS = frozenset(

@@ -240,3 +240,29 @@ def test_overlapping_chunks_of_one_document_are_one_document_not_a_cluster(  # t
     by_rule = _by_rule(result)
     assert not set().union(*by_rule.values()) & set(range(n, len(texts)))  # not even INFO
     assert len(planted["alone"] & by_rule.get("VA322", set())) >= 0.8 * len(planted["alone"])
+
+
+def test_sections_under_one_heading_are_one_publication_not_a_cluster(  # type: ignore[no-untyped-def]
+    tmp_path: Path, planted, embed, sqlite_ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GOV.UK pages split at headings: the "Countersignatories" sections of a passport page's variants and the
+    "Statistics" sections of each school year in the maths curriculum name the same things and pack together.
+    Sections that open with one heading are one publisher's structure; the poisons beside them still alert."""
+    import detectors.poisoning as poisoning
+    from detectors.textsignals import section_heading
+
+    gov = [r["text"] for r in load_jsonl("govuk_sections.jsonl")]
+    headed = {i for i, t in enumerate(gov) if section_heading(t) in ("countersignatories", "statistics")}
+    assert len(headed) >= 6 and section_heading(planted["texts"][planted["clean"]]) is None
+    texts = gov + [planted["texts"][i] for i in sorted(planted["alone"])]
+    vectors = embed(texts)
+    alone = set(range(len(gov), len(texts)))
+
+    def scan(folder: str) -> dict[str, set[int]]:
+        return _by_rule(_scan(tmp_path / folder, sqlite_ledger_url, texts, vectors))
+
+    by_rule = scan("a")
+    assert not set().union(*by_rule.values()) & headed
+    assert len(alone & by_rule.get("VA322", set())) >= 0.8 * len(alone)
+    monkeypatch.setattr(poisoning, "section_heading", lambda text: None)
+    assert set().union(*scan("b").values()) & headed  # without the heading rule the sections were a "cluster"
