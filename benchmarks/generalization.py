@@ -3,7 +3,7 @@ detector flags, and the recall of published attacks hosted in each corpus, per c
 
     .venv/bin/python benchmarks/generalization.py [--data ../shared/data/dev] [--corpora wiki,recipes]
         [--max-docs 3000] [--seed 0] [--embed-sample N] [--out /tmp/vecaudit-generalization]
-        [--cache ~/.cache/vecaudit-bench] [--report-only]
+        [--cache ~/.cache/vecaudit-bench] [--report-only] [--with conflicting-twins --with language-group]
 
 For every corpus, three stores are written as JSONL exports (all-MiniLM-L6-v2 vectors from the shared benchmark
 embedding cache) and scanned with the default detectors exactly as ``vecaudit scan file:///store.jsonl`` chooses
@@ -18,7 +18,8 @@ them, each into a fresh SQLite ledger:
 
 Every store's scan document (every finding with rule, severity, score, threshold, evidence) and its ground truth are
 kept under ``--out/<corpus>/`` so thresholds can be chosen offline (e.g. leave-one-corpus-out) without re-scanning;
-``--report-only`` rebuilds the tables from those files. Prints markdown.
+``--report-only`` rebuilds the tables from those files. ``--with`` adds opt-in detectors to the default set (their
+clean-store false alarms, before one is made a default). Prints markdown.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def run_corpus(corpus: str, args: argparse.Namespace, embed: EmbeddingCache) -> 
         print(f"[{time.strftime('%H:%M:%S')}] {corpus}/{name}: scanning {len(points)} points (load "
               f"{load_before:.1f})", file=sys.stderr, flush=True)
         doc = default_scan(store, folder / f"{name}.ledger.db", tenant=tenant, seed=args.seed,
-                           embed_sample=args.embed_sample)
+                           embed_sample=args.embed_sample, extra=tuple(args.with_))
         doc["bench"].update(load_before=load_before, corpus=corpus, store=name, points=len(points),
                             documents=len(rows), max_docs=args.max_docs, seed=args.seed,
                             embed_sample=args.embed_sample)
@@ -544,8 +545,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vecaudit-bench")
     ap.add_argument("--report-only", action="store_true", help="tables from the scan documents under --out")
     ap.add_argument("--source", help="what code is scanned with, for the header [git HEAD of this checkout]")
+    ap.add_argument("--with", dest="with_", action="append", default=[], metavar="DETECTOR",
+                    help="add an opt-in detector to the default set (repeatable)")
     args = ap.parse_args(argv)
     corpora = parse_corpora(ap, args.corpora)
+    from auditor.registry import detector_classes
+
+    unknown_detectors = sorted(set(args.with_) - set(detector_classes()))
+    if unknown_detectors:
+        ap.error(f"unknown detectors {unknown_detectors}; known: {', '.join(sorted(detector_classes()))}")
     args.stores = [x.strip() for x in args.stores.split(",") if x.strip()]
     if set(args.stores) - set(STORES):
         ap.error(f"unknown stores {sorted(set(args.stores) - set(STORES))}; known: {', '.join(STORES)}")
