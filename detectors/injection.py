@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +22,7 @@ from auditor.findings import ATLAS_PROMPT_INJECTION_INDIRECT, OWASP_PROMPT_INJEC
 from auditor.masking import redact_text
 from auditor.types import Confidence, RecordBatch, Severity
 from detectors.patterns import injection_rules as pat
-from detectors.patterns.injection_scorer import SentenceScorer, default_scorer, sentences
+from detectors.patterns.injection_scorer import WEIGHTS, SentenceScorer, default_scorer, sentences
 
 _TAGS = (OWASP_PROMPT_INJECTION, ATLAS_PROMPT_INJECTION_INDIRECT)
 OVERRIDE = Rule("VA511", "Instruction-override phrasing in a document", Severity.HIGH, Confidence.HIGH, _TAGS)
@@ -34,6 +38,9 @@ LEARNED = Rule("VA518", "Sentence scored as an injected instruction by the learn
                Confidence.LOW, _TAGS)
 
 SPAN_CHARS = 160
+EMBEDDING_WEIGHTS = Path(pat.__file__).with_name("injection_embedding.json")
+#: Unit text embeddings ``(n, 384)`` float32 of all-MiniLM-L6-v2 for a list of texts.
+Encode = Callable[[list[str]], np.ndarray]
 
 # Letters of alphabets that separate words with spaces and give zero-width characters no role inside a word
 # (Latin, Greek, Cyrillic, Armenian and their extensions). Scripts that join letters (Arabic, Indic: ZWJ/ZWNJ) or
@@ -75,6 +82,58 @@ def _decode_blob(blob: str) -> str | None:
     return decoded if decoded and printable / len(decoded) > 0.95 else None
 
 
+def context_column(emb: np.ndarray, owner: np.ndarray, n_docs: int) -> np.ndarray:
+    """``emb`` (float32 ``(n, d)`` unit sentence embeddings; sentence ``i`` belongs to document ``owner[i]``) with
+    one more column: each sentence's cosine to the sum of its document's other sentences (0 for a document of one
+    sentence). An injected task is off-topic in its host, so its cosine is low."""
+    sums = np.zeros((n_docs, emb.shape[1]))
+    np.add.at(sums, owner, emb)
+    counts = np.bincount(owner, minlength=n_docs)
+    rest = sums[owner] - emb
+    norm = np.linalg.norm(rest, axis=1)
+    cos = np.where((counts[owner] > 1) & (norm > 0), (emb * rest).sum(1) / np.maximum(norm, 1e-9), 0.0)
+    return np.c_[emb, cos].astype(np.float32)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class EmbeddingClassifier:
+    """Logistic regression on a sentence's all-MiniLM-L6-v2 embedding and its cosine to the rest of its document
+    (:func:`context_column`), trained by benchmarks/injection_embedding.py ``--save``. Its probability is averaged
+    with the n-gram scorer's, and ``meta`` carries the two lines of that mean (``threshold``: report, <= 1% of
+    out-of-corpus clean documents; ``alert_threshold``: <= 0.1%) and the digest of the n-gram weights they hold for."""
+
+    def __init__(self, coef: np.ndarray, intercept: float, meta: dict[str, Any]) -> None:
+        self.coef = np.asarray(coef, dtype=np.float64)
+        self.intercept = float(intercept)
+        self.meta = meta
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Probability of an injected task per row of ``features`` (``context_column`` output), float64 ``(n,)``."""
+        return 1.0 / (1.0 + np.exp(-(features.astype(np.float64) @ self.coef + self.intercept)))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"coef": [round(float(c), 6) for c in self.coef], "intercept": self.intercept,
+                                    "meta": self.meta}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> EmbeddingClassifier:
+        data = json.loads(path.read_text())
+        return cls(np.array(data["coef"]), data["intercept"], data["meta"])
+
+
+@lru_cache(maxsize=1)
+def default_embedding_classifier() -> EmbeddingClassifier | None:
+    """The shipped classifier, or None when its file is missing or it was trained for other n-gram weights (its
+    lines are lines of the mean of both probabilities, so they only hold for the weights they were chosen with)."""
+    if not EMBEDDING_WEIGHTS.exists() or not WEIGHTS.exists():
+        return None
+    classifier = EmbeddingClassifier.load(EMBEDDING_WEIGHTS)
+    return classifier if classifier.meta.get("ngram_weights_sha256") == file_digest(WEIGHTS) else None
+
+
 class InjectionDetector(Detector):
     """Rules (VA511-VA517, score 1.0 when matched) as a floor, plus a learned sentence scorer (VA518).
 
@@ -88,7 +147,12 @@ class InjectionDetector(Detector):
     not diluted. The weights (v7) carry two lines chosen *out of corpus* on the eleven clean dev corpora (each
     corpus scored by a scorer trained without it; benchmarks/injection_corpora.py): ``learned_threshold`` (default:
     the report line, <= 1% of documents) makes a VA518 finding, LOW; the alert line (<= 0.1%, the rule's alert
-    floor) makes it MEDIUM. Zero-width characters count as hidden
+    floor) makes it MEDIUM. In a scan (``embedding``, default on) a second opinion joins it: a logistic
+    regression on the sentence's all-MiniLM-L6-v2 embedding and its cosine to the rest of its document
+    (:class:`EmbeddingClassifier`, benchmarks/injection_embedding.py); VA518 then scores the mean of the two
+    probabilities against that mean's own two lines (chosen out of corpus the same way), and only documents whose
+    best n-gram probability could still reach the report line are embedded (1-5% of clean documents measured).
+    Zero-width characters count as hidden
     text in a run of 8 or more, or when at least ``zero_width_min`` (default 1) of them split a word of an alphabet
     that separates words with spaces (``pass\u200bword``), where they have no role but to slip past keyword
     filters; none of the ~22,000 clean development documents (web pages, Wikipedia en/es, news, PubMed, code,
@@ -97,37 +161,67 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
-    version = "7"  # bump with every weights file or evidence change: --incremental carries same-version findings
+    version = "8"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     budgeted_rules = frozenset({"VA518"})
     requires = frozenset({"text"})
     pointwise_observe = True
-    defaults: ClassVar[dict[str, Any]] = {"learned": True, "learned_threshold": None, "zero_width_min": 1}
+    defaults: ClassVar[dict[str, Any]] = {"learned": True, "embedding": True, "learned_threshold": None,
+                                          "zero_width_min": 1}
     param_types: ClassVar[dict[str, type]] = {"learned_threshold": float}
 
     def floors(self) -> dict[str, float]:
-        """VA518's alert floor is the line the shipped scorer's weights carry (``alert_threshold``, chosen out of
-        corpus by benchmarks/injection_corpora.py) unless ``alert_floors`` sets one."""
+        """VA518's alert floor is the line the shipped weights carry (``alert_threshold``, chosen out of corpus:
+        the embedding classifier's line of the mean score when ``embedding`` is on, else the n-gram scorer's)
+        unless ``alert_floors`` sets one."""
+        line = self._lines()[1]
+        return {**({LEARNED.id: line} if line is not None else {}), **super().floors()}
+
+    def _lines(self, combined: bool | None = None) -> tuple[float, float | None]:
+        """VA518's report and alert lines: of the mean n-gram + embedding probability (``combined``, default: when
+        the embedding classifier is on) or of the n-gram probability alone; ``learned_threshold`` overrides the
+        report line."""
+        classifier = self._classifier() if combined is None or combined else None
         scorer = getattr(self, "_scorer", None) or (default_scorer() if self.params["learned"] else None)
-        line = scorer.meta.get("alert_threshold") if scorer else None
-        return {**({LEARNED.id: float(line)} if line is not None else {}), **super().floors()}
+        meta = classifier.meta if classifier else scorer.meta if scorer else {}
+        report = self.params["learned_threshold"]
+        report = float(report if report is not None else meta.get("threshold", 0.9) if scorer else 1.0)
+        alert = meta.get("alert_threshold")
+        return report, float(alert) if alert is not None else None
+
+    def _classifier(self) -> EmbeddingClassifier | None:
+        on = self.params["learned"] and self.params["embedding"]
+        return default_embedding_classifier() if on else None
 
     def begin(self, ctx: ScanContext) -> None:
         self._scorer: SentenceScorer | None = default_scorer() if self.params["learned"] else None
         if self.params["learned"] and self._scorer is None:
             ctx.note(f"{self.name}: learned scorer weights missing; rules only")
+        elif self.params["learned"] and self.params["embedding"] and self._classifier() is None:
+            ctx.note(f"{self.name}: embedding classifier missing or trained for other n-gram weights; "
+                     "n-gram scorer alone")
+        self._encoder: Any = None
+
+        def encode(texts: list[str]) -> np.ndarray:
+            # the bundled model whatever the scan's --model: the classifier was trained on its embeddings
+            if self._encoder is None:
+                from auditor.embedder import Embedder
+
+                self._encoder = Embedder(device=ctx.settings.device, batch_size=ctx.settings.embed_batch_size)
+            return np.asarray(self._encoder.encode(texts))
+
+        self._encode: Encode | None = encode
 
     @property
     def learned_threshold(self) -> float:
-        if self.params["learned_threshold"] is not None:
-            return float(self.params["learned_threshold"])
-        scorer = getattr(self, "_scorer", None) or default_scorer()
-        return float(scorer.meta.get("threshold", 0.9)) if scorer else 1.0
+        """VA518's report line (see :meth:`_lines`)."""
+        return self._lines()[0]
 
     def observe(self, batch: RecordBatch, ctx: ScanContext) -> Iterable[Finding]:
         texts = batch.texts
-        for i, verdicts in enumerate(self.analyse_many([t or "" for t in texts])):
+        encode = getattr(self, "_encode", None)
+        for i, verdicts in enumerate(self.analyse_many([t or "" for t in texts], encode=encode)):
             for rule, score, threshold, evidence in verdicts:
                 # an injected sentence may quote a password or an address: evidence carries it masked
                 span = evidence["span"] = redact_text(evidence.get("span", ""))
@@ -135,30 +229,58 @@ class InjectionDetector(Detector):
                 yield Finding(rule, self.name, batch.ids[i], score, f"{rule.title}: {span!r}", threshold, evidence,
                               batch.tenants[i], severity=low, identity=rule.id)
 
-    def analyse_many(self, texts: list[str]) -> list[list[tuple[Rule, float, float, dict[str, Any]]]]:
+    def analyse_many(self, texts: list[str], encode: Encode | None = None,
+                     ) -> list[list[tuple[Rule, float, float, dict[str, Any]]]]:
         """Per text, ``(rule, score, threshold, evidence)`` for each rule that fires (at most one per rule);
-        the learned scorer runs once over all sentences of all ``texts``."""
+        the learned scorer runs once over all sentences of all ``texts``. With ``encode`` (the scan passes the
+        bundled model's) and the embedding classifier on, VA518 scores a sentence by the mean of the n-gram and the
+        embedding classifier's probabilities; only documents with a sentence whose n-gram probability could reach
+        the report line (>= 2 x line - 1, as the other probability is at most 1) are embedded."""
         results = [self._rules(t) for t in texts]
         if not self._scorer_ready():
             return [list(r.values()) for r in results]
         scorer = self._scorer
         pieces = [sentences(normalise(t)) if t else [] for t in texts]
         probs = scorer.score_documents([[s for _, s in doc] for doc in pieces]) if scorer else np.zeros(0)
-        threshold = self.learned_threshold
-        floor = self.floors().get(LEARNED.id)
-        pos = 0
-        for found, doc in zip(results, pieces, strict=True):
-            if doc:
-                doc_probs = probs[pos : pos + len(doc)]
-                pos += len(doc)
-                best = int(doc_probs.argmax())
-                if doc_probs[best] >= threshold:
-                    offset, sentence = doc[best]
-                    evidence: dict[str, Any] = {"span": _clip(sentence), "offset": offset, "sentences": len(doc)}
-                    if floor is not None and doc_probs[best] < floor:
-                        evidence["below_alert_floor"] = floor  # the scorer alone under its out-of-sample line
-                    found[LEARNED.id] = (LEARNED, float(doc_probs[best]), threshold, evidence)
+        classifier = self._classifier() if encode is not None else None
+        threshold, floor = self._lines(combined=classifier is not None)
+        floor = super().floors().get(LEARNED.id, floor)  # an ``alert_floors`` parameter wins
+        starts = np.cumsum([0] + [len(doc) for doc in pieces])
+        other = (self._embedding_scores(pieces, probs, starts, threshold, classifier, encode)
+                 if classifier and encode else {})
+        for k, (found, doc) in enumerate(zip(results, pieces, strict=True)):
+            if not doc:
+                continue
+            doc_probs = probs[starts[k] : starts[k + 1]]
+            scores = (doc_probs + other[k]) / 2 if k in other else doc_probs if classifier is None else None
+            if scores is None:
+                continue  # the mean cannot reach the line
+            best = int(scores.argmax())
+            if scores[best] >= threshold:
+                offset, sentence = doc[best]
+                evidence: dict[str, Any] = {"span": _clip(sentence), "offset": offset, "sentences": len(doc)}
+                if k in other:
+                    evidence.update(ngram=round(float(doc_probs[best]), 4), embedding=round(float(other[k][best]), 4))
+                if floor is not None and scores[best] < floor:
+                    evidence["below_alert_floor"] = floor  # the scorer alone under its out-of-sample line
+                found[LEARNED.id] = (LEARNED, float(scores[best]), threshold, evidence)
         return [list(r.values()) for r in results]
+
+    @staticmethod
+    def _embedding_scores(pieces: list[list[tuple[int, str]]], probs: np.ndarray, starts: np.ndarray,
+                          threshold: float, classifier: EmbeddingClassifier, encode: Encode) -> dict[int, np.ndarray]:
+        """Per document that has a sentence with n-gram probability >= 2 x ``threshold`` - 1, the embedding
+        classifier's probability of each of its sentences (all are embedded: the context is the rest of the
+        document)."""
+        low = 2 * threshold - 1
+        chosen = [k for k, doc in enumerate(pieces) if doc and probs[starts[k] : starts[k + 1]].max() >= low]
+        if not chosen:
+            return {}
+        texts = [s for k in chosen for _, s in pieces[k]]
+        owner = np.repeat(np.arange(len(chosen)), [len(pieces[k]) for k in chosen])
+        q = classifier.probabilities(context_column(encode(texts), owner, len(chosen)))
+        bounds = np.cumsum([0] + [len(pieces[k]) for k in chosen])
+        return {k: q[bounds[j] : bounds[j + 1]] for j, k in enumerate(chosen)}
 
     def analyse(self, text: str) -> list[tuple[Rule, float, float, dict[str, Any]]]:
         """The verdicts of :meth:`analyse_many` for one text."""
