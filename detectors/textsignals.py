@@ -321,20 +321,20 @@ def token_soup(text: str | None) -> float:
     such demo hub scored 0.46 without this cue, 0.66 with it; no clean dev document crossed 0.5 because of it).
     Laid-out text — table rows with cell separators or aligned columns, list items one per line, short fields
     ("Pay April 10", "Record March 27") — is structure, not soup: only its prose lines are scored (a
-    token-optimised passage is one run of tokens; it has no layout), and only when they hold >= 20 words (a
-    headline of a form, "NEW YORK, March 4 - Qtly div 21 cts vs 16 cts prior", is too little prose to judge).
-    Well-formed numbers (``$1,496.5``, ``(12.3)``, ``45%``) are words, not fragments. A short text does not repeat
-    its function words, so short alphabetic words count too (``de``, ``la``, ``un``, ``fue``, ``und``: the
-    function words of most spaced languages; a one-line Spanish encyclopaedia entry scored 0.6 without this).
-    Both refinements were written after reading the Reuters briefs and Spanish Wikipedia entries that scored
-    >= 0.5 (42 and 75 of 3,000 each; none after), so those two corpora are not held-out evidence for them; the
-    corpus-poisoning passages generated against the bundled model keep 0.59-0.69 (0.6-0.94 before).
+    token-optimised passage is one run of tokens; it has no layout). Well-formed numbers (``$1,496.5``,
+    ``(12.3)``, ``45%``) are words, not fragments. A short text does not repeat its function words, so short
+    alphabetic words count too (``de``, ``la``, ``un``, ``fue``, ``und``, ``vs``, ``div``: the function words and
+    abbreviations of most spaced languages; a one-line Spanish encyclopaedia entry and a wire brief's headline,
+    "NEW YORK, March 4 - Qtly div 21 cts vs 16 cts prior", scored 0.6 without this). Written after reading the
+    Reuters briefs and Spanish Wikipedia entries that scored >= 0.5 (42 and 75 of 3,000; 1 and 0 after), so those
+    two corpora are not held-out evidence for it; the corpus-poisoning passages generated against the bundled
+    model keep 0.59-0.69 (0.6-0.94 before).
     """
     if not text:
         return 0.0
     prose = _prose_of_layout(text)
     if prose is not None:
-        return token_soup(prose) if len(prose.split()) >= _LAID_OUT_PROSE_WORDS else 0.0
+        return token_soup(prose) if prose else 0.0
     raw = text.split()
     if len(raw) < 8:
         return 0.0
@@ -354,8 +354,6 @@ def token_soup(text: str | None) -> float:
 
 
 
-#: Laid-out text is judged on its prose lines only when they hold at least this many words.
-_LAID_OUT_PROSE_WORDS = 20
 #: How much the share of short alphabetic words (function words of most spaced languages) counts as prose.
 _SHORT_WORD_WEIGHT = 0.75
 
