@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
            f"Machine: {machine(source_label())}. Wall time {(time.time() - started) / 60:.1f} min.", "",
            f"Corpora: seeded samples of at most {args.max_docs:,} documents (seed {args.seed}); attack texts from "
            f"{args.generated}.", "",
-           "### Held out: lines chosen on the other corpora, soup order/window on the other families", "",
+           "### Held out: lines chosen on the other corpora, the soup window's scale_quantile and length on the "
+           "other families", "",
            *table(held, corpora),
            "Lines per held-out corpus (soup z, near misses, whole-text soup; default grid): " + "; ".join(
                f"{c} {held[c]['lines']['soup_line']:.2f}, {held[c]['lines']['typo_line']:g}, "
