@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from auditor.context import ScanContext
 from auditor.detector import Detector
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, DetectorError
 from auditor.findings import (
     ATLAS_FALSE_RAG_ENTRY,
     ATLAS_RAG_POISONING,
@@ -101,8 +101,12 @@ class HubDetector(Detector):
     """Hubs of the neighbour graph, and documents that dominate retrieval for real queries.
 
     VA331 score: the k-occurrence N_k (how many points list this one among their ``k`` nearest), reported as its
-    robust z against the collection, (N_k - median) / max(1.4826 MAD, ``min_scale``); flagged at ``z`` 6.0 *and* N_k
-    >= ``min_ratio`` (5) x k (the mean of N_k is exactly k). Hubness is natural in high dimension, so the rule is
+    robust z against the collection, (N_k - median) / max(1.4826 MAD, ``min_scale``, the spread of the upper tail
+    (q90 - median) / 1.2816, :func:`detectors.outliers.robust_z`; ``tail_quantile`` 0.9, 0: the MAD alone); flagged
+    at ``z`` 6.0 *and* N_k >= ``min_ratio`` (5) x k (the mean of N_k is exactly k). Collections of short templated
+    texts (wire briefs, one-line encyclopaedia entries, recipe steps) have a long natural hubness tail: against the
+    MAD alone their ordinary hubs sat at z 6-10 (16 of 3,000 Spanish Wikipedia entries, 11 Reuters briefs; 2 and
+    2 against the tail; chosen after reading those corpora). Hubness is natural in high dimension, so the rule is
     LOW; its budget is 0.2% of a clean store (the dev corpora flag 0-0.1%, benchmarks/results/embedding.md). VA333
     (MEDIUM): a point with hub z >= ``soup_z`` (3.0) whose text scores >= ``soup`` (0.5) on the token-soup scale of
     :func:`detectors.textsignals.token_soup` — gradient-crafted corpus-poisoning passages are both; HIGH when the
@@ -115,7 +119,7 @@ class HubDetector(Detector):
     (3) of them, and >= 10x the share expected by chance (k / n). """
 
     name = "hub"
-    version = "3"
+    version = "4"
     description = "k-occurrence hubs, token-soup hubs, and retrieval dominance over a query log"
     rules = (K_OCCURRENCE_HUB, QUERY_DOMINANT, ADVERSARIAL_HUB)
     budgeted_rules = frozenset({"VA331", "VA333"})
@@ -123,11 +127,17 @@ class HubDetector(Detector):
     alert_floors: ClassVar[dict[str, float]] = {"VA331": 8.6, "VA333": 3.0}
     requires = frozenset({"vectors", "graph"})
     defaults: ClassVar[dict[str, Any]] = {
-        "k": 10, "z": 6.0, "min_ratio": 5.0, "soup_z": 3.0, "soup": 0.5, "min_scale": 1.0,
+        "k": 10, "z": 6.0, "min_ratio": 5.0, "soup_z": 3.0, "soup": 0.5, "min_scale": 1.0, "tail_quantile": 0.9,
         "queries_file": None, "query_k": 10, "min_query_share": 0.05, "min_queries": 3, "max_queries": 100_000,
         "max_evidence": 10,
     }
     param_types: ClassVar[dict[str, type]] = {"queries_file": str}
+
+    def begin(self, ctx: ScanContext) -> None:
+        q = float(self.params["tail_quantile"] or 0)
+        if q and not 0.5 < q < 1.0:
+            raise DetectorError(f"hub tail_quantile must be in (0.5, 1), got {self.params['tail_quantile']}",
+                                hint="e.g. tail_quantile=0.9, or 0 for the MAD alone")
 
     def neighbours_needed(self) -> int:
         return int(self.params["k"])
@@ -155,6 +165,11 @@ class HubDetector(Detector):
         raw[~valid] = np.nan
         z, median, _scale = robust_z(raw, float(self.params["min_scale"]))
         z = np.nan_to_num(z, nan=-np.inf)
+        # VA331 against the spread of the collection's own hubness tail; VA333 keeps the MAD (its text is the
+        # second signal, and gradient-crafted passages are moderate hubs)
+        tail_quantile = float(self.params["tail_quantile"] or 0) or None
+        z_tail, _, _ = robust_z(raw, float(self.params["min_scale"]), tail_quantile)
+        z_tail = np.nan_to_num(z_tail, nan=-np.inf)
         limit, soup_limit = float(self.params["z"]), float(self.params["soup_z"])
         min_count = float(self.params["min_ratio"]) * k
         show = int(self.params["max_evidence"])
@@ -168,14 +183,15 @@ class HubDetector(Detector):
                 "robust_z": round(float(z[row]), 3), "median_occurrence": median, "token_soup": round(soup, 3),
                 "listed_by": [table.ids[j] for j in listed_by], "graph_exact": graph.exact,
             }
-            strong_hub = z[row] >= limit and occurrence[row] >= min_count
+            strong_hub = z_tail[row] >= limit and occurrence[row] >= min_count
             if soup >= float(self.params["soup"]) and z[row] >= soup_limit:
                 yield Finding(ADVERSARIAL_HUB, self.name, table.ids[row], float(z[row]),
                               f"in the {k}-NN lists of {occurrence[row]} points and its text reads as a token soup "
                               f"({soup:.2f})", soup_limit, evidence, table.tenants[row],
                               severity=Severity.HIGH if strong_hub else None)
             elif strong_hub:
-                yield Finding(K_OCCURRENCE_HUB, self.name, table.ids[row], float(z[row]),
+                evidence["robust_z"], evidence["robust_z_mad"] = round(float(z_tail[row]), 3), evidence["robust_z"]
+                yield Finding(K_OCCURRENCE_HUB, self.name, table.ids[row], float(z_tail[row]),
                               f"in the {k}-NN lists of {occurrence[row]} points ({occurrence[row] / k:.1f}x the "
                               f"average)", limit, evidence, table.tenants[row])
 

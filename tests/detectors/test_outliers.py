@@ -129,3 +129,21 @@ def test_free_form_documents_of_a_templated_collection_are_its_tail_not_outliers
     assert set(sorted(ranked, key=lambda pid: ranked[pid].score)[-len(planted_ids):]) == planted_ids
     mad_only = scan(z=-1e9, tail_quantile=0)
     assert all(ranked[p].evidence["scale"] > 1.5 * mad_only[p].evidence["scale"] for p in planted_ids)
+
+
+def test_tail_scale_equals_the_mad_on_a_normal_bulk_and_widens_on_a_long_tail() -> None:
+    """The upper-tail spread is the standard deviation of a normal bulk, like 1.4826 MAD; on a collection with a
+    long natural tail (k-occurrence of short templated texts, a templated collection's free-form documents) it is
+    wider, and the same far point is fewer deviations out."""
+    from detectors.outliers import robust_z
+
+    rng = np.random.default_rng(0)
+    normal = rng.normal(10.0, 2.0, 20_000)
+    _, _, mad_scale = robust_z(normal, 0.01)
+    _, _, tail_scale = robust_z(normal, 0.01, 0.9)
+    assert tail_scale == pytest.approx(mad_scale, rel=0.05) and tail_scale == pytest.approx(2.0, rel=0.05)
+    skewed = np.concatenate([rng.normal(8.0, 2.0, 8_000), rng.exponential(15.0, 2_000) + 8.0, [300.0]])
+    z_mad, _, mad_scale = robust_z(skewed, 1.0)
+    z_tail, _, scale = robust_z(skewed, 1.0, 0.9)
+    assert scale > 2 * mad_scale and z_tail[-1] < 0.5 * z_mad[-1] and np.argmax(z_tail) == len(skewed) - 1
+    assert np.isnan(robust_z(np.array([np.nan, 1.0, 2.0, 3.0]), 0.01, 0.9)[0][0])
