@@ -2,7 +2,7 @@
 learned n-gram scorer (VA518)? Leave-family-out x leave-corpus-group-out (issue 16 item 2, "injection").
 
     nice .venv/bin/python benchmarks/injection_embedding.py [--data ../shared/data/dev] [--max-docs 150]
-        [--cache ~/.cache/vecaudit-bench] [--cascade-share 0.1] [--seed 0]
+        [--cache ~/.cache/vecaudit-bench] [--cascade-share 0.1] [--seed 0] [--shipped-lines] [--save]
 
 Data: at most ``--max-docs`` clean documents of each of the eleven dev corpora (seeded, as injection_corpora.py)
 and the 501 dev injection strings, whose families (dataset:category) are hashed into five folds. The corpora are
@@ -28,8 +28,14 @@ clean documents of corpora it never saw, on families it never saw. Methods: ``ng
 probabilities), ``rank-max`` (per sentence, the larger of the two scores as a rank among the training documents'
 clean sentences), and ``cascade``: ``mean`` where only documents with a sentence above a low n-gram line are
 embedded (the line passes ``--cascade-share`` of the training documents; the rest keep the n-gram score / 2),
-whose cost is the share of documents embedded. Prints markdown; embeddings are cached (``--cache``) so reruns
-only embed new sentences.
+whose cost is the share of documents embedded. ``--shipped-lines`` also scores ``ngram`` and ``mean`` at lines
+chosen as the shipped ones are (out of corpus, on the training group alone) and reports the held-out clean
+documents they flag per corpus. Prints markdown; embeddings are cached (``--cache``) so reruns only embed new
+sentences. Results: benchmarks/results/injection-embedding.md.
+
+``--save`` instead trains the shipped classifier (detectors/patterns/injection_embedding.json) on every corpus and
+attack, with the two lines of the mean chosen out of corpus (two corpus groups, each scored by models trained on
+the other) and the digest of the n-gram weights they hold for; rerun it after every new n-gram weights file.
 """
 
 from __future__ import annotations
@@ -167,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vecaudit-bench")
     ap.add_argument("--cascade-share", type=float, default=0.1,
                     help="share of training documents whose top n-gram sentence passes the cascade's low line")
+    ap.add_argument("--shipped-lines", action="store_true",
+                    help="also measure ngram and mean at lines chosen out of corpus on the training group, as shipped")
     ap.add_argument("--save", action="store_true",
                     help=f"instead of the held-out report, train the shipped classifier ({EMBEDDING_WEIGHTS.name})")
     args = ap.parse_args(argv)
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = np.array([family_fold(a["family"]) for a in attacks])
     emb([u for units in attack_units + templates for u in units])  # one pass, not one per attack
     if args.save:
-        return save(args, docs, attacks, names, groups, clean, clean_X, neg_w_all, attack_units, templates, emb)
+        return save(args, docs, attacks, names, clean, clean_X, neg_w_all, attack_units, templates, emb)
     rng = random.Random(args.seed)
 
     # planted documents: every attack once in each held-out group's documents
@@ -214,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     caught: dict[tuple[str, float], list[tuple[int, int, np.ndarray, list[str]]]] = {}
     cascade_docs, cascade_sents = [], []
     exact: dict[float, list[tuple[float, float]]] = {fpr: [] for fpr in FPRS}
+    clean_fpr: dict[tuple[str, float], dict[str, list[float]]] = {}
     rules_fpr = {g: float(clean.rule_hit[np.isin(names, group)].mean()) for g, group in enumerate(groups)}
     for g, group in enumerate(groups):
         test_c, train_c = group, groups[1 - g]
@@ -271,11 +280,40 @@ def main(argv: list[str] | None = None) -> int:
                         # cannot reach the line; only the others need embedding
                         need = doc_scores["ngram"][0][te] >= 2 * line - 1
                         exact[fpr].append((float(need.mean()), float(np.isin(clean.owner, te[need]).sum() / len(te))))
+            if args.shipped_lines:
+                lines_oof = out_of_corpus_lines(docs, clean, clean_X, neg_w_all, names, train_c, tr_att,
+                                                pos, pos_w, emb, args.seed + f)
+                for name, line_of in lines_oof.items():
+                    cs, pscore = doc_scores[name]
+                    for fpr, line in line_of.items():
+                        flagged = clean.rule_hit | (cs >= line)
+                        got = (ps.rule_hit | (pscore >= line))[held]
+                        key = (f"{name}, line out of corpus", fpr)
+                        caught.setdefault(key, []).append((g, f, got, [planted_hosts[i] for i in held]))
+                        for c in test_c:
+                            clean_fpr.setdefault(key, {}).setdefault(c, []).append(float(flagged[names == c].mean()))
             print(f"group {g} fold {f}: {time.perf_counter() - t0:.0f} s; " + ", ".join(
                 f"{n} {np.mean(caught[(n, 0.01)][-1][2]):.3f}" for n in METHODS) + " at 1% FPR", file=sys.stderr)
 
     lines = report(caught, groups, docs, clean, cascade_docs, cascade_sents, embed_rate, args,
                    time.perf_counter() - t_start)
+    if clean_fpr:
+        lines += ["", "#### At lines chosen out of corpus (as shipped): held-out clean FPR per corpus "
+                  "(mean over the five folds; worst in bold) and recall", "",
+                  "| method | budget | recall pooled | worst fold | worst host | " + " | ".join(corpora) + " |",
+                  "|---|---:|---:|---:|---:|" + "---:|" * len(corpora)]
+        for (name, fpr), per in clean_fpr.items():
+            runs = caught[(name, fpr)]
+            folds_r = [float(np.mean(np.concatenate([r[2] for r in runs if r[1] == f]))) for f in range(FOLDS)]
+            hosts_r: dict[str, list[bool]] = {}
+            for r in runs:
+                for c_, h in zip(r[2], r[3], strict=True):
+                    hosts_r.setdefault(h, []).append(c_)
+            fprs = [float(np.mean(per[c])) for c in corpora]
+            cells = [f"**{100 * v:.2f}%**" if v == max(fprs) else f"{100 * v:.2f}%" for v in fprs]
+            lines.append(f"| {name} | {100 * fpr:g}% | {np.mean(np.concatenate([r[2] for r in runs])):.3f} | "
+                         f"{min(folds_r):.3f} | {min(float(np.mean(v)) for v in hosts_r.values()):.3f} | "
+                         + " | ".join(cells) + " |")
     for fpr in FPRS:
         docs_share, sents = np.mean(exact[fpr], axis=0)
         lines.append(f"Exact cascade for `mean` at {100 * fpr:g}% FPR: {100 * docs_share:.1f}% of held-out clean "
@@ -287,31 +325,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def out_of_corpus_lines(docs: list[dict[str, Any]], clean: DocSet, clean_X: np.ndarray, neg_w: np.ndarray,
+                        names: np.ndarray, corpora: list[str], attacks: list[dict[str, Any]], pos: list[list[str]],
+                        pos_w: list[float], emb: Embeddings, seed: int) -> dict[str, dict[float, float]]:
+    """Lines of ``ngram`` and ``mean`` chosen as the shipped ones are (injection_corpora.fit_with_lines): ``corpora``
+    in two halves, each scored by models trained on the other, rule hits left out, pooled."""
+    halves = [corpora[0::2], corpora[1::2]]
+    pooled: dict[str, list[np.ndarray]] = {"ngram": [], "mean": []}
+    for a in range(2):
+        trained = np.flatnonzero(np.isin(names, halves[a]))
+        scored = np.isin(names, halves[1 - a])
+        in_train = np.isin(clean.owner, trained)
+        host_emb = [clean_X[clean.owner == i, :-1] for i in trained if (clean.owner == i).any()]
+        lr = train_embedding_lr(emb, pos, pos_w, host_emb, clean_X[in_train], neg_w[in_train], seed, True)
+        p = fit(docs, clean, trained, attacks, seed).score_features(clean.features)
+        q = EmbeddingClassifier(lr.coef_[0], float(lr.intercept_[0]), {}).probabilities(clean_X)
+        for name, sent in (("ngram", p), ("mean", (p + q) / 2)):
+            pooled[name].append(np.where(clean.rule_hit, 0.0, doc_max(sent, clean.owner, len(docs)))[scored])
+    return {name: {fpr: line_at(np.concatenate(v), fpr) for fpr in FPRS} for name, v in pooled.items()}
+
+
 def save(args: argparse.Namespace, docs: list[dict[str, Any]], attacks: list[dict[str, Any]], names: np.ndarray,
-         groups: list[list[str]], clean: DocSet, clean_X: np.ndarray, neg_w: np.ndarray,
+         clean: DocSet, clean_X: np.ndarray, neg_w: np.ndarray,
          attack_units: list[list[str]], templates: list[list[str]], emb: Embeddings) -> int:
     """Train the shipped classifier on every corpus and attack; its lines (of the mean with the n-gram probability)
     are chosen out of corpus: each corpus group's clean documents scored by an n-gram scorer and a classifier
     trained on the other group, pooled (rule hits left out, as injection_corpora.py does)."""
     pos = attack_units + templates
     pos_w = [1.0] * len(attack_units) + [TEMPLATE_WEIGHT] * len(templates)
-
-    def classifier(idx: np.ndarray) -> EmbeddingClassifier:
-        in_train = np.isin(clean.owner, idx)
-        host_emb = [clean_X[clean.owner == i, :-1] for i in idx if (clean.owner == i).any()]
-        lr = train_embedding_lr(emb, pos, pos_w, host_emb, clean_X[in_train], neg_w[in_train], args.seed, True)
-        return EmbeddingClassifier(lr.coef_[0], float(lr.intercept_[0]), {})
-
-    pooled = []
-    for g in range(2):
-        scored = np.flatnonzero(np.isin(names, groups[g]))
-        trained = np.flatnonzero(np.isin(names, groups[1 - g]))
-        ng = fit(docs, clean, trained, attacks, args.seed)
-        mean = (ng.score_features(clean.features) + classifier(trained).probabilities(clean_X)) / 2
-        pooled.append(np.where(clean.rule_hit, 0.0, doc_max(mean, clean.owner, len(docs)))[scored])
-    scores = np.concatenate(pooled)
-    alert, report = line_at(scores, ALERT_FPR), line_at(scores, REPORT_FPR)
-    final = classifier(np.arange(len(docs)))
+    lines = out_of_corpus_lines(docs, clean, clean_X, neg_w, names, list(ALL_CORPORA), attacks, pos, pos_w, emb,
+                                args.seed)["mean"]
+    alert, report = lines[ALERT_FPR], lines[REPORT_FPR]
+    host_emb = [clean_X[clean.owner == i, :-1] for i in range(len(docs)) if (clean.owner == i).any()]
+    lr = train_embedding_lr(emb, pos, pos_w, host_emb, clean_X, neg_w, args.seed, True)
+    final = EmbeddingClassifier(lr.coef_[0], float(lr.intercept_[0]), {})
     final.meta = {
         "model": "all-MiniLM-L6-v2", "features": "unit sentence embedding (384) + cosine to the rest of its document",
         "score": "mean of this probability and the n-gram scorer's (VA518)",
@@ -321,11 +368,11 @@ def save(args: argparse.Namespace, docs: list[dict[str, Any]], attacks: list[dic
                       "(benchmarks/injection_templates.py); sentences of the clean documents of the "
                       f"{len(ALL_CORPORA)} dev corpora, at most {args.max_docs} each "
                       "(benchmarks/injection_embedding.py --save)",
-        "lines_chosen_on": f"{len(scores)} clean documents, each corpus group scored by models trained on the other",
+        "lines_chosen_on": f"{len(docs)} clean documents, each corpus group scored by models trained on the other",
     }
     final.save(EMBEDDING_WEIGHTS)
     print(f"Saved {EMBEDDING_WEIGHTS.name}: report line {report:.4f}, alert line {alert:.4f} (mean of the n-gram and "
-          f"embedding probabilities; lines chosen out of corpus on {len(scores)} clean documents).")
+          f"embedding probabilities; lines chosen out of corpus on {len(docs)} clean documents).")
     return 0
 
 
