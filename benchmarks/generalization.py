@@ -471,7 +471,7 @@ def report(out: Path, corpora: list[str]) -> list[str]:
     m = {key: store_measures(doc) for key, doc in docs.items()}
     first = next(iter(docs.values()))["bench"]
     lines = [f"Stores: at most {first['max_docs']:,} documents per corpus (seeded sample, seed {first['seed']}); "
-             f"--embed-sample {first['embed_sample'] or 'default'}; detectors (the CLI's default set): "
+             f"--embed-sample {first['embed_sample'] or 'default'}; detectors (the CLI's default set and any --with): "
              + ", ".join(first["detectors"]) + ".", ""]
     for store, render in (("clean", clean_tables), ("attack", attack_table)):
         have = [c for c in corpora if (c, store) in m]
