@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from auditor.context import ScanContext
 from auditor.detector import Detector
-from auditor.errors import ConfigError, DetectorError
+from auditor.errors import ConfigError
 from auditor.findings import (
     ATLAS_FALSE_RAG_ENTRY,
     ATLAS_RAG_POISONING,
@@ -23,7 +23,7 @@ from auditor.findings import (
 )
 from auditor.graph import gather, prepare
 from auditor.types import Confidence, Distance, Severity
-from detectors.outliers import robust_z
+from detectors.outliers import robust_z, tail_quantile
 from detectors.textsignals import token_soup
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY)
@@ -134,10 +134,7 @@ class HubDetector(Detector):
     param_types: ClassVar[dict[str, type]] = {"queries_file": str}
 
     def begin(self, ctx: ScanContext) -> None:
-        q = float(self.params["tail_quantile"] or 0)
-        if q and not 0.5 < q < 1.0:
-            raise DetectorError(f"hub tail_quantile must be in (0.5, 1), got {self.params['tail_quantile']}",
-                                hint="e.g. tail_quantile=0.9, or 0 for the MAD alone")
+        tail_quantile(self.name, self.params["tail_quantile"])
 
     def neighbours_needed(self) -> int:
         return int(self.params["k"])
@@ -167,8 +164,8 @@ class HubDetector(Detector):
         z = np.nan_to_num(z, nan=-np.inf)
         # VA331 against the spread of the collection's own hubness tail; VA333 keeps the MAD (its text is the
         # second signal, and gradient-crafted passages are moderate hubs)
-        tail_quantile = float(self.params["tail_quantile"] or 0) or None
-        z_tail, _, _ = robust_z(raw, float(self.params["min_scale"]), tail_quantile)
+        tail = tail_quantile(self.name, self.params["tail_quantile"])
+        z_tail, _, _ = robust_z(raw, float(self.params["min_scale"]), tail)
         z_tail = np.nan_to_num(z_tail, nan=-np.inf)
         limit, soup_limit = float(self.params["z"]), float(self.params["soup_z"])
         min_count = float(self.params["min_ratio"]) * k

@@ -88,6 +88,16 @@ def robust_z(
     return (values - median) / scale, median, scale
 
 
+def tail_quantile(detector: str, value: Any) -> float | None:
+    """The ``tail_quantile`` parameter of ``detector`` for :func:`robust_z`: None for 0 (the MAD alone), else a
+    quantile in (0.5, 1); anything else is a configuration error."""
+    q = float(value or 0)
+    if q and not 0.5 < q < 1.0:
+        raise DetectorError(f"{detector} tail_quantile must be in (0.5, 1), got {value}",
+                            hint="e.g. tail_quantile=0.9, or 0 for the MAD alone")
+    return q or None
+
+
 class OutlierDetector(Detector):
     """Points whose embedding is far from everything else: another language, format or model, or a planted
     off-topic document.
@@ -131,10 +141,7 @@ class OutlierDetector(Detector):
             raise DetectorError(f"outlier method {self.params['method']!r} is unknown", hint="use knn or lof")
         if int(self.params["k"]) < 1:
             raise DetectorError("outlier k must be >= 1", hint="e.g. k=10")
-        q = float(self.params["tail_quantile"] or 0)
-        if q and not 0.5 < q < 1.0:
-            raise DetectorError(f"outlier tail_quantile must be in (0.5, 1), got {self.params['tail_quantile']}",
-                                hint="e.g. tail_quantile=0.9, or 0 for the MAD alone")
+        tail_quantile(self.name, self.params["tail_quantile"])
 
     def neighbours_needed(self) -> int:
         return int(self.params["k"])
@@ -210,7 +217,7 @@ class OutlierDetector(Detector):
     ) -> Iterable[Finding]:
         rows = np.asarray(rows, dtype=np.int64)
         # VA302 keeps the MAD: its tenant_ratio test already tells a tenant's own spread from a foreign point
-        tail = float(self.params["tail_quantile"] or 0) or None if rule is COLLECTION_OUTLIER else None
+        tail = tail_quantile(self.name, self.params["tail_quantile"]) if rule is COLLECTION_OUTLIER else None
         z_all, median, scale = robust_z(raw[rows], float(self.params["min_scale"]), tail)
         limit = float(self.params["z"])
         table = ctx.table

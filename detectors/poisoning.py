@@ -36,6 +36,7 @@ from detectors.textsignals import (
     question_sentences,
     question_shaped,
     section_heading,
+    single_spaced,
     slot_substitution,
     term_agreement,
     term_in,
@@ -114,6 +115,7 @@ class _Texts:
         self._profiles: dict[int, TermProfile] = {}
         self._claims: dict[int, bool] = {}
         self._headings: dict[int, str | None] = {}
+        self._spaced: dict[int, str] = {}
 
     def content(self, row: int) -> frozenset[str]:
         if row not in self._words:
@@ -155,6 +157,11 @@ class _Texts:
         if row not in self._headings:
             self._headings[row] = section_heading(self.texts[row])
         return self._headings[row]
+
+    def spaced(self, row: int) -> str:
+        if row not in self._spaced:
+            self._spaced[row] = single_spaced(self.texts[row])
+        return self._spaced[row]
 
     def key(self, row: int) -> str:
         if row not in self._keys:
@@ -275,9 +282,10 @@ class PoisonClusterDetector(Detector):
             return True
         if jaccard(texts.content(a), texts.content(b)) >= float(self.params["same_doc_jaccard"]):
             return True
-        if texts.heading(a) is not None and texts.heading(a) == texts.heading(b):
+        heading = texts.heading(a)
+        if heading is not None and heading == texts.heading(b):
             return True  # sections under one heading: one publisher's structure, not independent passages
-        return consecutive_chunks(texts.texts[a], texts.texts[b])
+        return consecutive_chunks(texts.spaced(a), texts.spaced(b), spaced=True)
 
     def _judge(
         self, ctx: ScanContext, row: int, graph: NeighbourGraph, cos: npt.NDArray[np.float64],

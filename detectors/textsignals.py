@@ -91,14 +91,21 @@ def _chunk_follows(a: str, b: str, min_chars: int) -> bool:
     return False
 
 
-def consecutive_chunks(a: str | None, b: str | None, min_chars: int = CHUNK_OVERLAP_CHARS) -> bool:
+def single_spaced(text: str | None) -> str:
+    """``text`` with every run of whitespace one space, stripped (how :func:`consecutive_chunks` compares)."""
+    return _SPACES.sub(" ", text or "").strip()
+
+
+def consecutive_chunks(a: str | None, b: str | None, min_chars: int = CHUNK_OVERLAP_CHARS, *,
+                       spaced: bool = False) -> bool:
     """Whether two texts are neighbouring chunks of one document: the end of one is, verbatim, the start of the
     other (whitespace aside), as a sliding-window splitter with overlap writes them (LangChain's ``chunk_overlap``,
     LlamaIndex's ``SentenceSplitter``), cut words included. Distinct passages that agree on a claim share words
-    and phrases, not one boundary run of text."""
+    and phrases, not one boundary run of text. ``spaced``: both are already :func:`single_spaced`."""
     if not a or not b:
         return False
-    a, b = _SPACES.sub(" ", a).strip(), _SPACES.sub(" ", b).strip()
+    if not spaced:
+        a, b = single_spaced(a), single_spaced(b)
     return _chunk_follows(a, b, min_chars) or _chunk_follows(b, a, min_chars)
 
 

@@ -84,8 +84,8 @@ def reordering_bidi(text: str) -> re.Match[str] | None:
         if char not in _BIDI_OPENERS:
             continue
         nxt = BIDI.search(text, m.end())
-        stop = text.find("\n", m.end())
-        end = min(x for x in (nxt.start() if nxt else len(text), stop if stop >= 0 else len(text)))
+        line_end = text.find("\n", m.end())
+        end = min(nxt.start() if nxt else len(text), line_end if line_end >= 0 else len(text))
         if nxt is not None and nxt.start() == end and nxt.group() in _BIDI_OPENERS:
             return m
         classes = {unicodedata.bidirectional(c) for c in text[m.end():end]}
