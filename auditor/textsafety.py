@@ -45,12 +45,13 @@ TOO_DEEP = "too-deep"
 @dataclass(frozen=True)
 class Repair:
     """One value made safe: ``path`` of the field (``meta.tags[2]``, ``title (key)`` for a key, ``id``),
-    ``kind`` (:data:`TEXT`, :data:`ID_TYPE` or :data:`TOO_DEEP`), and ``detail``: the escaped characters replaced
-    (``\\ud800``) or the id's original type."""
+    ``kind`` (:data:`TEXT`, :data:`ID_TYPE` or :data:`TOO_DEEP`), ``detail``: the escaped characters replaced
+    (``\\ud800``) or the id's original type, and for a text the ``share`` of its characters that were unsafe."""
 
     path: str
     kind: str
     detail: tuple[str, ...]
+    share: float = 0.0
 
 
 def escape_char(char: str) -> str:
@@ -97,11 +98,11 @@ class _Walker:
         self.repairs: list[Repair] = []
         self.more = 0
 
-    def report(self, path: str, kind: str, detail: tuple[str, ...]) -> None:
+    def report(self, path: str, kind: str, detail: tuple[str, ...], share: float = 0.0) -> None:
         if len(path) > 3 * _MAX_COMPONENT:  # deep nesting: keep the start and the end of the path
             path = f"{path[:_MAX_COMPONENT]}…{path[-2 * _MAX_COMPONENT:]}"
         if len(self.repairs) < MAX_REPAIRS:
-            self.repairs.append(Repair(path, kind, detail))
+            self.repairs.append(Repair(path, kind, detail, share))
         else:
             self.more += 1
 
@@ -109,7 +110,8 @@ class _Walker:
         if isinstance(value, str):
             clean, found = safe_text(value)
             if found:
-                self.report(path or "(value)", TEXT, found)
+                replaced = sum(1 for _ in _UNSAFE.finditer(value))
+                self.report(path or "(value)", TEXT, found, round(replaced / len(value), 4))
             return clean
         if isinstance(value, dict):
             return self.mapping(value, path)

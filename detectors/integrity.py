@@ -14,7 +14,7 @@ from auditor.detector import Detector
 from auditor.findings import ATLAS_POISON_TRAINING, OWASP_DATA_POISONING, OWASP_VECTOR_WEAKNESS, Finding, Rule
 from auditor.hashing import duplicate_id_rows
 from auditor.masking import redact_text
-from auditor.textsafety import ID_TYPE, TEXT, TOO_DEEP, PointRepairs
+from auditor.textsafety import ID_TYPE, TEXT, TOO_DEEP, PointRepairs, Repair
 from auditor.types import MISSING, Confidence, PointId, RecordBatch, Severity
 from detectors.textsignals import VERSION_CONTAINMENT, containment, content_words
 
@@ -185,16 +185,15 @@ class IntegrityDetector(Detector):
             chars = sorted({c for r in text for c in r.detail})
             count = len(fields) + repairs.more
             named = ", ".join(fields[:3]) + (f" and {count - 3} more" if count > 3 else "")
+            message = (f"{'field' if count == 1 else 'fields'} {named} {'holds' if count == 1 else 'hold'} "
+                       f"{' '.join(chars[:5])}, which no UTF-8 encoder accepts (audited as escape text)")
+            wide = not repairs.more and all(_wide_text(r) for r in text)
+            if wide:
+                message += "; a NUL after most characters: UTF-16 text read as UTF-8, an ingestion fault"
             yield Finding(
-                UNSAFE_TEXT,
-                self.name,
-                pid,
-                float(count),
-                f"{'field' if count == 1 else 'fields'} {named} {'holds' if count == 1 else 'hold'} "
-                f"{' '.join(chars[:5])}, which no UTF-8 encoder accepts (audited as escape text)",
-                0.5,
-                {"fields": fields, "more_fields": repairs.more, "characters": chars},
-                tenant,
+                UNSAFE_TEXT, self.name, pid, float(count), message, 0.5,
+                {"fields": fields, "more_fields": repairs.more, "characters": chars, "utf16_as_utf8": wide},
+                tenant, severity=Severity.LOW if wide else None,
             )
 
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
@@ -354,6 +353,16 @@ class IntegrityDetector(Detector):
                 {"norm": float(norms[row]), "median_norm": typical, "robust_z": float(z[row])},
                 ctx.table.tenants[row],
             )
+
+
+#: Share of a text's characters that are NUL from which it reads as UTF-16 stored as UTF-8 (ASCII text in UTF-16
+#: has a NUL after every character: 0.5). Such a text hides nothing (every character is still there, one apart),
+#: so it is an ingestion fault, LOW; the smuggling NUL that cuts a string short for a C consumer is rare and MEDIUM.
+_WIDE_NUL_SHARE = 0.3
+
+
+def _wide_text(repair: Repair) -> bool:
+    return repair.detail == ("\\u0000",) and repair.share >= _WIDE_NUL_SHARE
 
 
 def duplicate_ids(ctx: ScanContext) -> dict[str, list[int]]:

@@ -4,6 +4,7 @@ lexical overlap and a token-soup score for gibberish (HotFlip-style) passages.""
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -23,6 +24,21 @@ _QUESTION_START = frozenset(
 _MOJIBAKE = {"â€™": "'", "â€œ": '"', "â€\x9d": '"', "â€“": "-", "â€”": "-", "Ã©": "é", "Ã¨": "è", "Â ": " "}
 
 
+# Character references written out by raw exports (newswire SGML ends every story with ``&#3;``): complete,
+# with their ";", since HTML5's legacy forms without one would read "Terms&notice" as "Terms¬ice".
+_CHAR_REFERENCE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def readable(text: str | None) -> str:
+    """``text`` as a reader sees it: character references decoded, NFKC. ``&#3;`` is one control character, not
+    the number 3 that would make every story of a wire feed name the same number."""
+    if not text:
+        return ""
+    if "&" in text:
+        text = _CHAR_REFERENCE.sub(lambda m: html.unescape(m.group(0)), text)
+    return unicodedata.normalize("NFKC", text)
+
+
 def normalised(text: str | None) -> str:
     """Comparison key for "the same document": NFKC, mojibake repaired, casefolded, words only."""
     if not text:
@@ -30,13 +46,12 @@ def normalised(text: str | None) -> str:
     for bad, good in _MOJIBAKE.items():
         if bad in text:
             text = text.replace(bad, good)
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_WORD.findall(text))
+    return " ".join(_WORD.findall(readable(text).casefold()))
 
 
 def words(text: str | None) -> list[str]:
     """Casefolded word tokens of ``text``."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text or "").casefold())
+    return _WORD.findall(readable(text).casefold())
 
 
 def content_words(text: str | None) -> frozenset[str]:
@@ -153,7 +168,7 @@ def salient_terms(text: str | None) -> list[str]:
     with a digit, and capitalised words that are not function words. A clause's first word counts only when
     the next word is capitalised too ("Jerry Glanville was ..."), so "Remarkably, the ..." is not a name."""
     out: list[str] = []
-    for clause in _CLAUSE.split(unicodedata.normalize("NFKC", text or "")):
+    for clause in _CLAUSE.split(readable(text)):
         found = list(_WORD.finditer(clause))
         for i, match in enumerate(found):
             token = match.group(0)
@@ -200,11 +215,10 @@ def _rare_word(token: str) -> bool:
 _NAME_JOINERS = frozenset("of the and de da di del la le van von der du des y e to for on in at".split())
 
 
-def opening_terms(text: str | None, first_words: int = 12) -> frozenset[str]:
-    """:func:`salient_terms` of the passage's leading run of names and numbers (within ``first_words`` words,
-    up to the first lower-case word that cannot sit inside a name): its subject ("The 1925 Birthday Honours",
-    "Marcus Wayne Garland, ..."), not the values it goes on to claim."""
-    text = unicodedata.normalize("NFKC", text or "")
+def opening(text: str | None, first_words: int = 12) -> str:
+    """The passage's leading run of names and numbers (within ``first_words`` words, up to the first lower-case
+    word that cannot sit inside a name): its subject ("The 1925 Birthday Honours", "NEW YORK, March 3")."""
+    text = readable(text)
     clause = _CLAUSE.split(text.lstrip(), maxsplit=1)[0] if text.strip() else ""
     end = 0
     for match in list(_WORD.finditer(clause))[:first_words]:
@@ -212,7 +226,13 @@ def opening_terms(text: str | None, first_words: int = 12) -> frozenset[str]:
         if not (token[0].isupper() or token[0].isdigit() or token.casefold() in _NAME_JOINERS):
             break
         end = match.end()
-    return frozenset(salient_terms(clause[:end]))
+    return clause[:end]
+
+
+def opening_terms(text: str | None, first_words: int = 12) -> frozenset[str]:
+    """:func:`salient_terms` of the :func:`opening`: the passage's subject ("The 1925 Birthday Honours",
+    "Marcus Wayne Garland, ..."), not the values it goes on to claim."""
+    return frozenset(salient_terms(opening(text, first_words)))
 
 
 def term_in(term: str, pool: frozenset[str]) -> bool:
@@ -241,31 +261,51 @@ def term_agreement(a: frozenset[str], b: frozenset[str], min_shared: int = 2) ->
 
 
 class TermProfile(NamedTuple):
-    """What a passage names: its names and numbers, its subject's, and each number with the word before it."""
+    """What a passage names: its names and numbers, its subject's, each number with the word before it, and
+    the form of its subject."""
 
     terms: frozenset[str]
     subject: frozenset[str]
     number_slots: frozenset[tuple[str, str]]
+    #: the subject's words with each number as "#", and its numbers ("NEW YORK, March 3": new york march #; 3)
+    subject_form: tuple[str, ...] = ()
+    subject_numbers: tuple[str, ...] = ()
+
+
+def _slots(text: str) -> frozenset[tuple[str, str]]:
+    found = _WORD.findall(text)
+    return frozenset(
+        (found[i - 1].casefold() if i else "", _term(token))
+        for i, token in enumerate(found) if _DIGIT.search(token) and not _DIGIT.search(found[i - 1] if i else "")
+    )
 
 
 def term_profile(text: str | None) -> TermProfile:
     """:class:`TermProfile` of ``text`` (:func:`salient_terms`, :func:`opening_terms`, numbers in context)."""
-    found = _WORD.findall(unicodedata.normalize("NFKC", text or ""))
-    slots = frozenset(
-        (found[i - 1].casefold() if i else "", _term(token))
-        for i, token in enumerate(found) if _DIGIT.search(token) and not _DIGIT.search(found[i - 1] if i else "")
-    )
-    return TermProfile(frozenset(salient_terms(text)), opening_terms(text), slots)
+    subject = opening(text)
+    tokens = [t.casefold() for t in _WORD.findall(subject)]
+    form = tuple("#" if _DIGIT.search(t) else t for t in tokens)
+    return TermProfile(frozenset(salient_terms(text)), frozenset(salient_terms(subject)),
+                       _slots(readable(text)), form, tuple(_term(t) for t in tokens if _DIGIT.search(t)))
 
 
 def slot_substitution(a: TermProfile, b: TermProfile) -> bool:
-    """Whether two passages are one template filled with different values: each one's subject holds a name or
-    number the other passage never mentions ("The 1925 Birthday Honours ..." / "The 1926 Birthday Honours
-    ...", "Ukraine is a country ..." / "Pakistan is a country ..."), or after the same word each one holds a
-    number the other never mentions (notification e-mails: "charged $105.29" / "charged $446.47"). Paraphrases
-    of one claim name the same things and repeat its numbers, so at most one side adds a term, and stray
-    numbers (a token prefix) sit after different words."""
+    """Whether two passages are one template filled with different values:
+
+    * each one's subject holds a name or number the other passage never mentions ("The 1925 Birthday Honours
+      ..." / "The 1926 Birthday Honours ...", "Ukraine is a country ..." / "Pakistan is a country ...");
+    * or their subjects are the same words around different numbers (a daily wire series: "NEW YORK, March 3 -
+      ..." / "NEW YORK, March 6 - ..."): compared in place, since a number-rich story mentions most small
+      numbers somewhere;
+    * or after the same word each one holds a number the other never mentions (notification e-mails: "charged
+      $105.29" / "charged $446.47").
+
+    Paraphrases of one claim name the same things and repeat its numbers, so at most one side adds a term, and
+    stray numbers (a token prefix) sit after different words."""
     if any(not term_in(t, b.terms) for t in a.subject) and any(not term_in(t, a.terms) for t in b.subject):
+        return True
+    if (a.subject_form == b.subject_form and len(a.subject_form) > len(a.subject_numbers)
+            and a.subject_numbers and a.subject_numbers != b.subject_numbers):
         return True
     after_a: dict[str, set[str]] = {}
     for word, number in a.number_slots:

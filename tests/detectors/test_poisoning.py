@@ -13,7 +13,7 @@ from support import build_qdrant_store, run_scan
 
 from auditor.types import FieldMap
 from detectors.poisoning import PoisonClusterDetector
-from detectors.textsignals import salient_terms, slot_substitution, term_agreement, term_profile
+from detectors.textsignals import readable, salient_terms, slot_substitution, term_agreement, term_profile
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,24 @@ def test_template_passages_are_slot_substitutions_and_poisons_are_paraphrases() 
             substituted += slot_substitution(pa, pb)
             agreeing += term_agreement(pa.terms, pb.terms) >= PoisonClusterDetector.defaults["entity_agreement"]
     assert substituted <= 0.1 * pairs and agreeing >= 0.8 * pairs
+    # a daily wire series (written here in the style of 1980s newswire, trailer character reference kept): the
+    # stories are number-rich, so every small number shows up somewhere in each; their datelines differ in place
+    series = [
+        f"NEW YORK, March {day} - The Federal Reserve {verb} the government securities market to supply "
+        f"{amount} billion dlrs of temporary reserves, dealers said.\n    Fed funds traded at {rate} pct, "
+        f"against {rate2} pct at yesterday's close, in a 14-day statement period ending March 11.\n Reuter\n&#3;"
+        for day, verb, amount, rate, rate2 in (
+            (3, "entered", "1.5", "6-1/4", "6.18"), (4, "is expected to enter", "two", "6-3/16", "6.22"),
+            (6, "entered", "one", "5-15/16", "5.99"))
+    ]
+    for a, b in pairwise(series):
+        assert slot_substitution(term_profile(a), term_profile(b)), (a[:30], b[:30])
+    # the old rule compared each dateline's day with every number of the other story and missed these
+    assert not any(slot_substitution(term_profile(a)._replace(subject_form=(), subject_numbers=()), term_profile(b))
+                   for a, b in pairwise(series))
+    # a character reference is the character it names: the wire trailer "&#3;" is not the number 3
+    assert term_profile("Reuter\n&#3;").terms == {"reuter"} and readable("AT&amp;T &lt;b&gt;") == "AT&T <b>"
+    assert readable("Terms&notice") == "Terms&notice"  # HTML5's legacy forms without ";" are left alone
     # names and numbers: possessives, ordinals and sentence-initial adverbs are handled
     assert salient_terms("Remarkably, Jerry Glanville's team won on the 30th, in 1977.") == [
         "jerry", "glanville", "30", "1977"]

@@ -232,3 +232,23 @@ def test_one_vector_under_two_versions_of_a_text_is_info_and_under_another_text_
     assert "another version of this one" in got[25].message
     # document 40's text stored under document 30's vector: different texts behind one vector stay MEDIUM
     assert got[121].effective_severity.value == "medium" and "versions" not in got[121].evidence
+
+
+def test_a_utf16_page_read_as_utf8_is_a_low_ingestion_fault_and_a_stray_nul_stays_medium(
+    tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    """A page stored as UTF-16 and read as UTF-8 holds a NUL after every character: nothing is hidden, every
+    character is still there, so it is reported LOW as an ingestion fault. One NUL inside a text (which cuts the
+    string short for a C consumer) keeps its MEDIUM."""
+    rows, vecs = wiki
+    payloads = [{"text": r["text"]} for r in rows[:30]]
+    payloads[4]["text"] = "".join(c + "\x00" for c in rows[4]["text"])
+    payloads[9]["text"] = rows[9]["text"][:40] + "\x00" + rows[9]["text"][40:]
+    uri = build_qdrant_store(tmp_path / "store", vecs[:30], payloads)
+    result = run_scan(uri, sqlite_ledger_url)
+    assert result.status == "completed", result.error
+    flagged = {r.finding.point_id: r.finding for r in result.findings if r.finding.rule_id == "VA110"}
+    assert set(flagged) == {4, 9}
+    assert flagged[4].effective_severity.value == "low" and flagged[4].evidence["utf16_as_utf8"] is True
+    assert "UTF-16 text read as UTF-8" in flagged[4].message
+    assert flagged[9].effective_severity.value == "medium" and flagged[9].evidence["utf16_as_utf8"] is False
