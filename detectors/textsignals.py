@@ -367,8 +367,9 @@ def token_soup(text: str | None) -> float:
     the absence of punctuation (a bag of real topic words has function-word-like repeats but no sentences: one
     such demo hub scored 0.46 without this cue, 0.66 with it; no clean dev document crossed 0.5 because of it).
     Laid-out text — table rows with cell separators or aligned columns, list items one per line, short fields
-    ("Pay April 10", "Record March 27") — is structure, not soup: only its prose lines are scored (a
-    token-optimised passage is one run of tokens; it has no layout). Well-formed numbers (``$1,496.5``,
+    ("Pay April 10", "Record March 27") — is structure, not soup: only its prose lines are scored, not the title
+    it opens with (a token-optimised passage is one run of tokens; it has no layout; the title rule was written
+    after reading one GOV.UK table reported as a soup hub). Well-formed numbers (``$1,496.5``,
     ``(12.3)``, ``45%``) are words, not fragments. A short text does not repeat its function words, so short
     alphabetic words count too (``de``, ``la``, ``un``, ``fue``, ``und``, ``vs``, ``div``: the function words and
     abbreviations of most spaced languages; a one-line Spanish encyclopaedia entry and a wire brief's headline,
@@ -414,13 +415,15 @@ _NUMBER = re.compile(r"^[(\[]?[-+\u2212]?[$\u00a3\u20ac\u00a5]?\d[\d,.\u00a0]*%?
 
 def _prose_of_layout(text: str) -> str | None:
     """For text laid out as table rows, aligned columns, list items or short fields (at least two lines, and most
-    non-empty lines are such), the prose lines in it (lines of eight words or more that are none of them), joined;
-    None for other text."""
+    non-empty lines are such), the prose lines in it (lines of eight words or more that are none of them, nor the
+    :func:`section_heading` it opens with: a title is a noun phrase, not a sentence), joined; None for other
+    text."""
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) < 2:
         return None
     laid = [len(_CELL.findall(line.strip())) >= 2 or bool(_ITEM.match(line))
             or len(line.split()) <= _SHORT_LINE_WORDS for line in lines]
+    laid[0] = laid[0] or section_heading(text) is not None  # a title ("Table A.2: Illustrative gross ...")
     if sum(laid) < max(2, 0.5 * len(lines)):
         return None
     return "\n".join(line for line, is_laid in zip(lines, laid, strict=True)

@@ -28,6 +28,15 @@ def test_tables_and_lists_are_structure_not_soup() -> None:
     assert token_soup(TABLE + "\n" + SOUP) >= 0.5
 
 
+def test_a_table_s_title_is_a_heading_not_prose() -> None:
+    """A title line set apart by a blank line is a noun phrase: judged as prose it looked like soup (0.65 for a
+    GOV.UK budget table's "Table A.2: Illustrative gross financing requirement (£ billion)")."""
+    title = "Table 4.1: Estimated quarterly contract sales (£ million)\n\n"
+    assert token_soup(title + TABLE) == 0.0
+    assert token_soup(title + TABLE + "\n" + SOUP) >= 0.5  # the soup line is still read
+    assert token_soup(title.rstrip() + "\n" + TABLE) >= 0.5  # without its blank line it is read as prose
+
+
 def test_aligned_columns_and_short_fields_are_layout_too() -> None:
     columns = ("Prices per bushel, in U.S. dollars, for the grades quoted at each market this week.\n"
                "     WHEAT     HRW   HRS    SRW   SWW\n Chicago       --    3.04   2.98  --\n"
