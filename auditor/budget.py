@@ -17,6 +17,16 @@ severity it had, so an incremental scan that carries it over ranks it again from
 one detector are ranked together by how far each got from its own threshold towards its rule's floor, so rules
 with different score scales share one budget. Rules that are facts, not statistics (a NaN vector, a secret,
 a tenant label that is not a string), are not budgeted.
+
+**Ties are never split.** Findings of equal strength (scores within :data:`TIE_TOLERANCE` of each other, relative,
+so that the last bits of float32 arithmetic — one graph's similarity against another's for the same pair — do not
+rank) form one tie group,
+and a line falls only between groups: a group that would cross the alert line goes entirely below it (to the review
+stream), a group that would cross the review line goes entirely to INFO, and every weaker group follows it there,
+so severity never rises as strength falls and the budget is still kept (never more than ``alert_slots`` alerting
+nor ``review_slots`` LOW). Which of several equal findings a budget keeps therefore never depends on point ids or on
+the order a graph listed them in — integer scores such as the hub detector's k-occurrence tie by the hundred, and
+an approximate graph reorders such ties freely.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ DEFAULT_ALERT_BUDGET = 0.001
 #: The further share kept as LOW (reviewable); below it, INFO.
 DEFAULT_REVIEW_BUDGET = 0.001
 EVIDENCE_KEY = "alert_budget"
+#: Scores closer than this (relative to the score, at least absolute) tie: float32 similarities of the same pair
+#: from two search paths differ in the 7th digit, a robust z of them in the 6th at most.
+TIE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,9 @@ class BudgetOutcome:
     to_low: int = 0
     to_info: int = 0
     alert_line: float | None = None
+    #: findings of a tie group that straddled the alert (review) line, moved below it whole
+    tied_at_alert_line: int = 0
+    tied_at_review_line: int = 0
     floors: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -74,10 +90,13 @@ class BudgetOutcome:
     def describe(self, n_points: int, alert_budget: float) -> str:
         floors = ", ".join(f"{r} {v:g}" for r, v in sorted(self.floors.items())) or "none"
         line = f", alert line at strength {self.alert_line:.3g}" if self.alert_line is not None else ""
+        ties = [f"{count} tied at the {name} line kept below it" for count, name in
+                ((self.tied_at_alert_line, "alert"), (self.tied_at_review_line, "review")) if count]
         return (
             f"alert budget: {self.detector}: {self.candidates} finding(s); {self.over_floor} at or above the floor "
             f"({floors}); {self.within_budget} more within the budget ({alert_budget:.2%} = {self.alert_slots} of "
             f"{n_points:,} points{line}); {self.low} LOW ({self.to_low} moved down); {self.to_info} moved to INFO"
+            + (f" ({'; '.join(ties)})" if ties else "")
         )
 
 
@@ -94,6 +113,14 @@ def strength(f: Finding, floor: float | None) -> float:
     if floor is None or f.threshold is None or not math.isfinite(f.threshold) or floor <= f.threshold:
         return float(f.score)
     return (float(f.score) - float(f.threshold)) / (floor - float(f.threshold))
+
+
+def tie_tolerance(f: Finding, floor: float | None) -> float:
+    """:data:`TIE_TOLERANCE` of the finding's score, in units of :func:`strength`."""
+    tol = TIE_TOLERANCE * max(1.0, abs(float(f.score)))
+    if floor is None or f.threshold is None or not math.isfinite(f.threshold) or floor <= f.threshold:
+        return tol
+    return tol / (floor - float(f.threshold))
 
 
 def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: int) -> BudgetOutcome:
@@ -120,37 +147,62 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
 
     strong = [f for f in mine if over_floor(f)]
     outcome.over_floor = len(strong)
-    rest = sorted((f for f in mine if not over_floor(f)),
-                  key=lambda f: (-strength(f, budget.floors.get(f.rule.id)), str(f.point_id)))
-    alerting = [f for f in rest if f.effective_severity.rank >= Severity.MEDIUM.rank]
-    kept_alerts = alerting[: outcome.alert_slots]
-    if kept_alerts:
-        outcome.alert_line = strength(kept_alerts[-1], budget.floors.get(kept_alerts[-1].rule.id))
-    kept_ids = {id(f) for f in kept_alerts}
-    outcome.within_budget = len(kept_alerts)
+    rest = [f for f in mine if not over_floor(f)]
+    strengths = {id(f): strength(f, budget.floors.get(f.rule.id)) for f in rest}
+    rest.sort(key=lambda f: (-strengths[id(f)], str(f.point_id)))  # ids order ties for display, never for severity
+    groups = tie_groups([(strengths[id(f)], tie_tolerance(f, budget.floors.get(f.rule.id))) for f in rest])
+
+    kept_ids: set[int] = set()
+    for group in groups:  # whole tie groups of alerting findings, strongest first, while they fit
+        alerting = [f for f in (rest[i] for i in group) if f.effective_severity.rank >= Severity.MEDIUM.rank]
+        if len(kept_ids) + len(alerting) > outcome.alert_slots:
+            outcome.tied_at_alert_line = len(alerting) if len(kept_ids) < outcome.alert_slots else 0
+            break
+        kept_ids.update(id(f) for f in alerting)
+        if alerting:
+            outcome.alert_line = strengths[id(alerting[-1])]
+    outcome.within_budget = len(kept_ids)
+
     review_left = outcome.review_slots
-    for f in rest:
-        if id(f) in kept_ids:
-            continue
-        before = f.effective_severity
-        target = Severity.LOW if review_left > 0 else Severity.INFO
-        if target == Severity.LOW:
-            review_left -= 1
-        if before.rank <= target.rank:  # already LOW (or INFO) within the review budget: unchanged
-            outcome.low += before == Severity.LOW
-            continue
-        f.severity = target
-        f.evidence = {**(f.evidence or {}), EVIDENCE_KEY: {
-            "severity_before": before.name, "kept_as": target.name,
-            "strength": round(strength(f, budget.floors.get(f.rule.id)), 6),
-            "alert_slots": outcome.alert_slots, "review_slots": outcome.review_slots,
-        }}
-        if target == Severity.LOW:
-            outcome.to_low += 1
-            outcome.low += 1
-        else:
-            outcome.to_info += 1
+    reviewing = True
+    for group in groups:
+        members = [f for f in (rest[i] for i in group) if id(f) not in kept_ids]
+        if reviewing and len(members) > review_left:
+            reviewing = False  # this group and every weaker one: INFO
+            outcome.tied_at_review_line = len(members) if review_left else 0
+        if reviewing:
+            review_left -= len(members)
+        target = Severity.LOW if reviewing else Severity.INFO
+        for f in members:
+            before = f.effective_severity
+            if before.rank <= target.rank:  # already LOW (or INFO) within the review budget: unchanged
+                outcome.low += before == Severity.LOW
+                continue
+            f.severity = target
+            f.evidence = {**(f.evidence or {}), EVIDENCE_KEY: {
+                "severity_before": before.name, "kept_as": target.name,
+                "strength": round(strengths[id(f)], 6),
+                "alert_slots": outcome.alert_slots, "review_slots": outcome.review_slots,
+            }}
+            if target == Severity.LOW:
+                outcome.to_low += 1
+                outcome.low += 1
+            else:
+                outcome.to_info += 1
     return outcome
+
+
+def tie_groups(ranked: Sequence[tuple[float, float]]) -> list[list[int]]:
+    """Positions of ``ranked`` ((strength, tolerance) pairs, strongest first) in tie groups: a new group starts
+    where the next strength is further below the previous than either's tolerance (:func:`tie_tolerance`)."""
+    groups: list[list[int]] = []
+    previous, previous_tol = math.inf, 0.0
+    for i, (value, tol) in enumerate(ranked):
+        if not groups or previous - value > max(tol, previous_tol):
+            groups.append([])
+        groups[-1].append(i)
+        previous, previous_tol = value, tol
+    return groups
 
 
 def budgets_for(detectors: Sequence[Any]) -> list[DetectorBudget]:
