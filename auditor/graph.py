@@ -1,8 +1,10 @@
 """The neighbour graph shared by every pass-2 detector: k nearest neighbours of every point.
 
 Exact blocked search (float32 matrix products, memory bounded by the block size) up to ``EXACT_LIMIT`` valid
-points; an approximate graph (pynndescent) beyond it. Similarities follow the collection's own distance and are
-always *higher = closer*: cosine similarity, dot product, or negative Euclidean distance.
+points; beyond it an approximate graph: coarse IVF cells searched by matrix products where a sampled recall check
+says they find the neighbours (:func:`ivf_graph`), NN-descent (pynndescent) elsewhere. Similarities follow the
+collection's own distance and are always *higher = closer*: cosine similarity, dot product, or negative Euclidean
+distance.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 import mmap
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,9 @@ class NeighbourGraph:
     sims: npt.NDArray[np.float32]
     distance: Distance
     exact: bool
+    #: The coarse cells an IVF-built graph was searched in (None for exact and NN-descent graphs): lets
+    #: :func:`group_search` find neighbours inside a group (a tenant) without partitioning again.
+    partition: Partition | None = None
 
     @property
     def k(self) -> int:
@@ -61,7 +67,7 @@ class NeighbourGraph:
     def truncated(self, k: int) -> NeighbourGraph:
         """The same graph cut to the ``k`` closest neighbours (a view, no copy)."""
         k = min(k, self.k)
-        return NeighbourGraph(self.indices[:, :k], self.sims[:, :k], self.distance, self.exact)
+        return NeighbourGraph(self.indices[:, :k], self.sims[:, :k], self.distance, self.exact, self.partition)
 
     def k_occurrence(self, k: int | None = None) -> npt.NDArray[np.int64]:
         """How many points list each point among their ``k`` nearest (hubness), int64 ``(n,)``."""
@@ -166,14 +172,7 @@ class _ExactSearch:
     @staticmethod
     def top_of(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``kk`` largest entries of every row of ``s``, largest first (exactly tied entries in either order)."""
-        torch = _torch() if s.size >= _TORCH_TOPK_ELEMENTS else None
-        if torch is not None:
-            top_s, top = torch.topk(torch.from_numpy(np.ascontiguousarray(s)), kk, dim=1, largest=True, sorted=True)
-            return top.numpy().astype(np.int64), top_s.numpy()
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-        part_s = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-part_s, axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_s, order, axis=1)
+        return top_k(s, kk)
 
     def top(self, queries: npt.NDArray[np.int64], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``kk`` most similar rows of each query row (self excluded), closest first."""
@@ -190,12 +189,45 @@ class _ExactSearch:
 _TORCH_TOPK_ELEMENTS = 4 * 1024 * 1024
 
 
-def _torch() -> Any:
-    """torch (installed with sentence-transformers) for its top-k, else None.
+def top_k(
+    s: npt.NDArray[np.float32], kk: int, *, prefer_torch: bool = False
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``kk`` largest entries of every row of ``s`` (float32 ``(r, c)``, ``kk <= c``), largest first: column
+    numbers int64 ``(r, kk)`` and values; exactly tied entries in either order. ``-inf`` entries are never preferred
+    to finite ones.
 
-    Why: ``numpy.argpartition`` over a 4096 x 10,000 float32 block took 0.4-1.4 s on 2 cores, ``torch.topk`` 0.05 s
-    (a heap per row, threaded); the exact per-tenant graphs of a 100k-point, ten-tenant scan spent 12 of their 18 s
-    in argpartition (benchmarks/results/in-process-speed.md)."""
+    torch's threaded heap for large blocks when it is installed; otherwise a threshold: the ``kk``-th largest of
+    the maxima of ``>= kk`` column groups is a value at least ``kk`` entries of the row reach, so every top-``kk``
+    entry is at or above it and only those few entries are sorted. Why not ``numpy.argpartition``: over a
+    4096 x 10,000 float32 block it took 0.4-1.4 s on 2 cores, the threshold 0.1-0.25 s and ``torch.topk`` 0.05 s
+    (the per-tenant graphs of a 100k-point, ten-tenant scan spent 12 of their 18 s in argpartition,
+    benchmarks/results/in-process-speed.md). ``prefer_torch``: torch for any block (callers with many small blocks,
+    which pay torch's ~1.5 s import once; on a 100 x 400 block the threshold costs ~3 ms, torch ~0.1 ms)."""
+    torch = _torch() if prefer_torch or s.size >= _TORCH_TOPK_ELEMENTS else None
+    if torch is not None:
+        top_s, top = torch.topk(torch.from_numpy(np.ascontiguousarray(s)), kk, dim=1, largest=True, sorted=True)
+        return top.numpy().astype(np.int64), top_s.numpy()
+    r, c = s.shape
+    groups = min(c, max(kk, 64))
+    width = -(-c // groups)
+    padded = s if groups * width == c else np.pad(s, ((0, 0), (0, groups * width - c)), constant_values=-np.inf)
+    maxima = padded.reshape(r, groups, width).max(axis=2)
+    bar = np.partition(maxima, groups - kk, axis=1)[:, groups - kk]
+    rows, cols = np.nonzero(s >= bar[:, None])
+    vals = s[rows, cols]
+    order = np.lexsort((-vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    keep = rank < kk
+    top = np.zeros((r, kk), dtype=np.int64)
+    top_s = np.full((r, kk), -np.inf, dtype=np.float32)
+    top[rows[keep], rank[keep]] = cols[keep]
+    top_s[rows[keep], rank[keep]] = vals[keep]
+    return top, top_s
+
+
+def _torch() -> Any:
+    """torch (installed with sentence-transformers) for its top-k, else None."""
     try:
         import torch
     except ImportError:  # a stripped environment: the numpy path gives the same lists
@@ -217,6 +249,245 @@ def _pair_sims(
         else:
             out[start : start + step] = np.einsum("nd,nkd->nk", a, b)
     return out
+
+
+# -- IVF: coarse cells, exact similarities inside them -----------------------------------------------------------------
+
+#: Points per coarse cell of an IVF graph (before spreading).
+IVF_CELL_POINTS = 1_024
+#: Cells a point may be a candidate in (its nearest centroids), tried in turn until the sampled recall is met: the
+#: collection graph stops at 8 (beyond it NN-descent is cheaper), a search inside a group (a tenant, whose k-th
+#: neighbour lies farther out in collection terms, but costs only its share of the cells) at 16.
+IVF_SPREADS = (2, 4, 8)
+IVF_GROUP_SPREADS = (4, 8, 16)
+#: Nearest centroids kept per point: the widest spread any search may use.
+_IVF_NEAREST = 16
+#: An IVF graph is used only where its recall@10 against exact search, measured on a sample of points, is at least
+#: this with a margin of two standard errors; elsewhere the graph is NN-descent's (collection) or exact (group).
+IVF_MIN_RECALL = 0.98
+#: Points whose exact lists the recall is measured on.
+_RECALL_SAMPLE = 256
+#: Points the coarse k-means is fitted on, per cell.
+_KMEANS_PER_CELL = 64
+
+
+@dataclass
+class Partition:
+    """Coarse cells over a point table: ``nearest[i]`` are the ``nearest.shape[1]`` centroids nearest to row ``i``,
+    closest first, int32 (``-1`` for rows outside the partition); ``cells`` is the number of centroids."""
+
+    nearest: npt.NDArray[np.int32]
+    cells: int
+
+
+def _centroids(data: npt.NDArray[np.float32], cells: int, seed: int) -> npt.NDArray[np.float32]:
+    """k-means centroids (scikit-learn, random start, a few Lloyd steps) fitted on a sample of ``data`` and scaled to
+    the sample's mean norm. Why scaled: a centroid that averages unrelated directions is short, and a short
+    centroid is the nearest (Euclidean) second cell of almost every point, so its candidate list grows to most of
+    the collection (measured: one cell listed 70% of a 100k clustered set); at equal norms Euclidean order is
+    cosine order."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    take = min(len(data), cells * _KMEANS_PER_CELL)
+    sample = data[np.sort(rng.choice(len(data), size=take, replace=False))]
+    fitted = KMeans(n_clusters=cells, init="random", n_init=1, max_iter=10, random_state=seed).fit(sample)
+    centroids = np.asarray(fitted.cluster_centers_, dtype=np.float32)
+    norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+    scale = float(np.linalg.norm(sample, axis=1).mean())
+    return np.ascontiguousarray(centroids * (scale / np.maximum(norms, 1e-12)), dtype=np.float32)
+
+
+def _nearest_centroids(
+    data: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], count: int
+) -> npt.NDArray[np.int32]:
+    """The ``count`` centroids nearest (Euclidean, as k-means assigned them) to every row of ``data``."""
+    half = 0.5 * (centroids * centroids).sum(axis=1)
+    out = np.empty((len(data), count), dtype=np.int32)
+    step = max(1, _BLOCK_ELEMENTS // max(len(centroids), 1))
+    for start in range(0, len(data), step):
+        top, _ = top_k(data[start : start + step] @ centroids.T - half, count)
+        out[start : start + step] = top
+    return out
+
+
+def _ivf_search(
+    data: npt.NDArray[np.float32], nearest: npt.NDArray[np.int32], queries: npt.NDArray[np.int64], kk: int,
+    distance: Distance, spread: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``kk`` most similar rows of ``data`` to each of ``queries`` (rows of ``data``, ascending), self excluded,
+    searched cell by cell: a query meets the rows that count its own (nearest) cell among their ``spread`` nearest
+    (``nearest``: int32 ``(len(data), >= spread)``). Row numbers int64 ``(len(queries), kk)`` and exact
+    similarities, closest first, ``-1`` / ``-inf`` where a cell held too few rows.
+
+    Every query is in exactly one block, so its list is final when the block is done (no merging); a block is one
+    matrix product of the cell's queries against the cell's candidates, which BLAS runs far faster than
+    NN-descent's scattered distance evaluations (benchmarks/results/in-process-speed.md)."""
+    idx = np.full((len(queries), kk), -1, dtype=np.int64)
+    sims = np.full((len(queries), kk), -np.inf, dtype=np.float32)
+    cells = int(nearest[:, :spread].max()) + 1 if len(data) else 0
+    q_cell = nearest[queries, 0].astype(np.int64)
+    q_order = np.argsort(q_cell, kind="stable")
+    q_bounds = np.searchsorted(q_cell[q_order], np.arange(cells + 1))
+    m_cell = nearest[:, :spread].ravel().astype(np.int64)
+    m_order = np.argsort(m_cell, kind="stable")  # rows ascending within each cell
+    m_rows = np.repeat(np.arange(len(data), dtype=np.int64), spread)[m_order]
+    m_bounds = np.searchsorted(m_cell[m_order], np.arange(cells + 1))
+    sq = (data * data).sum(axis=1) if distance in (Distance.EUCLID, Distance.MANHATTAN) else None
+
+    def search_cell(cell: int) -> None:
+        pos = q_order[q_bounds[cell] : q_bounds[cell + 1]]
+        cand = m_rows[m_bounds[cell] : m_bounds[cell + 1]]
+        kc = min(kk, len(cand) - 1)
+        if not len(pos) or kc <= 0:
+            return
+        base = data[cand]
+        self_col = np.searchsorted(cand, queries[pos])  # a query is a candidate of its own nearest cell
+        step = max(1, _BLOCK_ELEMENTS // len(cand))
+        for start in range(0, len(pos), step):
+            p, col = pos[start : start + step], self_col[start : start + step]
+            s = data[queries[p]] @ base.T
+            if sq is not None:
+                s = -np.sqrt(np.maximum(sq[queries[p], None] + sq[None, cand] - 2.0 * s, 0.0))
+            s[np.arange(len(p)), col] = -np.inf
+            top, top_s = top_k(s, kc)
+            idx[p, :kc] = np.where(np.isfinite(top_s), cand[top], -1)  # queries of a cell: rows no other cell writes
+            sims[p, :kc] = top_s
+
+    _each_cell(search_cell, cells)
+    return idx, sims
+
+
+def _each_cell(work: Callable[[int], None], cells: int) -> None:
+    """``work(cell)`` for every cell, one cell per core at a time, each on single-threaded BLAS.
+
+    Why: a cell's matrix product is small (about a thousand rows), and OpenBLAS' own threads cost more than they
+    bring there: a 100 x 400 product took 18 ms of wall time on 2 threads on the shared box, 1.2 ms on one; numpy
+    releases the GIL in matrix products, selections and gathers, so cells in parallel threads keep both cores busy."""
+    from threadpoolctl import threadpool_limits
+
+    workers = min(os.cpu_count() or 1, cells)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers <= 1:
+            for cell in range(cells):
+                work(cell)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(work, range(cells)):
+                pass
+
+
+def _ivf_spread(
+    data: npt.NDArray[np.float32], nearest: npt.NDArray[np.int32], pool: npt.NDArray[np.int64], kk: int,
+    distance: Distance, spreads: tuple[int, ...], seed: int,
+) -> tuple[int | None, float]:
+    """The smallest of ``spreads`` whose IVF lists reach ``IVF_MIN_RECALL`` (recall@10, less two standard errors)
+    against exact search on a sample of the query rows ``pool``, and its measured recall; ``(None, best recall)``
+    when none does. A found neighbour counts when it is at least as similar as the exact 10th (ties are not
+    misses). Cost: the sample's exact search, ``_RECALL_SAMPLE x len(data)`` products."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(pool, size=min(len(pool), _RECALL_SAMPLE), replace=False))
+    k10 = min(10, kk)
+    _, exact_s = _ExactSearch(data, distance).top(sample, k10)
+    bar = exact_s[:, k10 - 1 : k10] - 1e-5 * np.maximum(1.0, np.abs(exact_s[:, k10 - 1 : k10]))  # rounding
+    best = 0.0
+    for spread in sorted({min(s, nearest.shape[1]) for s in spreads}):  # all cells: exact
+        _, found_s = _ivf_search(data, nearest, sample, k10, distance, spread)
+        per_query = (found_s >= bar).sum(axis=1) / k10
+        recall = float(per_query.mean())
+        best = max(best, recall)
+        margin = 2.0 * float(per_query.std()) / np.sqrt(len(sample))
+        if recall - margin >= IVF_MIN_RECALL:
+            return spread, recall
+    return None, best
+
+
+def ivf_graph(
+    vectors: npt.NDArray[np.float32],
+    k: int,
+    distance: Distance,
+    valid: npt.NDArray[np.bool_] | None = None,
+    *,
+    seed: int = 0,
+) -> NeighbourGraph | None:
+    """Approximate kNN graph from coarse cells (IVF), or None where it would not reach ``IVF_MIN_RECALL``.
+
+    k-means centroids on a sample (``IVF_CELL_POINTS`` points per cell), every point a candidate in its
+    ``spread`` nearest cells, exact similarities of each cell's points to its candidates (blocked matrix products),
+    the top ``k`` kept. ``spread`` is the smallest of ``IVF_SPREADS`` whose recall@10 against exact search,
+    measured on a sample of points before the graph is built, is at least ``IVF_MIN_RECALL`` (two standard errors
+    below the estimate); when none is, None (the caller builds NN-descent's graph). Similarities are exact for
+    every pair listed; a true neighbour is missed only when it does not count the point's cell among its nearest.
+    Keeps the cells (:class:`Partition`) so searches inside a tenant reuse them (:func:`group_search`).
+
+    Why: on 2 cores pynndescent took 8.3 s at 100k x 384 and 127 s at 1M (k 20 + 10 candidates, plus 2-4 s per
+    process loading its numba kernels); the cells' matrix products run at BLAS speed where the collection has
+    clustered structure, and the recall check sends diffuse collections (real sentence embeddings: recall@10 0.95
+    at spread 8 on 48k all-MiniLM-L6-v2 vectors, where NN-descent reached 0.995) back to NN-descent
+    (benchmarks/results/in-process-speed.md). Why hand-written rather than a library: faiss' IVF searches one query
+    at a time against inverted lists (6-10 min at 1M here, issue 3) and is not a dependency; an all-points graph is
+    the one case where a whole cell can be multiplied at once. Dot product: cells of the raw vectors, raw dot
+    products inside them, recall measured in dot-product order. Manhattan is not a matrix product: never IVF."""
+    n = len(vectors)
+    valid_rows = _valid_rows(n, valid)
+    m = len(valid_rows)
+    kk = min(k, m - 1)
+    if kk <= 0 or distance is Distance.MANHATTAN:
+        return None
+    data = gather(vectors, valid_rows, distance)
+    cells = max(1, round(m / IVF_CELL_POINTS))
+    near = _nearest_centroids(data, _centroids(data, cells, seed), min(_IVF_NEAREST, cells))
+    local = np.arange(m, dtype=np.int64)
+    spread, recall = _ivf_spread(data, near, local, kk, distance, IVF_SPREADS, seed)
+    if spread is None:
+        log.info("IVF graph: recall@10 %.3f on a sample is under %.2f at spread %d; NN-descent instead", recall,
+                 IVF_MIN_RECALL, max(IVF_SPREADS))
+        return None
+    log.info("IVF graph: %d cells, spread %d, recall@10 %.4f on a sample of %d", cells, spread, recall,
+             min(m, _RECALL_SAMPLE))
+    top, top_s = _ivf_search(data, near, local, kk, distance, spread)
+    del data
+    indices = np.full((n, k), -1, dtype=np.int64)
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    indices[valid_rows, :kk] = np.where(top >= 0, valid_rows[np.maximum(top, 0)], -1)
+    sims[valid_rows, :kk] = top_s
+    nearest = np.full((n, near.shape[1]), -1, dtype=np.int32)
+    nearest[valid_rows] = near
+    return NeighbourGraph(indices, sims, distance, exact=False, partition=Partition(nearest, cells))
+
+
+def group_search(
+    vectors: npt.NDArray[np.float32], partition: Partition, queries: npt.NDArray[np.int64],
+    members: npt.NDArray[np.int64], k: int, distance: Distance, *, seed: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+    """Approximate k nearest ``members`` (ascending table rows, e.g. one tenant's) of each of ``queries`` (members
+    too, ascending), self excluded, through the cells of an IVF graph: table rows int64 ``(len(queries), k)`` and
+    exact similarities, closest first, ``-1`` / ``-inf`` padded; None where no spread of ``IVF_GROUP_SPREADS``
+    reaches ``IVF_MIN_RECALL`` on a sample of the queries (the caller searches another way).
+
+    Costs about ``len(queries) x spread x members per cell`` products instead of ``len(queries) x len(members)``.
+    A query whose cells hold fewer than ``min(k, len(members) - 1)`` members is searched exactly
+    (:func:`search_within`)."""
+    kk = min(k, len(members) - 1)
+    near = partition.nearest[members]
+    if kk <= 0 or not len(queries) or (near[:, 0] < 0).any():  # a member the partition never saw: no cells
+        return None
+    data = gather(vectors, members, distance)
+    local_q = np.searchsorted(members, queries)
+    spread, recall = _ivf_spread(data, near, local_q, kk, distance, IVF_GROUP_SPREADS, seed)
+    if spread is None:
+        log.info("IVF group search: recall@10 %.3f on a sample is under %.2f", recall, IVF_MIN_RECALL)
+        return None
+    top, top_s = _ivf_search(data, near, local_q, kk, distance, spread)
+    del data
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out[:, :kk] = np.where(top[:, :kk] >= 0, members[np.maximum(top[:, :kk], 0)], -1)
+    out_s[:, :kk] = top_s[:, :kk]
+    short = np.flatnonzero(out[:, kk - 1] < 0)
+    if len(short):
+        out[short], out_s[short] = search_within(vectors, queries[short], members, k, distance)
+    return out, out_s
 
 
 def approximate_graph(
@@ -362,6 +633,9 @@ def build_graph(
     m = len(vectors) if valid is None else int(np.count_nonzero(valid))
     if m <= limit:
         return exact_graph(vectors, k, distance, valid)
+    graph = ivf_graph(vectors, k, distance, valid, seed=seed)
+    if graph is not None:
+        return graph
     log.info("building an approximate %d-NN graph over %d points (pynndescent)", k, m)
     return approximate_graph(vectors, k, distance, valid, seed=seed)
 

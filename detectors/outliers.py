@@ -21,7 +21,7 @@ from auditor.findings import (
     Finding,
     Rule,
 )
-from auditor.graph import EXACT_LIMIT, NeighbourGraph, search_within, within_group
+from auditor.graph import EXACT_LIMIT, NeighbourGraph, group_search, search_within, within_group
 from auditor.types import Confidence, Severity
 
 _TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_POISON_TRAINING)
@@ -254,28 +254,37 @@ def tenant_lists(
     rows and similarities ``(len(rows), k)``, whether they are exact, and how many rows the shared graph answered.
 
     The shared collection graph answers a point whose list already holds ``k`` of its tenant's points (exactly,
-    when the graph is exact); only the rest are searched. Where the tenant's own graph would have been exact
-    (``EXACT_LIMIT``) an approximate shared graph is not used, so VA302 stays exact wherever it was. When most of
-    a tenant is left short (tenants mixed through the collection's neighbourhoods, e.g. round-robin), the tenant's
-    own graph is built once (``ctx.subgraph``: exact or pynndescent); a few short points are searched exactly
-    against their tenant. An incremental scan that keeps state builds each tenant's graph as before, because the
-    next scan patches it in place (cost O(changed points)).
+    when the graph is exact); only the rest are searched. A few short points are searched exactly against their
+    tenant. When most of a tenant is left short (tenants mixed through the collection's neighbourhoods, e.g.
+    round-robin), they are searched through the shared graph's IVF cells (``group_search``: approximate, used only
+    where its recall@10 on a sample of them reaches ``IVF_MIN_RECALL``), else the tenant's own graph is built once
+    (``ctx.subgraph``: exact up to ``EXACT_LIMIT`` points, approximate beyond). Where the shared graph is
+    NN-descent's and the tenant's own graph would be exact, the shared graph is not used, so VA302 stays exact
+    there. An incremental scan that keeps state builds each tenant's graph as before, because the next scan
+    patches it in place (cost O(changed points)).
     """
     members = np.zeros(len(ctx.table), dtype=bool)
     members[rows] = True
     small = len(rows) <= EXACT_LIMIT
-    short = rows
-    if ctx.state is None and (shared.exact or not small):
+    if ctx.state is None and (shared.exact or not small or shared.partition is not None):
         idx, sims, complete = within_group(shared, rows, members, k)
         short = rows[~complete]
         if not len(short):
             return idx, sims, shared.exact, len(rows)
+        pos = np.searchsorted(rows, short)
         if 2 * len(short) <= len(rows) and len(short) * len(rows) <= EXACT_LIMIT * EXACT_LIMIT:
             started = time.perf_counter()
-            pos = np.searchsorted(rows, short)
             idx[pos], sims[pos] = search_within(ctx.table.vectors, short, rows, k, ctx.info.distance)
             ctx.add_seconds("graph.tenant_search", time.perf_counter() - started)
             return idx, sims, shared.exact, len(rows) - len(short)
+        if shared.partition is not None:
+            started = time.perf_counter()
+            found = group_search(ctx.table.vectors, shared.partition, short, rows, k, ctx.info.distance,
+                                 seed=ctx.settings.seed)
+            ctx.add_seconds("graph.tenant_ivf", time.perf_counter() - started)
+            if found is not None:
+                idx[pos], sims[pos] = found
+                return idx, sims, False, len(rows) - len(short)
     sub = ctx.subgraph(f"tenant:{tenant}", members, k)
     return sub.indices[rows, :k], sub.sims[rows, :k], sub.exact, 0
 
