@@ -70,8 +70,9 @@ class LanguageGroupDetector(Detector):
        twentieth) — or when its script is rare there.
 
     Severity follows provenance: MEDIUM and over the alert floor when at least ``wave_share`` (80%) of the members
-    are new or changed since the last scan (a batch that arrived together); otherwise LOW within the detector's
-    review budget (a multilingual collection has such groups honestly), INFO beyond it. Score: 1 - that share
+    are new or changed since the last scan (a batch that arrived together); otherwise INFO (a multilingual
+    collection has such groups honestly: listed, not flagged; ``review_budget`` > 0 keeps that share of the
+    points' strongest groups as LOW for review). Score: 1 - that share
     ratio, plus 1 for a wave."""
 
     name = "language-group"
@@ -81,12 +82,10 @@ class LanguageGroupDetector(Detector):
     budgeted_rules = frozenset({"VA341"})
     alert_floors: ClassVar[dict[str, float]] = {"VA341": NEW_GROUP_BONUS}
     requires = frozenset({"vectors", "text", "graph"})
-    #: opt-in (``--detector``) until measured leave-one-family-out on benchmarks/attack_recall.py (issue 16)
-    enabled_by_default = False
     defaults: ClassVar[dict[str, Any]] = {
-        "k": 10, "vocab_size": 100, "min_words": 20, "signature_words": 10, "candidate_overlap": 0.5,
-        "signature_jaccard": 0.2, "group_vocab": 20, "max_share_ratio": 0.5, "min_group": 5, "max_share": 0.1,
-        "min_reference": 50, "wave_share": 0.8, "max_evidence": 50,
+        "review_budget": 0.0, "k": 10, "vocab_size": 100, "min_words": 20, "signature_words": 10,
+        "candidate_overlap": 0.5, "signature_jaccard": 0.2, "group_vocab": 20, "max_share_ratio": 0.5, "min_group": 5,
+        "max_share": 0.1, "min_reference": 50, "wave_share": 0.8, "max_evidence": 50,
     }
 
     def neighbours_needed(self) -> int:

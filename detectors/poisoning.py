@@ -29,6 +29,7 @@ from auditor.masking import redact_text
 from auditor.types import Confidence, Distance, Severity
 from detectors.textsignals import (
     TermProfile,
+    claim_shaped,
     consecutive_chunks,
     content_words,
     jaccard,
@@ -57,10 +58,6 @@ CLAIM_CLUSTER = Rule(
 
 #: A retrieval bait is a whole question; shorter question-shaped titles ("Who's Afraid of Virginia Woolf?") are not.
 _BAIT_WORDS = 6
-#: A claim takes a sentence: title-only chunks ("Results of the Democratic Party presidential primaries, 2016")
-#: name the same things as their siblings without asserting anything.
-_CLAIM_WORDS = 8
-_STATEMENT_END = re.compile(r"(?<=\S)[.!?][\"'”’)\]]*(?:\s|$)")
 _SENTENCE = re.compile(r"(?<=[.!?])(?=\s|[A-Z\"'])")
 
 
@@ -137,11 +134,9 @@ class _Texts:
         return self._openings[row]
 
     def claim_shaped(self, row: int) -> bool:
-        """>= ``_CLAIM_WORDS`` words with a finished sentence, or a long (cut) passage: not a bare title."""
+        """:func:`~detectors.textsignals.claim_shaped`, cached."""
         if row not in self._claims:
-            text = self.texts[row] or ""
-            n = len(words(text))
-            self._claims[row] = n >= 2 * _CLAIM_WORDS or (n >= _CLAIM_WORDS and bool(_STATEMENT_END.search(text)))
+            self._claims[row] = claim_shaped(self.texts[row])
         return self._claims[row]
 
     def profile(self, row: int) -> TermProfile:

@@ -316,6 +316,20 @@ def slot_substitution(a: TermProfile, b: TermProfile) -> bool:
     return False
 
 
+#: A claim takes a sentence: title-only chunks ("Results of the Democratic Party presidential primaries, 2016")
+#: name the same things as their siblings without asserting anything.
+_CLAIM_WORDS = 8
+_STATEMENT_END = re.compile(r"(?<=\S)[.!?][\"'”’)\]]*(?:\s|$)")
+
+
+def claim_shaped(text: str | None) -> bool:
+    """Whether ``text`` states something: >= 8 words with a finished sentence, or a long (cut) passage of >= 16
+    words; a bare title ("List of killings by law enforcement officers in the United States, August 2015") does
+    not."""
+    n = len(words(text))
+    return n >= 2 * _CLAIM_WORDS or (n >= _CLAIM_WORDS and bool(_STATEMENT_END.search(text or "")))
+
+
 def question_sentences(text: str | None) -> list[str]:
     """Question-shaped sentences inside ``text`` (normalised), e.g. a PoisonedRAG retrieval bait
     ``"Who wrote X?.<passage>"``. Short interjections ("Why?") and rhetorical fragments under four words

@@ -17,6 +17,7 @@ from auditor.findings import ATLAS_FALSE_RAG_ENTRY, OWASP_DATA_POISONING, Findin
 from auditor.masking import redact_text
 from auditor.types import Confidence, Severity
 from detectors.poisoning import neighbour_cosines, row_norms
+from detectors.textsignals import claim_shaped
 
 CONFLICTING_TWIN = Rule(
     "VA313", "Near-identical passages that differ in one fact (number, name, date or negation)", Severity.MEDIUM,
@@ -83,22 +84,24 @@ class ConflictingTwinsDetector(Detector):
     Versions of a page (a sentence added, a paragraph reworded) and one table filled with other numbers (many
     runs) are not twins. Score: 1 minus the share of tokens changed; plus ``NEW_TWIN_BONUS`` when, in a
     monitoring scan, one twin is new or changed since the last scan while the other was already there — the shape
-    of a counterfactual planted beside its original: MEDIUM, over the alert floor (never budgeted away). Other
-    twins (the baseline scan, or both old or both new) are LOW within the detector's review budget (most are
-    honest corrections and re-sent stories), INFO beyond it. Evidence: the twin, the changed runs read from the
-    reported point to its twin (masked), their kinds, which one is new."""
+    of a counterfactual planted beside its original: MEDIUM, over the alert floor (never budgeted away), when
+    they differ in one fact (one substitution, wherever it recurs); several values changed at once are another
+    item of a series (a daily story's date and rate). Texts that state nothing (bare titles) are no twins. Other
+    twins (the baseline scan, or both old or both new, or a series) are INFO: listed with their score, not
+    flagged (most are honest corrections and re-sent stories); ``review_budget`` > 0 keeps that share of the
+    points' strongest ones as LOW for review. Evidence: the twin, the changed runs read from the reported point
+    to its twin (masked), their kinds, how many distinct facts changed, which one is new."""
 
     name = "conflicting-twins"
-    version = "1"
+    version = "2"
     description = "near-identical passages that differ in one fact: a counterfactual stored beside its original"
     rules = (CONFLICTING_TWIN,)
     budgeted_rules = frozenset({"VA313"})
     alert_floors: ClassVar[dict[str, float]] = {"VA313": NEW_TWIN_BONUS}
     requires = frozenset({"vectors", "text", "graph"})
-    #: opt-in (``--detector``) until measured leave-one-family-out on benchmarks/attack_recall.py (issue 16)
-    enabled_by_default = False
     defaults: ClassVar[dict[str, Any]] = {
-        "k": 10, "min_cosine": 0.9, "max_runs": 2, "max_run_words": 3, "min_words": 8, "max_changed_share": 0.2,
+        "review_budget": 0.0, "k": 10, "min_cosine": 0.9, "max_runs": 2, "max_run_words": 3, "min_words": 8,
+        "max_changed_share": 0.2,
     }
 
     def neighbours_needed(self) -> int:
@@ -126,6 +129,8 @@ class ConflictingTwinsDetector(Detector):
         ta, tb = table.texts[a], table.texts[b]
         if not ta or not tb:
             return None
+        if not (claim_shaped(ta) and claim_shaped(tb)):
+            return None  # titles name things and state nothing: "..., August 2015" / "..., October 2015"
         tok_a, tok_b = tokens(ta), tokens(tb)
         len_a, len_b = len(tok_a), len(tok_b)
         n_words = min(len_a, len_b)
@@ -143,22 +148,27 @@ class ConflictingTwinsDetector(Detector):
         new_one = None
         if arrived is not None and arrived[a] != arrived[b]:
             new_one = a if arrived[a] else b
+        # one fact changed (in one place or repeated) is a counterfactual's edit; several values changed at once
+        # (the day and the rate of a daily wire story, a form's number and file size) are another item of a series
+        facts = len({(c["before"].casefold(), c["after"].casefold()) for c in changes})
+        alerting = new_one is not None and facts == 1
         # report on the newer twin (the one that arrived, else the later row: the later ingested in most stores)
         point, twin = (new_one, b if new_one == a else a) if new_one is not None else (b, a)
-        score = 1.0 - share + (NEW_TWIN_BONUS if new_one is not None else 0.0)
+        score = 1.0 - share + (NEW_TWIN_BONUS if alerting else 0.0)
         masked = [{**c, "before": redact_text(c["before"]), "after": redact_text(c["after"])} for c in changes]
         if point == a:  # the runs read from the reported point's text to its twin's
             masked = [{**c, "before": c["after"], "after": c["before"]} for c in masked]
         kinds = sorted({c["kind"] for c in changes})
         evidence: dict[str, Any] = {
             "twin": table.ids[twin], "changes": masked, "kinds": kinds, "changed_share": round(share, 4),
-            "new_since_last_scan": new_one is not None,
+            "new_since_last_scan": new_one is not None, "facts_changed": facts,
         }
         said = "; ".join(f"{c['before'] or '(nothing)'!r} -> {c['after'] or '(nothing)'!r}" for c in masked)
         where = "new since the last scan, beside an older twin" if new_one is not None else "near-identical twin"
+        series = f" ({facts} values differ: another item of a series)" if facts > 1 else ""
         return Finding(
             CONFLICTING_TWIN, self.name, table.ids[point], score,
-            f"{where} {table.ids[twin]!r} states another {'/'.join(kinds)}: {said}",
+            f"{where} {table.ids[twin]!r} states another {'/'.join(kinds)}: {said}{series}",
             1.0 - float(self.params["max_changed_share"]), evidence, table.tenants[point],
-            severity=None if new_one is not None else Severity.LOW,
+            severity=None if alerting else Severity.LOW,
         )

@@ -51,6 +51,10 @@ def test_a_spanish_cluster_in_an_english_store_is_one_group(  # type: ignore[no-
     assert group.effective_severity.value == "low" and group.evidence["new_since_last_scan"] is None
     assert {"de", "la"} & set(group.evidence["group_words"])
     assert group.evidence["common_word_share"] <= 0.5
+    # in a default scan (review_budget 0) a group found in a baseline is listed as INFO, not flagged
+    default = _groups(run_scan(uri, sqlite_ledger_url, field_map=FieldMap(text="text")))
+    assert [g.evidence["members"] for g in default] == [group.evidence["members"]]
+    assert default[0].effective_severity.value == "info"
 
 
 def test_an_english_store_has_no_group_and_a_wave_that_arrives_alerts(  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,9 @@ def test_twins_in_a_baseline_are_low_and_each_pair_is_reported_once(  # type: ig
         assert finding.evidence["twin"] == expected[pid]
         assert finding.effective_severity.value == "low" and not finding.evidence["new_since_last_scan"]
         assert finding.evidence["changed_share"] < 0.2
+    # by default (review_budget 0, the detector runs in every default scan) a baseline's twins are listed, not flagged
+    default = _twins(run_scan(uri, sqlite_ledger_url, field_map=FieldMap(text="text")))
+    assert set(default) == set(expected) and {f.effective_severity.value for f in default.values()} == {"info"}
 
 
 def test_a_twin_that_arrives_beside_its_original_alerts_whatever_the_budget(  # type: ignore[no-untyped-def]
@@ -98,3 +102,34 @@ def test_a_twin_that_arrives_beside_its_original_alerts_whatever_the_budget(  # 
     for finding in later.values():
         assert finding.effective_severity.value == "medium" and finding.evidence["new_since_last_scan"]
         assert "new since the last scan" in finding.message and finding.score > 1.0
+
+
+def test_a_series_item_and_a_title_do_not_alert(tmp_path: Path, corpus, embed, sqlite_ledger_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A new passage beside an old one with two values changed at once (the next item of a series: a daily
+    story's date and rate) is listed as INFO, not alerted; two titles a month apart state nothing: no twins."""
+    wiki = corpus["wiki"]
+    years = re.compile(r"\b1[89]\d\d\b")
+    row = next(i for i, t in enumerate(wiki) if len(set(years.findall(t))) >= 2 and i not in corpus["twins"])
+    first, second = sorted(set(years.findall(wiki[row])))[:2]
+    series = _edit(_edit(wiki[row], first, str(int(first) + 1)), second, str(int(second) + 2))
+    titles = ["List of killings by law enforcement officers in the United States, August 2015",
+              "List of killings by law enforcement officers in the United States, October 2015"]
+    store = tmp_path / "m"
+    texts = [*wiki, titles[0]]
+    uri = build_qdrant_store(store, embed(texts), [{"text": t} for t in texts])
+    assert not _twins(run_scan(uri, sqlite_ledger_url, detectors=["conflicting-twins"],
+                               field_map=FieldMap(text="text")))
+    client = QdrantClient(path=str(store))
+    try:
+        client.upsert("docs", [
+            models.PointStruct(id=len(texts) + i, vector=np.asarray(v, np.float32).tolist(), payload={"text": t})
+            for i, (t, v) in enumerate(zip([series, titles[1]], embed([series, titles[1]]), strict=True))
+        ])
+    finally:
+        client.close()
+    later = _twins(run_scan(uri, sqlite_ledger_url, detectors=["conflicting-twins"], field_map=FieldMap(text="text")))
+    assert set(later) == {len(texts)}  # the series item; the new title is no twin of the old one
+    finding = later[len(texts)]
+    assert finding.evidence["twin"] == row and finding.evidence["facts_changed"] == 2
+    assert finding.evidence["new_since_last_scan"] and finding.effective_severity.value == "info"
+    assert "another item of a series" in finding.message
