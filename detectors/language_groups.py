@@ -76,7 +76,7 @@ class LanguageGroupDetector(Detector):
     ratio, plus 1 for a wave."""
 
     name = "language-group"
-    version = "1"
+    version = "2"
     description = "a group of documents in a language or script the rest of the collection does not use"
     rules = (FOREIGN_GROUP,)
     budgeted_rules = frozenset({"VA341"})
