@@ -170,17 +170,21 @@ class _ExactSearch:
             yield q, s
 
     @staticmethod
-    def top_of(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def top_of(
+        s: npt.NDArray[np.float32], kk: int, use_torch: bool | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``kk`` largest entries of every row of ``s``, largest first (exactly tied entries in either order)."""
-        return top_k(s, kk)
+        return top_k(s, kk, use_torch=use_torch)
 
-    def top(self, queries: npt.NDArray[np.int64], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def top(
+        self, queries: npt.NDArray[np.int64], kk: int, use_torch: bool | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``kk`` most similar rows of each query row (self excluded), closest first."""
         idx = np.empty((len(queries), kk), dtype=np.int64)
         sims = np.empty((len(queries), kk), dtype=np.float32)
         done = 0
         for q, s in self.blocks(queries):
-            idx[done : done + len(q)], sims[done : done + len(q)] = self.top_of(s, kk)
+            idx[done : done + len(q)], sims[done : done + len(q)] = self.top_of(s, kk, use_torch)
             done += len(q)
         return idx, sims
 
@@ -190,7 +194,7 @@ _TORCH_TOPK_ELEMENTS = 4 * 1024 * 1024
 
 
 def top_k(
-    s: npt.NDArray[np.float32], kk: int, *, prefer_torch: bool = False
+    s: npt.NDArray[np.float32], kk: int, *, use_torch: bool | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """The ``kk`` largest entries of every row of ``s`` (float32 ``(r, c)``, ``kk <= c``), largest first: column
     numbers int64 ``(r, kk)`` and values; exactly tied entries in either order. ``-inf`` entries are never preferred
@@ -201,9 +205,10 @@ def top_k(
     entry is at or above it and only those few entries are sorted. Why not ``numpy.argpartition``: over a
     4096 x 10,000 float32 block it took 0.4-1.4 s on 2 cores, the threshold 0.1-0.25 s and ``torch.topk`` 0.05 s
     (the per-tenant graphs of a 100k-point, ten-tenant scan spent 12 of their 18 s in argpartition,
-    benchmarks/results/in-process-speed.md). ``prefer_torch``: torch for any block (callers with many small blocks,
-    which pay torch's ~1.5 s import once; on a 100 x 400 block the threshold costs ~3 ms, torch ~0.1 ms)."""
-    torch = _torch() if prefer_torch or s.size >= _TORCH_TOPK_ELEMENTS else None
+    benchmarks/results/in-process-speed.md). ``use_torch`` None: torch for blocks of at least
+    ``_TORCH_TOPK_ELEMENTS``; False: never (a caller whose whole job is smaller than torch's ~1.5 s import, or that
+    runs blocks in parallel threads, where torch's own threads only compete)."""
+    torch = _torch() if use_torch or (use_torch is None and s.size >= _TORCH_TOPK_ELEMENTS) else None
     if torch is not None:
         top_s, top = torch.topk(torch.from_numpy(np.ascontiguousarray(s)), kk, dim=1, largest=True, sorted=True)
         return top.numpy().astype(np.int64), top_s.numpy()
@@ -258,7 +263,7 @@ IVF_CELL_POINTS = 1_024
 #: Cells a point may be a candidate in (its nearest centroids), tried in turn until the sampled recall is met: the
 #: collection graph stops at 8 (beyond it NN-descent is cheaper), a search inside a group (a tenant, whose k-th
 #: neighbour lies farther out in collection terms, but costs only its share of the cells) at 16.
-IVF_SPREADS = (2, 4, 8)
+IVF_SPREADS = (1, 2, 4, 8)
 IVF_GROUP_SPREADS = (4, 8, 16)
 #: Nearest centroids kept per point: the widest spread any search may use.
 _IVF_NEAREST = 16
@@ -267,6 +272,9 @@ _IVF_NEAREST = 16
 IVF_MIN_RECALL = 0.98
 #: Points whose exact lists the recall is measured on.
 _RECALL_SAMPLE = 256
+#: Point-to-centroid similarities from which the nearest cells are selected by torch (~1 ns an entry on 2 threads,
+#: worth its ~1.5 s import from about a million points) rather than numpy (~3-5 ns).
+_TORCH_NEAREST_ELEMENTS = 1 << 28
 #: Points the coarse k-means is fitted on, per cell.
 _KMEANS_PER_CELL = 64
 
@@ -305,8 +313,9 @@ def _nearest_centroids(
     half = 0.5 * (centroids * centroids).sum(axis=1)
     out = np.empty((len(data), count), dtype=np.int32)
     step = max(1, _BLOCK_ELEMENTS // max(len(centroids), 1))
+    use_torch = len(data) * len(centroids) >= _TORCH_NEAREST_ELEMENTS
     for start in range(0, len(data), step):
-        top, _ = top_k(data[start : start + step] @ centroids.T - half, count)
+        top, _ = top_k(data[start : start + step] @ centroids.T - half, count, use_torch=use_torch)
         out[start : start + step] = top
     return out
 
@@ -350,7 +359,7 @@ def _ivf_search(
             if sq is not None:
                 s = -np.sqrt(np.maximum(sq[queries[p], None] + sq[None, cand] - 2.0 * s, 0.0))
             s[np.arange(len(p)), col] = -np.inf
-            top, top_s = top_k(s, kc)
+            top, top_s = top_k(s, kc, use_torch=False)
             idx[p, :kc] = np.where(np.isfinite(top_s), cand[top], -1)  # queries of a cell: rows no other cell writes
             sims[p, :kc] = top_s
 
@@ -388,7 +397,7 @@ def _ivf_spread(
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(pool, size=min(len(pool), _RECALL_SAMPLE), replace=False))
     k10 = min(10, kk)
-    _, exact_s = _ExactSearch(data, distance).top(sample, k10)
+    _, exact_s = _ExactSearch(data, distance).top(sample, k10, use_torch=False)
     bar = exact_s[:, k10 - 1 : k10] - 1e-5 * np.maximum(1.0, np.abs(exact_s[:, k10 - 1 : k10]))  # rounding
     best = 0.0
     for spread in sorted({min(s, nearest.shape[1]) for s in spreads}):  # all cells: exact

@@ -41,7 +41,21 @@ def out_of_fold_proba(
     The inverse regularisation is ``C = c_total / n_train``: scikit-learn's objective is C * (sum of losses)
     + ||w||^2 / 2, so a fixed C would make the log-odds (and so any fixed threshold on them) grow with the
     collection size; a fixed C * n keeps the margin's scale the same on 300 points and on 50,000.
+
+    BLAS runs single-threaded here: the regression's products (40,000 x 384 by 10 classes) are too small for
+    OpenBLAS' threads, which cost more than they bring (five folds at 100k points on the shared 2-core box: 20.6 s
+    on 2 BLAS threads, 2.8 s on one; benchmarks/results/in-process-speed.md).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _out_of_fold_proba(x, labels, folds=folds, max_train=max_train, c_total=c_total, seed=seed)
+
+
+def _out_of_fold_proba(
+    x: Any, labels: npt.NDArray[np.int64], *, folds: int, max_train: int, c_total: float,
+    seed: int,
+) -> npt.NDArray[np.float64]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
