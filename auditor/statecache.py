@@ -13,17 +13,16 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from auditor.graph import NeighbourGraph, StoredGraph
 from auditor.types import Distance
 
-if TYPE_CHECKING:
-    from auditor.graph import NeighbourGraph
+__all__ = ["ENV_DIR", "FORMAT_VERSION", "StateCache", "StoredGraph", "default_state_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +36,6 @@ def default_state_dir() -> Path:
         return Path(os.environ[ENV_DIR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "vecaudit" / "state"
-
-
-@dataclass
-class StoredGraph:
-    """A neighbour graph of an earlier scan, over the earlier rows ``rows`` (of ``size``): ``indices[j]`` are
-    the earlier row numbers of the neighbours of row ``rows[j]``. Earlier row ``r`` is the point ``keys[r]``
-    with vector hash ``vector_hashes[r]`` in :meth:`StateCache.rows`."""
-
-    rows: npt.NDArray[np.int64]
-    indices: npt.NDArray[np.int64]
-    sims: npt.NDArray[np.float32]
-    distance: Distance
-    exact: bool
-    size: int
-
-    def positions(self) -> npt.NDArray[np.int64]:
-        """For every earlier row, its position in ``rows`` (-1 when the graph was not built over it)."""
-        out = np.full(self.size, -1, dtype=np.int64)
-        out[self.rows] = np.arange(len(self.rows), dtype=np.int64)
-        return out
 
 
 class StateCache:

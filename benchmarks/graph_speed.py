@@ -3,6 +3,8 @@ with neighbour recall, against cleanlab Datalab and PyOD KNN/LOF on the same dat
 
     .venv/bin/python benchmarks/graph_speed.py [--sizes 100000,1000000] [--compare] [--crossover] [--k 10]
         [--compare-python .venv-compare/bin/python]   # cleanlab[datalab]==2.9.0 + pyod live in their own venv
+    .venv/bin/python benchmarks/graph_speed.py --ivf synthetic:100000 --ivf ~/.cache/vecaudit-bench/minilm.npz
+        [--nndescent]   # IVF graph and IVF tenant lists: time, chosen spread, recall@10 against exact
 
 Each size runs in its own process so peak RSS (ru_maxrss) is that size's alone; vectors go through the real
 PointTable (float32 memmap spill), so pass 2 reads them from disk as a scan does.
@@ -216,6 +218,69 @@ def run_crossover(sizes: list[int], k: int) -> list[dict[str, Any]]:
     return rows
 
 
+def run_ivf(source: str, with_nndescent: bool, tenants: int = 10, queries: int = 2000) -> dict[str, Any]:
+    """The IVF graph (k 20, as a default scan asks) of ``source`` (``synthetic:N`` or an ``.npz`` with a ``vecs``
+    array, e.g. the all-MiniLM-L6-v2 cache of embedding_quality.py) and the lists inside ``tenants`` round-robin
+    tenants through its cells: wall and CPU seconds, the spread chosen, recall@10 against exact search on
+    ``queries`` sampled points (collection, and inside each sampled point's tenant); NN-descent on the same sample
+    with ``with_nndescent``."""
+    import auditor.graph as graph
+    from auditor.types import Distance
+
+    if source.startswith("synthetic:"):
+        x = synthetic(int(source.split(":")[1]))[0]
+    else:
+        with np.load(Path(source).expanduser()) as data:
+            x = np.asarray(data["vecs"], dtype=np.float32)
+    x = graph.prepare(x, Distance.COSINE)
+    n = len(x)
+    rng = np.random.default_rng(1)
+    q = np.sort(rng.choice(n, size=min(queries, n), replace=False))
+    sims = _blocked(x, q)
+    sims[np.arange(len(q)), q] = -np.inf
+    label = np.arange(n) % tenants
+
+    def recall(found: np.ndarray, s: np.ndarray) -> float:
+        """Found entries at least as similar as the exact 10th (ties are not misses)."""
+        bar = -np.sort(-s, axis=1)[:, 9:10] - 1e-5
+        got = np.take_along_axis(s, np.maximum(found[:, :10], 0), axis=1)
+        return float(np.mean(((got >= bar) & (found[:, :10] >= 0)).sum(axis=1) / 10))
+
+    out: dict[str, Any] = {"source": source, "n": n, "dim": x.shape[1]}
+    t0, c0 = time.perf_counter(), time.process_time()
+    g = graph.ivf_graph(x, 20, Distance.COSINE)
+    out.update(ivf_s=round(time.perf_counter() - t0, 2), ivf_cpu_s=round(time.process_time() - c0, 2))
+    if g is None or g.partition is None:
+        out["ivf"] = "declined: sampled recall under IVF_MIN_RECALL (NN-descent builds the graph)"
+    else:
+        out.update(cells=g.partition.cells, spread=g.partition.spread, sampled_recall=round(g.partition.recall, 4),
+                   recall_at_10=round(recall(g.indices[q], sims), 4))
+        t0, c0 = time.perf_counter(), time.process_time()
+        lists: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+        for t in range(tenants):
+            rows = np.flatnonzero(label == t)
+            found = graph.group_search(x, g.partition, rows, rows, 10, Distance.COSINE)
+            lists[t] = None if found is None else (rows, found[0])
+        out.update(tenant_s=round(time.perf_counter() - t0, 2), tenant_cpu_s=round(time.process_time() - c0, 2),
+                   tenants_declined=sum(v is None for v in lists.values()))
+        got, within = [], []
+        for i, row in enumerate(q):
+            entry = lists[int(label[row])]
+            if entry is not None:
+                got.append(entry[1][np.searchsorted(entry[0], row)])
+                within.append(np.where(label == label[row], sims[i], -np.inf))
+        if got:
+            out["tenant_recall_at_10"] = round(recall(np.array(got), np.array(within)), 4)
+    if with_nndescent:
+        graph.approximate_graph(synthetic(3000, seed=9)[0], 20, Distance.COSINE)  # numba kernels loaded apart
+        t0 = time.perf_counter()
+        a = graph.approximate_graph(x, 20, Distance.COSINE)
+        out.update(nndescent_s=round(time.perf_counter() - t0, 2), nndescent_recall_at_10=round(recall(a.indices[q],
+                                                                                                       sims), 4))
+    out["load"] = [round(v, 2) for v in os.getloadavg()]
+    return out
+
+
 def _child(args: list[str], python: str | None = None) -> dict[str, Any]:
     proc = subprocess.run([python or sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -233,11 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crossover", action="store_true", help="exact vs pynndescent build time")
     ap.add_argument("--crossover-sizes", default="5000,10000,20000,40000")
     ap.add_argument("--cold", action="store_true", help="time pass 2 including numba's one-off compilation")
+    ap.add_argument("--ivf", action="append", default=[], help="IVF graph recall and time on synthetic:N or an .npz")
+    ap.add_argument("--nndescent", action="store_true", help="with --ivf: NN-descent on the same points too")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--compare-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(args.one, args.k, warm=not args.cold)))
+        return 0
+    if args.ivf:
+        for source in args.ivf:
+            print(json.dumps(run_ivf(source, args.nndescent)), flush=True)
         return 0
     if args.compare_one:
         print(json.dumps(run_compare(args.compare_one)))

@@ -64,7 +64,10 @@ def run_scan(export: Path, ledger: Path, vecaudit: str) -> dict[str, Any]:
         raise SystemExit(f"scan failed ({proc.returncode}): {proc.stderr[-2000:]}")
     rss = next((int(line.split()[-1]) / 1024**2 for line in proc.stderr.splitlines()
                 if "Maximum resident set size" in line), float("nan"))
-    return {"wall": round(wall, 1), "rss_gib": round(rss, 2), "doc": json.loads(proc.stdout)}
+    # CPU seconds (user + system): on a shared box the wall time depends on others' load, this much less
+    cpu = sum(float(line.split(":")[-1]) for line in proc.stderr.splitlines()
+              if line.strip().startswith(("User time (seconds)", "System time (seconds)")))
+    return {"wall": round(wall, 1), "cpu_s": round(cpu, 1), "rss_gib": round(rss, 2), "doc": json.loads(proc.stdout)}
 
 
 def answers(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -89,11 +92,12 @@ def cleanlab_child(export: Path) -> dict[str, Any]:
     column = pq.read_table(export, columns=["vector"]).column("vector").combine_chunks()
     x = np.asarray(column.values, dtype=np.float32).reshape(len(column), -1)
     read_s = time.perf_counter() - started
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lab = Datalab(data={"id": np.arange(len(x))})
     lab.find_issues(features=x, issue_types={"outlier": {}, "near_duplicate": {}})
     issues = lab.get_issues()
     return {"cleanlab_find_issues_s": round(time.perf_counter() - t0, 1), "cleanlab_read_s": round(read_s, 1),
+            "cleanlab_cpu_s": round(time.process_time() - c0, 1),
             "cleanlab_outliers": int(issues["is_outlier_issue"].sum()),
             "cleanlab_near_duplicates": int(issues["is_near_duplicate_issue"].sum()),
             "cleanlab_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)}
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         row.update(json.loads(proc.stdout.strip().splitlines()[-1]), load_after_cleanlab=load(),
                    cleanlab_wall=round(time.perf_counter() - started, 1))
         row["speedup_vs_cleanlab"] = round(row["cleanlab_find_issues_s"] / row["wall"], 1)
+        row["cpu_ratio_vs_cleanlab"] = round(row["cleanlab_cpu_s"] / max(row["cpu_s"], 1e-9), 1)
     print(json.dumps(row, indent=1), flush=True)
     return 0
 

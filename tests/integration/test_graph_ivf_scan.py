@@ -45,6 +45,7 @@ def test_ivf_scan_agrees_with_exact_graphs(tmp_path: Path, monkeypatch: pytest.M
     ivf = run_scan(uri, f"sqlite:///{tmp_path / 'b.db'}", collection="export", detectors=["outlier"],
                    field_map=fields)
     assert "graph.tenant_ivf" in ivf.counts["seconds"]  # round-robin tenants: searched through the cells
+    assert any("coarse cells (IVF, spread" in note for note in ivf.notes), ivf.notes
     assert not any(key.startswith("graph.sub:") for key in ivf.counts["seconds"])  # no tenant graph of its own
     a, b = _answers(exact), _answers(ivf)
     assert {p for r, p, _ in a if r == "VA301"} >= planted and {p for r, p, _ in b if r == "VA301"} >= planted

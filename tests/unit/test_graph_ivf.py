@@ -126,3 +126,24 @@ def test_a_noisy_collection_declines_ivf() -> None:
     noise = np.random.default_rng(5).normal(size=(1_000, x.shape[1])).astype(np.float32)
     x = np.concatenate([x, noise / np.linalg.norm(noise, axis=1, keepdims=True)])
     assert ivf_graph(x, 10, Distance.COSINE, seed=1) is None
+
+
+def test_far_lists_are_searched_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spread 1 misses the neighbours of points at a cell's border; their lists then look far, like an outlier's,
+    and are searched again through more cells: no point keeps a list much farther than its exact one."""
+    monkeypatch.setattr(graph, "IVF_SPREADS", (1,))
+    x = clustered(6_000, per_cluster=100)
+    truth = exact_graph(x, 10, Distance.COSINE)
+    g = ivf_graph(x, 10, Distance.COSINE)
+    assert g is not None and g.partition is not None and g.partition.spread == 1
+    mean = g.sims.mean(axis=1)
+    gap = truth.sims.mean(axis=1) - mean
+    assert gap.min() >= -1e-5  # a list is never closer than the exact one
+    assert gap.max() < 0.05
+    median = np.median(mean)
+    far = (median - mean) / (1.4826 * np.median(np.abs(mean - median))) >= 3.0  # where outliers are flagged
+    assert far.any() and gap[far].max() < 0.005
+    monkeypatch.setattr(graph, "_REPAIR_SHARE", 0.0)  # without the second search, border points stand out
+    bare = ivf_graph(x, 10, Distance.COSINE)
+    assert bare is not None
+    assert (truth.sims.mean(axis=1) - bare.sims.mean(axis=1)).max() > 0.05
