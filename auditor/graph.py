@@ -49,7 +49,7 @@ class NeighbourGraph:
     exact: bool
     #: The coarse cells an IVF-built graph was searched in (None for exact and NN-descent graphs): lets
     #: :func:`group_search` find neighbours inside a group (a tenant) without partitioning again.
-    partition: Partition | None = None
+    partition: CoarseCells | None = None
 
     @property
     def k(self) -> int:
@@ -277,7 +277,7 @@ _KMEANS_PER_CELL = 64
 
 
 @dataclass
-class Partition:
+class CoarseCells:
     """Coarse cells over a point table: ``nearest[i]`` are the ``nearest.shape[1]`` centroids nearest to row ``i``,
     closest first, int32 (``-1`` for rows outside the partition); ``cells`` is the number of centroids; ``spread``
     and ``recall`` the spread the graph was searched with and its recall@10 measured on a sample."""
@@ -527,7 +527,7 @@ def ivf_graph(
     measured on a sample of points before the graph is built, is at least ``IVF_MIN_RECALL`` (two standard errors
     below the estimate); when none is, None (the caller builds NN-descent's graph). Similarities are exact for
     every pair listed; a true neighbour is missed only when it does not count the point's cell among its nearest.
-    Keeps the cells (:class:`Partition`) so searches inside a tenant reuse them (:func:`group_search`).
+    Keeps the cells (:class:`CoarseCells`) so searches inside a tenant reuse them (:func:`group_search`).
 
     Why: on 2 cores pynndescent took 8.3 s at 100k x 384 and 127 s at 1M (k 20 + 10 candidates, plus 2-4 s per
     process loading its numba kernels); the cells' matrix products run at BLAS speed where the collection has
@@ -564,11 +564,11 @@ def ivf_graph(
     sims[valid_rows, :kk] = top_s
     nearest = np.full((n, near.shape[1]), -1, dtype=np.int32)
     nearest[valid_rows] = near
-    return NeighbourGraph(indices, sims, distance, exact=False, partition=Partition(nearest, cells, spread, recall))
+    return NeighbourGraph(indices, sims, distance, exact=False, partition=CoarseCells(nearest, cells, spread, recall))
 
 
 def group_search(
-    vectors: npt.NDArray[np.float32], partition: Partition, queries: npt.NDArray[np.int64],
+    vectors: npt.NDArray[np.float32], partition: CoarseCells, queries: npt.NDArray[np.int64],
     members: npt.NDArray[np.int64], k: int, distance: Distance, *, seed: int = 0,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
     """Approximate k nearest ``members`` (ascending table rows, e.g. one tenant's) of each of ``queries`` (members
