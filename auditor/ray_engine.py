@@ -359,15 +359,17 @@ class RayScanner(Scanner):
             return
         if int(np.count_nonzero(valid)) <= EXACT_LIMIT:
             return
-        from auditor.ray_graph import SPREAD, distributed_graph
+        from auditor.ray_graph import GraphReport, distributed_graph
 
         started = time.perf_counter()
-        graph = distributed_graph(ctx.table.vectors, k, ctx.info.distance, valid, seed=ctx.settings.seed)
+        report = GraphReport()
+        graph = distributed_graph(ctx.table.vectors, k, ctx.info.distance, valid, seed=ctx.settings.seed,
+                                  report=report)
         ctx._graph = graph  # what ctx.graph() hands every detector from now on
         seconds = time.perf_counter() - started
         ctx.add_seconds("graph.all", seconds)
-        ctx.note(f"ray engine: neighbour graph ({k}-NN) built across the workers in {seconds:.1f} s: k-means cells, "
-                 f"each point searched in its {SPREAD} nearest; per-tenant graphs on the driver")
+        ctx.note(f"ray engine: neighbour graph ({k}-NN) built in {seconds:.1f} s: {report.describe()}; per-tenant "
+                 "lists on the driver")
 
 
 def wait(refs: list[Any]) -> tuple[list[Any], list[Any]]:

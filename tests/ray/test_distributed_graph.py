@@ -1,6 +1,6 @@
-"""The neighbour graph built across Ray workers (k-means cells, each point in its nearest cells, merged top-k lists):
-neighbour recall@10 against the exact graph for every distance, and a scan with `graph = "distributed"` agreeing with
-the in-process engine (pynndescent) on >= 99% of findings beyond the exact limit."""
+"""The neighbour graph built across Ray workers (the in-process IVF graph's cells, groups of whole cells searched by
+Ray tasks): the same lists as the in-process IVF graph, neighbour recall@10 against the exact graph for every
+distance, and a scan with `graph = "distributed"` giving the in-process engine's findings beyond the exact limit."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from auditor.engine import Scanner, ScanOptions
-from auditor.graph import exact_graph
+from auditor.graph import exact_graph, ivf_graph
 from auditor.ledger import Ledger
 from auditor.ray_engine import RayOptions, RayScanner
-from auditor.ray_graph import distributed_graph, merge_lists
+from auditor.ray_graph import GraphReport, distributed_graph, task_cells, task_rows
 from auditor.registry import connector_for, detector_classes
 from auditor.types import Distance, FieldMap
 
@@ -37,7 +37,10 @@ def test_recall_against_the_exact_graph(ray_cluster: Any, distance: Distance) ->
     x = clustered(6000, 32, seed=3) * np.random.default_rng(4).uniform(0.5, 2.0, size=(6000, 1)).astype(np.float32)
     valid = np.ones(len(x), dtype=bool)
     valid[[5, 77]] = False  # rows a scan leaves out (zero vectors, wrong dimension) are never listed
-    graph = distributed_graph(x, 10, distance, valid, cell_points=500)  # 12 cells: most neighbours cross one
+    # 24 cells of ~250 points in about 6 tasks, two in flight: lists cross borders, results come back out of order
+    report = GraphReport()
+    graph = distributed_graph(x, 10, distance, valid, cell_points=250, task_points=1000, in_flight=2, report=report)
+    assert report.tasks >= 4 and report.cells == 24 and report.spread >= 1, report
     truth = exact_graph(x, 10, distance, valid)
     rows = np.flatnonzero(valid)
     assert recall(graph, truth, rows, 10) >= 0.98
@@ -48,12 +51,42 @@ def test_recall_against_the_exact_graph(ray_cluster: Any, distance: Distance) ->
     assert not (graph.indices[rows] == rows[:, None]).any()  # never itself
 
 
-def test_merge_keeps_each_neighbour_once_best_first() -> None:
-    query = np.array([0, 0, 0, 0, 1], dtype=np.int64)
-    found = np.array([2, 1, 2, 3, 0], dtype=np.int64)
-    sims = np.array([0.9, 0.5, 0.9, 0.7, 0.5], dtype=np.float32)
-    idx, s = merge_lists(3, 2, query, found, sims)
-    assert idx.tolist() == [[2, 3], [0, -1], [-1, -1]] and s[0].tolist() == pytest.approx([0.9, 0.7])
+def test_every_point_is_searched_by_one_task_among_its_candidates() -> None:
+    rng = np.random.default_rng(0)
+    nearest = np.stack([rng.permutation(40)[:3] for _ in range(5000)]).astype(np.int64)  # 40 cells, spread 3
+    groups = task_cells(nearest, 40, 600)
+    assert np.array_equal(np.sort(np.concatenate(groups)), np.arange(40))  # each cell in exactly one task
+    searched = np.zeros(len(nearest), dtype=np.int64)
+    for group, rows in zip(groups, task_rows(nearest, groups), strict=True):
+        assert (np.diff(rows) > 0).all()  # ascending, no row twice
+        candidate = np.isin(nearest, group).any(axis=1)
+        assert np.array_equal(rows, np.flatnonzero(candidate))  # exactly the rows listing one of the task's cells
+        searched[rows[np.isin(nearest[rows, 0], group)]] += 1
+    assert (searched == 1).all()
+
+
+def test_the_lists_are_the_in_process_ivf_graphs(ray_cluster: Any) -> None:
+    x = clustered(8000, 48, seed=5)
+    valid = np.ones(len(x), dtype=bool)
+    valid[[3, 4000]] = False
+    local = ivf_graph(x, 12, Distance.COSINE, valid, seed=2)
+    assert local is not None and local.partition is not None
+    report = GraphReport()
+    graph = distributed_graph(x, 12, Distance.COSINE, valid, seed=2, task_points=1500, report=report)
+    assert report.tasks >= 4 and report.spread == local.partition.spread
+    assert np.array_equal(graph.indices, local.indices)
+    assert np.array_equal(graph.sims, local.sims)
+    assert graph.partition is not None and np.array_equal(graph.partition.nearest, local.partition.nearest)
+
+
+def test_without_a_spread_that_reaches_the_recall_the_driver_builds_nn_descent(ray_cluster: Any) -> None:
+    x = np.random.default_rng(6).normal(size=(3000, 32)).astype(np.float32)  # no structure: one cell misses much
+    report = GraphReport()
+    graph = distributed_graph(x, 10, Distance.COSINE, cell_points=100, spreads=(1,), report=report)
+    assert report.tasks == 0 and report.cells == 30 and report.recall < 0.98
+    assert "the driver built the graph as in process (NN-descent)" in report.describe()
+    truth = exact_graph(x, 10, Distance.COSINE)
+    assert graph.partition is None and recall(graph, truth, np.arange(3000), 10) >= 0.95
 
 
 @pytest.mark.slow
@@ -85,4 +118,6 @@ def test_scan_with_the_distributed_graph_agrees_with_the_in_process_engine(ray_c
     answers = [{(r.finding.rule.id, str(r.finding.point_id), r.finding.effective_severity.value)
                 for r in res.findings} for res in results]
     assert len(answers[0]) > 50
-    assert len(answers[0] & answers[1]) / len(answers[0] | answers[1]) >= 0.99
+    assert answers[0] == answers[1]  # the in-process engine's IVF graph, list for list: the same findings
+    note = next(n for n in on_ray.notes if n.startswith("ray engine: neighbour graph ("))
+    assert "task(s), each point searched in its nearest among the points" in note, note
