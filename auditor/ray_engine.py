@@ -74,8 +74,9 @@ class RayOptions:
     partition_retries: int = 2
     #: Points per read partition (None: sized from the collection and the cluster's CPUs).
     target_points: int | None = None
-    #: Where the shared neighbour graph is built beyond the exact limit: "driver" (pynndescent, as in process) or
-    #: "distributed" (k-means cells searched on the workers, auditor.ray_graph).
+    #: Where the shared neighbour graph is built beyond the exact limit: "driver" (as in process), "distributed"
+    #: (the same graph's cells searched on the workers, auditor.ray_graph) or "auto" (distributed when the cluster
+    #: spans more than one machine: on one machine Ray tasks add no CPUs to the driver's threads).
     graph: str = "driver"
 
 
@@ -349,13 +350,13 @@ class RayScanner(Scanner):
 
 
     def _distributed_graph(self, ctx: ScanContext, k: int) -> None:
-        """With ``graph = "distributed"``, build the shared graph on the workers before any detector asks for it
-        (beyond the exact limit only: up to it every engine builds the exact graph; not for incremental scans,
-        which patch the graph they kept)."""
+        """With ``graph = "distributed"`` (or ``"auto"`` on a cluster of several machines), build the shared graph on
+        the workers before any detector asks for it (beyond the exact limit only: up to it every engine builds the
+        exact graph; not for incremental scans, which patch the graph they kept)."""
         from auditor.graph import EXACT_LIMIT
 
         valid = ctx.valid_mask()
-        if self.ray_options.graph != "distributed" or k <= 0 or ctx.state is not None:
+        if self.graph_mode() != "distributed" or k <= 0 or ctx.state is not None:
             return
         if int(np.count_nonzero(valid)) <= EXACT_LIMIT:
             return
@@ -370,6 +371,14 @@ class RayScanner(Scanner):
         ctx.add_seconds("graph.all", seconds)
         ctx.note(f"ray engine: neighbour graph ({k}-NN) built in {seconds:.1f} s: {report.describe()}; per-tenant "
                  "lists on the driver")
+
+    def graph_mode(self) -> str:
+        """Where this scan builds the shared graph: ``"driver"`` or ``"distributed"`` (``"auto"`` resolved: the
+        workers when the cluster has more than one live node)."""
+        if self.ray_options.graph != "auto":
+            return self.ray_options.graph
+        nodes = sum(1 for node in require_ray().nodes() if node.get("Alive"))
+        return "distributed" if nodes > 1 else "driver"
 
 
 def wait(refs: list[Any]) -> tuple[list[Any], list[Any]]:

@@ -89,6 +89,19 @@ def test_without_a_spread_that_reaches_the_recall_the_driver_builds_nn_descent(r
     assert graph.partition is None and recall(graph, truth, np.arange(3000), 10) >= 0.95
 
 
+def test_auto_searches_on_the_workers_only_on_a_cluster_of_several_machines(
+    ray_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}").open()
+    with connector_for(f"file://{tmp_path / 'none.parquet'}", collection="docs") as conn:
+        scanner = RayScanner(ledger, conn, [], ScanOptions(show_progress=False), RayOptions(graph="auto"))
+        assert scanner.graph_mode() == "driver"  # the test cluster: this one machine
+        alive = ray_cluster.nodes()[0]
+        monkeypatch.setattr(ray_cluster, "nodes", lambda: [alive, {**alive, "NodeID": "other"}, {"Alive": False}])
+        assert scanner.graph_mode() == "distributed"
+        assert RayScanner(ledger, conn, [], ScanOptions(), RayOptions(graph="driver")).graph_mode() == "driver"
+
+
 @pytest.mark.slow
 def test_scan_with_the_distributed_graph_agrees_with_the_in_process_engine(ray_cluster: Any, tmp_path: Path) -> None:
     import pyarrow as pa
