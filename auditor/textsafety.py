@@ -46,12 +46,28 @@ TOO_DEEP = "too-deep"
 class Repair:
     """One value made safe: ``path`` of the field (``meta.tags[2]``, ``title (key)`` for a key, ``id``),
     ``kind`` (:data:`TEXT`, :data:`ID_TYPE` or :data:`TOO_DEEP`), ``detail``: the escaped characters replaced
-    (``\\ud800``) or the id's original type, and for a text the ``share`` of its characters that were unsafe."""
+    (``\\ud800``) or the id's original type, and for a text whether its NULs are ``utf16`` text read as UTF-8
+    (:func:`utf16_as_utf8`)."""
 
     path: str
     kind: str
     detail: tuple[str, ...]
-    share: float = 0.0
+    utf16: bool = False
+
+
+#: A run of characters each followed by a NUL: ASCII text stored as UTF-16 (little-endian) and read as UTF-8.
+_UTF16_RUN = re.compile("(?:[^\x00]\x00){8,}")
+
+
+def utf16_as_utf8(text: str) -> bool:
+    """Whether the NULs of ``text`` are UTF-16 text read as UTF-8: runs of at least eight characters each followed
+    by a NUL hold all of them but one (a chunk boundary can cut a run's first pair). Such text hides nothing: every
+    character is still there, one apart."""
+    nuls = text.count("\x00")
+    if nuls < 8:
+        return False
+    in_runs = sum(len(m.group()) // 2 for m in _UTF16_RUN.finditer(text))
+    return in_runs >= nuls - 1
 
 
 def escape_char(char: str) -> str:
@@ -98,11 +114,11 @@ class _Walker:
         self.repairs: list[Repair] = []
         self.more = 0
 
-    def report(self, path: str, kind: str, detail: tuple[str, ...], share: float = 0.0) -> None:
+    def report(self, path: str, kind: str, detail: tuple[str, ...], utf16: bool = False) -> None:
         if len(path) > 3 * _MAX_COMPONENT:  # deep nesting: keep the start and the end of the path
             path = f"{path[:_MAX_COMPONENT]}…{path[-2 * _MAX_COMPONENT:]}"
         if len(self.repairs) < MAX_REPAIRS:
-            self.repairs.append(Repair(path, kind, detail, share))
+            self.repairs.append(Repair(path, kind, detail, utf16))
         else:
             self.more += 1
 
@@ -110,8 +126,7 @@ class _Walker:
         if isinstance(value, str):
             clean, found = safe_text(value)
             if found:
-                replaced = sum(1 for _ in _UNSAFE.finditer(value))
-                self.report(path or "(value)", TEXT, found, round(replaced / len(value), 4))
+                self.report(path or "(value)", TEXT, found, utf16_as_utf8(value))
             return clean
         if isinstance(value, dict):
             return self.mapping(value, path)

@@ -355,14 +355,10 @@ class IntegrityDetector(Detector):
             )
 
 
-#: Share of a text's characters that are NUL from which it reads as UTF-16 stored as UTF-8 (ASCII text in UTF-16
-#: has a NUL after every character: 0.5). Such a text hides nothing (every character is still there, one apart),
-#: so it is an ingestion fault, LOW; the smuggling NUL that cuts a string short for a C consumer is rare and MEDIUM.
-_WIDE_NUL_SHARE = 0.3
-
-
 def _wide_text(repair: Repair) -> bool:
-    return repair.detail == ("\\u0000",) and repair.share >= _WIDE_NUL_SHARE
+    """A text whose only unsafe characters are the NULs of UTF-16 read as UTF-8: an ingestion fault, LOW (nothing
+    is hidden); a stray NUL, which cuts a string short for a C consumer, stays MEDIUM."""
+    return repair.detail == ("\\u0000",) and repair.utf16
 
 
 def duplicate_ids(ctx: ScanContext) -> dict[str, list[int]]:

@@ -237,12 +237,13 @@ def test_one_vector_under_two_versions_of_a_text_is_info_and_under_another_text_
 def test_a_utf16_page_read_as_utf8_is_a_low_ingestion_fault_and_a_stray_nul_stays_medium(
     tmp_path: Path, wiki, sqlite_ledger_url: str  # type: ignore[no-untyped-def]
 ) -> None:
-    """A page stored as UTF-16 and read as UTF-8 holds a NUL after every character: nothing is hidden, every
+    """Text stored as UTF-16 and read as UTF-8 holds a NUL after every character: nothing is hidden, every
     character is still there, so it is reported LOW as an ingestion fault. One NUL inside a text (which cuts the
     string short for a C consumer) keeps its MEDIUM."""
     rows, vecs = wiki
     payloads = [{"text": r["text"]} for r in rows[:30]]
-    payloads[4]["text"] = "".join(c + "\x00" for c in rows[4]["text"])
+    text = rows[4]["text"]  # the second half stored as UTF-16, as a web page mixing encodings
+    payloads[4]["text"] = text[: len(text) // 2] + "".join(c + "\x00" for c in text[len(text) // 2 :])
     payloads[9]["text"] = rows[9]["text"][:40] + "\x00" + rows[9]["text"][40:]
     uri = build_qdrant_store(tmp_path / "store", vecs[:30], payloads)
     result = run_scan(uri, sqlite_ledger_url)
