@@ -307,61 +307,16 @@ def _centroids(data: npt.NDArray[np.float32], cells: int, seed: int) -> npt.NDAr
 
 
 def _nearest_centroids(
-    data: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], count: int, seed: int = 0
+    data: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], count: int
 ) -> npt.NDArray[np.int32]:
-    """The ``count`` centroids nearest (Euclidean, as k-means assigned them) to every row of ``data``.
-
-    From ``_TWO_LEVEL_CELLS`` centroids on, in two steps: the centroids are grouped by a k-means of their own
-    (about sqrt(cells) groups), a row is compared with the group centres, and then only with the centroids of the
-    ``_GROUP_PROBE`` groups nearest to its own group's centre. Why: at 1M points x 977 cells the one-step products
-    took 26 of the graph's 97 CPU seconds; the two steps compare a row with ~5x fewer centres. A row whose true
-    second or third cell is missed is only a weaker candidate there: the graph's recall check and the search
-    again of far lists (:func:`_repair`) see the result, not the assignment."""
-    if len(centroids) < _TWO_LEVEL_CELLS:
-        return _nearest_among(data, centroids, np.arange(len(centroids)), count)
-    from sklearn.cluster import KMeans
-
-    groups = round(np.sqrt(len(centroids)))
-    fitted = KMeans(n_clusters=groups, n_init=1, max_iter=20, random_state=seed).fit(centroids)
-    label = fitted.labels_
-    centres = np.ascontiguousarray(fitted.cluster_centers_, dtype=np.float32)
-    home = _nearest_among(data, centres, np.arange(groups), 1)[:, 0].astype(np.int64)
-    between = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-    order = np.argsort(home, kind="stable")
-    bounds = np.searchsorted(home[order], np.arange(groups + 1))
+    """The ``count`` centroids nearest (Euclidean, as k-means assigned them) to every row of ``data``."""
+    half = 0.5 * (centroids * centroids).sum(axis=1)
     out = np.empty((len(data), count), dtype=np.int32)
-    for g in range(groups):
-        rows = order[bounds[g] : bounds[g + 1]]
-        if not len(rows):
-            continue
-        near_groups = np.argsort(between[g], kind="stable")
-        probe = _GROUP_PROBE
-        cand = np.flatnonzero(np.isin(label, near_groups[:probe]))
-        while len(cand) < count and probe < groups:  # small groups: widen until there are enough centroids
-            probe += 1
-            cand = np.flatnonzero(np.isin(label, near_groups[:probe]))
-        out[rows] = _nearest_among(data[rows], centroids, cand, count)
-    return out
-
-
-#: Centroids from which the nearest cells are found in two steps (:func:`_nearest_centroids`) ...
-_TWO_LEVEL_CELLS = 256
-#: ... through this many groups of centroids nearest to a row's own group.
-_GROUP_PROBE = 5
-
-
-def _nearest_among(
-    data: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32], among: npt.NDArray[np.int64], count: int
-) -> npt.NDArray[np.int32]:
-    """The ``count`` of ``centroids[among]`` nearest (Euclidean) to every row of ``data``, as centroid numbers."""
-    chosen = centroids[among]
-    half = 0.5 * (chosen * chosen).sum(axis=1)
-    out = np.empty((len(data), min(count, len(among))), dtype=np.int32)
-    step = max(1, _BLOCK_ELEMENTS // max(len(among), 1))
-    use_torch = len(data) * len(among) >= _TORCH_NEAREST_ELEMENTS
+    step = max(1, _BLOCK_ELEMENTS // max(len(centroids), 1))
+    use_torch = len(data) * len(centroids) >= _TORCH_NEAREST_ELEMENTS
     for start in range(0, len(data), step):
-        top, _ = top_k(data[start : start + step] @ chosen.T - half, out.shape[1], use_torch=use_torch)
-        out[start : start + step] = among[top]
+        top, _ = top_k(data[start : start + step] @ centroids.T - half, count, use_torch=use_torch)
+        out[start : start + step] = top
     return out
 
 
@@ -615,7 +570,7 @@ def ivf_graph(
         return None
     data = gather(vectors, valid_rows, distance)
     cells = max(1, round(m / IVF_CELL_POINTS))
-    near = _nearest_centroids(data, _centroids(data, cells, seed), min(_IVF_NEAREST, cells), seed)
+    near = _nearest_centroids(data, _centroids(data, cells, seed), min(_IVF_NEAREST, cells))
     local = np.arange(m, dtype=np.int64)
     spread, recall = _ivf_spread(data, near, local, kk, distance, IVF_SPREADS, seed)
     if spread is None:

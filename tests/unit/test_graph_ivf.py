@@ -147,19 +147,3 @@ def test_far_lists_are_searched_again(monkeypatch: pytest.MonkeyPatch) -> None:
     bare = ivf_graph(x, 10, Distance.COSINE)
     assert bare is not None
     assert (truth.sims.mean(axis=1) - bare.sims.mean(axis=1)).max() > 0.05
-
-
-def test_two_step_nearest_cells_keep_the_recall(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past _TWO_LEVEL_CELLS centroids a row meets only the centroids of the groups near its own; the primary cell
-    is still almost always the nearest, and the graph keeps its recall."""
-    x = clustered(6_000)
-    centroids = graph._centroids(x, 47, 0)
-    direct = graph._nearest_centroids(x, centroids, 16)
-    monkeypatch.setattr(graph, "_TWO_LEVEL_CELLS", 8)
-    two = graph._nearest_centroids(x, centroids, 16)
-    assert two.shape == direct.shape and (two >= 0).all()
-    assert np.mean(two[:, 0] == direct[:, 0]) >= 0.97
-    assert all(len(set(row)) == 16 for row in two[:50])
-    truth = exact_graph(x, 10, Distance.COSINE)
-    g = ivf_graph(x, 10, Distance.COSINE)
-    assert g is not None and recall_at(g.indices, truth.indices) >= graph.IVF_MIN_RECALL
