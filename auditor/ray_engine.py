@@ -269,6 +269,16 @@ class RayScanner(Scanner):
                     try:
                         done[part.index] = ray.get(ref)
                     except Exception as e:
+                        # the partitions before the failed one are taken first in any engine: finish and apply
+                        # them, so what the scan records (partial, the points before it) never depends on which
+                        # task happened to finish first
+                        for before_ref, before in sorted(pending.items(), key=lambda item: item[1].index):
+                            if before.index < part.index:
+                                with contextlib.suppress(Exception):
+                                    done[before.index] = ray.get(before_ref)
+                        while applied in done and applied < part.index:
+                            self._apply(ctx, active, remote, done.pop(applied), findings, carry, carried)
+                            applied += 1
                         raise ConnectorError(
                             f"partition {part.index} ({part.label}) failed after "
                             f"{self.ray_options.partition_retries + 1} attempt(s): {_cause(e)}",

@@ -50,6 +50,17 @@ class FailingFiles(FileConnector):
         return super().iter_partition(partition, batch_size=batch_size, start=start)
 
 
+class FailingBehindASlowFirst(FailingFiles):
+    """Partition 2 fails at once while partition 0 takes a few seconds to read."""
+
+    def iter_partition(
+        self, partition: Partition, *, batch_size: int = 512, start: Cursor = None
+    ) -> Iterator[tuple[PointBatch, Cursor]]:
+        if partition.index == 0:
+            time.sleep(6)
+        return super().iter_partition(partition, batch_size=batch_size, start=start)
+
+
 class SlowFiles(FileConnector):
     """An export whose partitions after the first take half a minute each to read."""
 
@@ -95,6 +106,17 @@ def _scan(connector: Connector, tmp_path: Path, **ray_options: Any) -> tuple[Sca
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}").open()
     options = ScanOptions(field_map=FieldMap(text="text", tenant="tenant"), batch_size=250, show_progress=False)
     return RayScanner(ledger, connector, detectors, options, RayOptions(target_points=500, **ray_options)).run(), ledger
+
+
+def test_a_failure_before_the_first_partition_is_done_still_records_the_partitions_before_it(
+    ray_cluster: Any, export: Path, tmp_path: Path
+) -> None:
+    conn = FailingBehindASlowFirst(SourceURI.parse(f"file://{export}"), collection="docs")
+    result, _ = _scan(conn, tmp_path, partition_retries=1)
+    # partition 2 failed while 0 was still reading: 0 and 1 are taken first all the same, as in process
+    assert result.status == "partial" and result.exit_code() == ExitCode.INCOMPLETE
+    assert result.error is not None and result.error.startswith("partition 2 (rows 1,000-1,499"), result.error
+    assert result.findings == []
 
 
 def test_a_partition_that_keeps_failing_makes_the_scan_partial_and_is_named(
