@@ -93,8 +93,9 @@ def _check_engine(engine: dict[str, Any], where: str) -> None:
     workers = engine.get("workers")
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ConfigError(f"'engine.workers' in {where} must be a positive integer, not {workers!r}")
-    if engine.get("graph", "driver") not in ("driver", "distributed"):
-        raise ConfigError(f"'engine.graph' in {where} must be \"driver\" or \"distributed\", not {engine['graph']!r}")
+    if engine.get("graph", "auto") not in ("auto", "driver", "distributed"):
+        raise ConfigError(f"'engine.graph' in {where} must be \"auto\", \"driver\" or \"distributed\", "
+                          f"not {engine['graph']!r}")
     gpus = engine.get("gpus_per_embedder")
     if gpus is not None and (isinstance(gpus, bool) or gpus < 0):
         raise ConfigError(f"'engine.gpus_per_embedder' in {where} must be a number >= 0 (0: CPU actors), not {gpus!r}")

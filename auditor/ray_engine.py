@@ -76,8 +76,9 @@ class RayOptions:
     target_points: int | None = None
     #: Where the shared neighbour graph is built beyond the exact limit: "driver" (as in process), "distributed"
     #: (the same graph's cells searched on the workers, auditor.ray_graph) or "auto" (distributed when the cluster
-    #: spans more than one machine: on one machine Ray tasks add no CPUs to the driver's threads).
-    graph: str = "driver"
+    #: spans more than one machine: on one machine Ray tasks add no CPUs to the driver's threads). Findings are the
+    #: same either way: the workers search the in-process graph's own cells.
+    graph: str = "auto"
 
 
 def connect(options: RayOptions) -> bool:

@@ -269,7 +269,7 @@ def engine_options(config: Config, engine: str | None, address: str | None, conn
         address=address or section.get("address"),
         workers=section.get("workers"),
         gpus_per_embedder=float(section.get("gpus_per_embedder", 0)),
-        graph=section.get("graph", "driver"),
+        graph=section.get("graph", "auto"),
     )
 
 

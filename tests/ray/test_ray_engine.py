@@ -241,7 +241,7 @@ def test_engine_ray_on_the_command_line_and_in_the_config(ray_cluster: Any, expo
             "--format", "json", "--exit-zero"]
     flag = _cli(*args, "--engine", "ray", "--ledger", f"sqlite:///{tmp_path / 'a.db'}")
     config = tmp_path / "vecaudit.toml"
-    config.write_text('[engine]\nkind = "ray"\nworkers = 2\n')
+    config.write_text('[engine]\nkind = "ray"\nworkers = 2\ngraph = "auto"\n')  # auto: driver on one machine
     from_config = _cli(*args, "--config", str(config), "--ledger", f"sqlite:///{tmp_path / 'b.db'}")
     local = _cli(*args, "--ledger", f"sqlite:///{tmp_path / 'c.db'}")
     docs = [json.loads(r.stdout) for r in (flag, from_config, local)]
@@ -260,6 +260,7 @@ def test_engine_ray_on_the_command_line_and_in_the_config(ray_cluster: Any, expo
         ([], '[engine]\nkind = "ray"\nworkers = 0\n', "'engine.workers' in"),
         ([], '[engine]\ngpus_per_embedder = -1\n', "'engine.gpus_per_embedder' in"),
         ([], '[engine]\nnodes = 3\n', "unknown key 'engine.nodes'"),
+        ([], '[engine]\ngraph = "cluster"\n', "'engine.graph' in"),
     ],
 )
 def test_engine_usage_mistakes_exit_2(
