@@ -7,7 +7,6 @@ import functools
 import html
 import re
 import unicodedata
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -354,18 +353,6 @@ def question_shaped(tokens: list[str] | tuple[str, ...]) -> bool:
     return bool(tokens) and (tokens[0] in _QUESTION_START or any(t in _QUESTION_START for t in tokens[:3]))
 
 
-def opens_with_question(text: str | None) -> bool:
-    """Whether the passage *starts* with a question sentence (the PoisonedRAG ``Q + "." + passage`` form)."""
-    if not text:
-        return False
-    head = text.lstrip()[:320]
-    q = head.find("?")
-    if q < 12:
-        return False
-    first = head[: q + 1]
-    return not re.search(r"[.!]\s", first) and bool(question_sentences(first))
-
-
 # a token that ends a clause or opens/closes a quotation or bracket
 _PUNCTUATED = re.compile(r"[.,;:!?)\]\"'»”…]$|^[(\[\"'«“]")
 
@@ -458,24 +445,3 @@ def _is_fragment(token: str) -> bool:
         return True
     inner = token.strip(".,;:!?\"'()[]")
     return len(inner) > 2 and any(c.isupper() for c in inner[1:]) and not inner.isupper()
-
-
-def shared_terms(texts: Iterable[str | None], min_share: float = 0.6) -> list[str]:
-    """Content words found in at least ``min_share`` of ``texts`` (the shared claim of a group), sorted."""
-    sets = [content_words(t) for t in texts]
-    if not sets:
-        return []
-    counts: dict[str, int] = {}
-    for s in sets:
-        for w in s:
-            counts[w] = counts.get(w, 0) + 1
-    need = max(2, round(min_share * len(sets)))
-    return sorted(w for w, c in counts.items() if c >= need)
-
-
-def preview(text: str | None, limit: int = 160) -> str:
-    """First ``limit`` characters of ``text`` on one line (for evidence)."""
-    if not text:
-        return ""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
