@@ -1,6 +1,7 @@
 """Choose the alert budget's per-rule floors leave-one-corpus-out and measure what the budget does (issue 17).
 
     .venv/bin/python benchmarks/alert_floors.py [--out /tmp/vecaudit-generalization] [--max-share 0.0005]
+        [--keep-attack 0.98]
 
 Reads the scan documents ``benchmarks/generalization.py`` saved (every finding with rule, score and severity, and
 each store's ground truth) and, for every corpus *c*:
@@ -8,7 +9,11 @@ each store's ground truth) and, for every corpus *c*:
 1. chooses each budgeted rule's floor on the **other** corpora only: the lowest score at or above which at most
    ``--max-share`` (0.05%) of those corpora's clean documents (pooled) score (clean store; for the tenancy rules,
    the clean documents of the tenancy store) — so a floor is never set by the corpus it is scored on; the learned
-   injection scorer's VA518 floor is the out-of-corpus line its weights carry (``TRAINED_ON``);
+   injection scorer's VA518 floor is the out-of-corpus line its weights carry (``TRAINED_ON``); the claim
+   cluster's VA322 floor is then raised as far as a poisoning wave allows: to the score that ``--keep-attack``
+   (98%: the issue lets a detector lose at most 0.02 of recall) of those corpora's planted points it reported
+   still reach (``ATTACK_RULES``) — a clean tail alone sets a floor as low as the training corpora are clean, and
+   the next corpus's honest groups land above it;
 2. re-applies the alert budget (``auditor.budget``, the same function the scan runs) with those floors to the
    clean, attack and tenancy stores of *c*, and
 3. reports, per corpus, the share of clean documents flagged at LOW+ / MEDIUM+ / HIGH and the recall of every
@@ -43,6 +48,11 @@ TENANCY_RULES = frozenset({"VA412", "VA421"})
 #: is fitted on every dev corpus (benchmarks/injection_corpora.py), which also chose its alert line out of corpus;
 #: here its findings get the line the weights carry, and its held-out figures are injection_corpora.py's.
 TRAINED_ON = {"VA518": frozenset(ALL_CORPORA)}
+#: Rules whose attack the attack store plants and whose score grades it: their floor may rise above the clean tail
+#: as far as a wave allows — to the score that ``--keep-attack`` of the other corpora's planted points reach.
+#: (VA321's score is a count of bait sharers — 2 for a three-passage group — so a higher floor there would budget
+#: whole small waves away: it keeps the clean tail's floor.)
+ATTACK_RULES = frozenset({"VA322"})
 
 
 def budgeted() -> tuple[dict[str, Rule], dict[str, frozenset[str]]]:
@@ -73,6 +83,26 @@ def clean_scores(doc: dict[str, Any], rule_id: str) -> list[float]:
     return sorted(best.values(), reverse=True)
 
 
+def planted_scores(doc: dict[str, Any], rule_id: str) -> list[float]:
+    """The highest score of ``rule_id`` on each planted point of a store that it reported (LOW+ as emitted)."""
+    planted = {str(i) for ids in doc["truth"]["planted"].values() for i in ids}
+    best: dict[str, float] = {}
+    for f in doc["findings"]:
+        pid = str(f["point_id"])
+        if f["rule_id"] == rule_id and f["point_id"] is not None and pid in planted and reported_before_budget(f):
+            best[pid] = max(best.get(pid, -math.inf), float(f["score"]))
+    return list(best.values())
+
+
+def attack_floor(docs: list[dict[str, Any]], rule_id: str, keep: float) -> float | None:
+    """The highest floor that ``keep`` of the planted points ``rule_id`` reported in ``docs`` (pooled) still reach:
+    a wave of them keeps alerting however small the budget (None if it reported none)."""
+    scores = sorted(s for doc in docs for s in planted_scores(doc, rule_id))
+    if not scores:
+        return None
+    return scores[min(len(scores) - 1, math.floor((1.0 - keep) * len(scores)))]
+
+
 def lowest_threshold(docs: list[dict[str, Any]], rule_id: str) -> float | None:
     """The lowest threshold any finding of ``rule_id`` carried: a floor there keeps every finding's severity."""
     found = [float(f["threshold"]) for doc in docs for f in doc["findings"]
@@ -93,7 +123,9 @@ def choose_floor(docs: list[dict[str, Any]], rule_id: str, max_share: float,
 
 
 def floors_from(docs: dict[tuple[str, str], dict[str, Any]], corpora: list[str], rules: list[str],
-                max_share: float) -> dict[str, float]:
+                max_share: float, keep_attack: float | None = None) -> dict[str, float]:
+    """Each rule's floor chosen on ``corpora``: the clean tail (:func:`choose_floor`), raised for
+    :data:`ATTACK_RULES` to :func:`attack_floor` of their attack stores when ``keep_attack`` is given."""
     out: dict[str, float] = {}
     for rule_id in rules:
         store = "tenancy" if rule_id in TENANCY_RULES else "clean"
@@ -102,6 +134,10 @@ def floors_from(docs: dict[tuple[str, str], dict[str, Any]], corpora: list[str],
             continue  # every corpus trained the rule's model: its floor is the one its weights carry
         chosen = choose_floor([docs[(c, store)] for c in usable], rule_id, max_share,
                               [docs[key] for key in docs if key[0] in corpora])
+        if chosen is not None and keep_attack is not None and rule_id in ATTACK_RULES:
+            wave = attack_floor([docs[(c, "attack")] for c in corpora if (c, "attack") in docs], rule_id,
+                                keep_attack)
+            chosen = max(chosen, wave) if wave is not None else chosen
         if chosen is not None:
             out[rule_id] = chosen
     return out
@@ -148,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-share", type=float, default=0.0005,
                     help="share of the training corpora's clean documents (pooled) allowed at or above a floor "
                          "[0.0005]")
+    ap.add_argument("--keep-attack", type=float, default=0.98,
+                    help="raise the poisoning rules' floors to the score this share of the training corpora's "
+                         "planted points reach [0.98]")
     args = ap.parse_args(argv)
     corpora = sorted(p.name for p in args.out.iterdir() if (p / "clean.scan.json").exists())
     docs = {(c, s): json.loads((args.out / c / f"{s}.scan.json").read_text(encoding="utf-8"))
@@ -160,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     held_out: dict[tuple[str, str], dict[str, Any]] = {}
     chosen: dict[str, dict[str, float]] = {}
     for c in corpora:
-        floors = {**fixed, **floors_from(docs, [t for t in corpora if t != c], rule_ids, args.max_share)}
+        floors = {**fixed, **floors_from(docs, [t for t in corpora if t != c], rule_ids, args.max_share,
+                                             args.keep_attack)}
         chosen[c] = floors
         for s in STORES:
             if (c, s) in docs:
                 held_out[(c, s)] = rebudget(docs[(c, s)], rules, per_detector, floors)
-    shipped = floors_from(docs, corpora, rule_ids, args.max_share)
+    shipped = floors_from(docs, corpora, rule_ids, args.max_share, args.keep_attack)
 
     lines = ["## Floors chosen leave-one-corpus-out", "",
              f"Per held-out corpus, each budgeted rule's floor chosen on the other {len(corpora) - 1} corpora "

@@ -238,8 +238,9 @@ class PoisonClusterDetector(Detector):
     description = "distinct passages packed around one claim, with shared question bait or a contested claim"
     rules = (QUESTION_BAIT_CLUSTER, CLAIM_CLUSTER)
     budgeted_rules = frozenset({"VA321", "VA322"})
-    #: chosen leave-one-corpus-out on the dev corpora (benchmarks/alert_floors.py, results/generalization.md)
-    alert_floors: ClassVar[dict[str, float]] = {"VA321": 2.0, "VA322": 0.602}
+    #: chosen leave-one-corpus-out on the dev corpora (benchmarks/alert_floors.py, results/generalization.md):
+    #: VA322's is where 98% of the dev PoisonedRAG groups still reach, above the clean tail (0.602)
+    alert_floors: ClassVar[dict[str, float]] = {"VA321": 2.0, "VA322": 0.696}
     requires = frozenset({"vectors", "text", "graph"})
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "member_sim": 0.6, "same_doc_jaccard": 0.8, "question_jaccard": 0.6, "min_bait_members": 2,
