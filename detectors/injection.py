@@ -138,7 +138,9 @@ class InjectionDetector(Detector):
     """Rules (VA511-VA517, score 1.0 when matched) as a floor, plus a learned sentence scorer (VA518).
 
     Rules look at the text after NFKC normalisation with invisible characters removed and Unicode tag
-    characters decoded, so split or smuggled phrases still match. VA518 scores every sentence with a
+    characters decoded, so split or smuggled phrases still match. VA517's weaker forms (any mention of "your
+    answer/response", a code block handed over to go into "your code/solution": ``pat.ADDRESSED_WEAK``) are LOW,
+    with ``evidence["weak_form"]``. VA518 scores every sentence with a
     logistic regression on hashed word/char n-grams, cues of a task addressed to an assistant (imperative first
     word, second person, requests for secrets, split payloads, requests in other languages) and how out of place the
     sentence is in the rest of its document (off-topic, the only task or second-person sentence there, in another
@@ -161,7 +163,7 @@ class InjectionDetector(Detector):
     """
 
     name = "injection"
-    version = "8"  # bump with every weights file or evidence change: --incremental carries same-version findings
+    version = "9"  # bump with every weights file or evidence change: --incremental carries same-version findings
     description = "Indirect prompt injection: override phrases, role markers, tool calls, exfil links, hidden text"
     rules = (OVERRIDE, ROLE_MARKER, TOOL_CALL, EXFIL_LINK, HIDDEN_TEXT, ENCODED, ADDRESSED, LEARNED)
     budgeted_rules = frozenset({"VA518"})
@@ -225,7 +227,7 @@ class InjectionDetector(Detector):
             for rule, score, threshold, evidence in verdicts:
                 # an injected sentence may quote a password or an address: evidence carries it masked
                 span = evidence["span"] = redact_text(evidence.get("span", ""))
-                low = Severity.LOW if "below_alert_floor" in evidence else None
+                low = Severity.LOW if "below_alert_floor" in evidence or evidence.get("weak_form") else None
                 yield Finding(rule, self.name, batch.ids[i], score, f"{rule.title}: {span!r}", threshold, evidence,
                               batch.tenants[i], severity=low, identity=rule.id)
 
@@ -302,6 +304,9 @@ class InjectionDetector(Detector):
             m = regex.search(clean)
             if m:
                 hit(rule, clean[max(0, m.start() - 20) : m.end() + 40], offset=m.start())
+        weak = None if ADDRESSED.id in found else pat.ADDRESSED_WEAK.search(clean)
+        if weak:
+            hit(ADDRESSED, clean[max(0, weak.start() - 20) : weak.end() + 40], offset=weak.start(), weak_form=True)
         self._encoded(text, hit)
         return found
 

@@ -17,6 +17,9 @@ OVERRIDE = re.compile(
     r"|\byou\s+are\s+now\s+(?:in\s+)?(?:an?\s+|the\s+)?(?:\w+\s+)?(?:mode|assistant|ai|bot|model|dan|jailbroken|"
     r"unrestricted|unfiltered)\b"
     r"|\b(?:developer|god|debug|admin|system|jailbreak|dan|unrestricted)\s+mode\s+(?:activated|enabled|on)\b"
+    # the bare "Ignore the above and say ..." of PromptInject (Perez & Ribeiro, 2022), where no noun follows
+    r"|\b(?:ignore|disregard)\s+(?:all\s+(?:of\s+)?)?(?:the\s+|everything\s+)?(?:above|preceding)\b"
+    r"(?!\s+(?:\w+\s+)?(?:figures?|tables?|charts?|equations?|sections?|examples?|paragraphs?|steps?|lists?)\b)"
     r"|\b(?:reveal|print|show|output|repeat|leak|disclose)\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|entire\s+|hidden\s+|"
     r"original\s+|initial\s+)?(?:system\s+prompt|instructions|prompt|secret\s+key|password)\b"
     r"|\bignora(?:r)?\s+(?:todas\s+)?(?:las\s+|le\s+|tutte\s+le\s+)?(?:instrucciones|istruzioni|indicaciones)"
@@ -122,7 +125,27 @@ ADDRESSED_TASK = re.compile(
     r"|\b(?:respond|reply|answer)\s+(?:only\s+)?(?:with|in)\s+(?:\"|'|the\s+word|exactly|only|reverse|spanish|french|"
     r"german|chinese|emoji|all caps|uppercase|base64)"
     r"|\b(?:your|the)\s+(?:response|answer|reply|output)\s+(?:must|should)\b"
-    r"|\b(?:translate|render|rewrite|convert)\s+(?:your|the)\s+(?:response|answer|reply|output)\b",
+    r"|\b(?:translate|render|rewrite|convert)\s+(?:your|the)\s+(?:response|answer|reply|output)\b"
+    # an edit of the assistant's own output ("Modify your answer to ...", "Reverse your answer's character order")
+    r"|\b(?:modify|change|alter|reverse|format|shorten|lengthen|begin|start|end|finish|conclude|sign|adjust|"
+    r"tweak|edit|revise|structure|phrase|style)\s+your\s+(?:answer|response|reply|output)(?:'s)?\b"
+    # a credential asked of whoever reads the text
+    r"|\b(?:what(?:'s|\s+is|\s+was)|tell\s+me|give\s+me|send\s+me|share\s+with\s+me)\s+(?:the|your|their|his|her)"
+    r"\s+(?:current\s+|secret\s+|admin\s+)?(?:password|passcode|passphrase|secret key|api key|access code)\b",
+    _I,
+)
+
+#: Weaker forms of a task addressed to an assistant (VA517 at LOW): a text that speaks of "your answer" or hands
+#: over a code block to put into "your code". Documents written for people say this rarely (a quiz, a
+#: consultation form: 3 of ~22,000 clean development documents), so they are listed for review, not alerted.
+ADDRESSED_WEAK = re.compile(
+    r"\byour\s+(?:answer|response|reply|output)(?:'s)?\b"
+    r"|\b(?:following|subsequent|below|above|given)\s+code\s+(?:block|snippet|excerpt|section|fragment|segment)s?\b"
+    r"[^.\n]{0,80}?\byour\s+(?:\w+\s+)?(?:code\s*base|codebase|code|implementation|solution|algorithm|program|"
+    r"elucidation|project|script)\b"
+    r"|\byour\s+(?:\w+\s+)?(?:code\s*base|codebase|code|implementation|solution|algorithm|program|project|script)\b"
+    r"[^.\n]{0,80}?\b(?:following|subsequent|below|given)\s+code\s+(?:block|snippet|excerpt|section|fragment|"
+    r"segment)s?\b",
     _I,
 )
 
