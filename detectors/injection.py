@@ -137,29 +137,26 @@ def default_embedding_classifier() -> EmbeddingClassifier | None:
 class InjectionDetector(Detector):
     """Rules (VA511-VA517, score 1.0 when matched) as a floor, plus a learned sentence scorer (VA518).
 
-    Rules look at the text after NFKC normalisation with invisible characters removed and Unicode tag
-    characters decoded, so split or smuggled phrases still match. VA517's weaker forms (any mention of "your
-    answer/response", a code block handed over to go into "your code/solution": ``pat.ADDRESSED_WEAK``) are LOW,
-    with ``evidence["weak_form"]``. VA518 scores every sentence with a
-    logistic regression on hashed word/char n-grams, cues of a task addressed to an assistant (imperative first
-    word, second person, requests for secrets, split payloads, requests in other languages) and how out of place the
-    sentence is in the rest of its document (off-topic, the only task or second-person sentence there, in another
-    script or language),
-    and reports the document's highest sentence probability, so one injected sentence in a long clean document is
-    not diluted. The weights (v7) carry two lines chosen *out of corpus* on the eleven clean dev corpora (each
-    corpus scored by a scorer trained without it; benchmarks/injection_corpora.py): ``learned_threshold`` (default:
-    the report line, <= 1% of documents) makes a VA518 finding, LOW; the alert line (<= 0.1%, the rule's alert
-    floor) makes it MEDIUM. In a scan (``embedding``, default on) a second opinion joins it: a logistic
-    regression on the sentence's all-MiniLM-L6-v2 embedding and its cosine to the rest of its document
-    (:class:`EmbeddingClassifier`, benchmarks/injection_embedding.py); VA518 then scores the mean of the two
-    probabilities against that mean's own two lines (chosen out of corpus the same way), and only documents whose
-    best n-gram probability could still reach the report line are embedded (1-5% of clean documents measured).
-    Zero-width characters count as hidden
-    text in a run of 8 or more, or when at least ``zero_width_min`` (default 1) of them split a word of an alphabet
-    that separates words with spaces (``pass\u200bword``), where they have no role but to slip past keyword
-    filters; none of the ~22,000 clean development documents (web pages, Wikipedia en/es, news, PubMed, code,
-    e-mails) has one, while stray ones between words or around formulas are left alone. Each point is judged on
-    its own text alone (``pointwise_observe``).
+    Rules look at the text after NFKC normalisation with invisible characters removed and Unicode tag characters
+    decoded, so split or smuggled phrases still match. VA517's weaker form (a code block handed over to go into
+    "your code/solution": ``pat.ADDRESSED_WEAK``) is LOW, with ``evidence["weak_form"]``. VA518 scores every
+    sentence with a logistic regression on hashed word/char n-grams, cues of a task addressed to an assistant
+    (imperative first word, second person, requests for secrets, split payloads, requests in other languages) and
+    how out of place the sentence is in the rest of its document (off-topic, the only task or second-person sentence
+    there, in another script or language), and reports the document's highest sentence probability, so one injected
+    sentence in a long clean document is not diluted. The weights (v7) carry two lines chosen *out of corpus* on the
+    eleven clean dev corpora (each corpus scored by a scorer trained without it; benchmarks/injection_corpora.py):
+    ``learned_threshold`` (default: the report line, <= 1% of documents) makes a VA518 finding, LOW; the alert line
+    (<= 0.1%, the rule's alert floor) makes it MEDIUM. In a scan (``embedding``, default on) a second opinion joins
+    it: a logistic regression on the sentence's all-MiniLM-L6-v2 embedding and its cosine to the rest of its
+    document (:class:`EmbeddingClassifier`, benchmarks/injection_embedding.py); VA518 then scores the mean of the
+    two probabilities against that mean's own two lines (chosen out of corpus the same way), and only documents
+    whose best n-gram probability could still reach the report line are embedded (1-5% of clean documents measured).
+    Zero-width characters count as hidden text in a run of 8 or more, or when at least ``zero_width_min`` (default
+    1) of them split a word of an alphabet that separates words with spaces (``pass\u200bword``), where they have no
+    role but to slip past keyword filters; none of the ~22,000 clean development documents (web pages, Wikipedia
+    en/es, news, PubMed, code, e-mails) has one, while stray ones between words or around formulas are left alone.
+    Each point is judged on its own text alone (``pointwise_observe``).
     """
 
     name = "injection"

@@ -30,7 +30,8 @@ OVERRIDE = re.compile(
     r"|игнорируй(?:те)?\s+(?:все\s+)?(?:предыдущие|прежние)\s+инструкции"
     r"|忽略(?:之前|以上|先前|前面|所有)(?:的)?(?:所有)?(?:指令|指示|说明)"
     r"|(?:以前|前)の指示を(?:無視|忘れ)"
-    r"|पिछले\s+निर्देशों\s+(?:की\s+अनदेखी|को\s+अनदेखा)",
+    r"|पिछले\s+निर्देशों\s+(?:की\s+अनदेखी|को\s+अनदेखा)"
+    r"|αγνο(?:ήστε|ησε|ήσε)\s+(?:όλες\s+)?τις\s+(?:προηγούμενες|παραπάνω)\s+οδηγίες",
     _I,
 )
 
@@ -131,16 +132,24 @@ ADDRESSED_TASK = re.compile(
     r"tweak|edit|revise|structure|phrase|style)\s+your\s+(?:answer|response|reply|output)(?:'s)?\b"
     # a credential asked of whoever reads the text
     r"|\b(?:what(?:'s|\s+is|\s+was)|tell\s+me|give\s+me|send\s+me|share\s+with\s+me)\s+(?:the|your|their|his|her)"
-    r"\s+(?:current\s+|secret\s+|admin\s+)?(?:password|passcode|passphrase|secret key|api key|access code)\b",
+    r"\s+(?:current\s+|secret\s+|admin\s+)?(?:password|passcode|passphrase|secret key|api key|access code)\b"
+    r"|\bwas\s+ist\s+(?:das|dein|ihr|euer)\s+passwort\b|\bqual\s+(?:é|e)\s+a\s+(?:sua\s+|tua\s+)?senha\b"
+    r"|\bcu[aá]l\s+es\s+(?:la|tu|su)\s+contrase[ñn]a\b|\bquel\s+est\s+(?:le|ton|votre)\s+mot\s+de\s+passe\b"
+    r"|\bqual\s+(?:è|e)\s+la\s+(?:tua\s+|sua\s+)?password\b|\bwat\s+is\s+(?:het|je|jouw|uw)\s+wachtwoord\b"
+    # a named person's private details asked of whoever reads the text
+    r"|\b(?:could|can|would|will)\s+you\s+(?:please\s+)?(?:tell|give|share|provide|send|find)\s+(?:me\s+|us\s+)?"
+    r"(?:with\s+)?(?-i:[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)'s\s+(?:current\s+|home\s+|full\s+|exact\s+)?(?:birth\s*date|"
+    r"date\s+of\s+birth|birthday|address|home\s+address|phone\s+number|email\s+address|social\s+security\s+number|"
+    r"city\s+of\s+residence|location|salary|password)\b"
+    r"|\bwhere\s+does\s+(?-i:[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)\s+(?:currently\s+)?live\?",
     _I,
 )
 
-#: Weaker forms of a task addressed to an assistant (VA517 at LOW): a text that speaks of "your answer" or hands
-#: over a code block to put into "your code". Documents written for people say this rarely (a quiz, a
-#: consultation form: 3 of ~22,000 clean development documents), so they are listed for review, not alerted.
+#: A weaker form of a task addressed to an assistant (VA517 at LOW): a code block handed over to go into "your
+#: code / implementation / solution". A programming answer may say so to a person, so it is listed for review, not
+#: alerted (none of ~22,000 clean development documents, 100 of them programming answers, says it).
 ADDRESSED_WEAK = re.compile(
-    r"\byour\s+(?:answer|response|reply|output)(?:'s)?\b"
-    r"|\b(?:following|subsequent|below|above|given)\s+code\s+(?:block|snippet|excerpt|section|fragment|segment)s?\b"
+    r"\b(?:following|subsequent|below|above|given)\s+code\s+(?:block|snippet|excerpt|section|fragment|segment)s?\b"
     r"[^.\n]{0,80}?\byour\s+(?:\w+\s+)?(?:code\s*base|codebase|code|implementation|solution|algorithm|program|"
     r"elucidation|project|script)\b"
     r"|\byour\s+(?:\w+\s+)?(?:code\s*base|codebase|code|implementation|solution|algorithm|program|project|script)\b"
