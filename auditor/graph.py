@@ -209,6 +209,37 @@ def top_k(
     if torch is not None:
         top_s, top = torch.topk(torch.from_numpy(np.ascontiguousarray(s)), kk, dim=1, largest=True, sorted=True)
         return top.numpy().astype(np.int64), top_s.numpy()
+    if s.shape[1] <= _FEW_COLUMNS and 0 < kk < s.shape[1]:
+        return _top_few(s, kk)
+    return _top_threshold(s, kk)
+
+
+#: Up to this many columns :func:`top_k` selects by ``numpy.argpartition`` (:func:`_top_few`).
+_FEW_COLUMNS = 256
+
+
+def _top_few(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """:func:`top_k` of a block of few columns (the nearest of ~100 centroids): ``numpy.argpartition``, then the
+    ``kk`` chosen sorted by value, ties by column. A row where more than ``kk`` entries reach its ``kk``-th value
+    (a tie at the cut, which argpartition breaks arbitrarily) goes through :func:`_top_threshold`, so every row gets
+    exactly the entries and order :func:`_top_threshold` gives. Why: over 100,000 x 98 point-to-centroid
+    similarities the threshold's lexsort of ~3M entries took 1.3-1.5 s on 2 cores, argpartition ~0.2 s."""
+    c = s.shape[1]
+    part = np.argpartition(s, c - kk, axis=1)[:, c - kk :]
+    vals = np.take_along_axis(s, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)  # value descending, column ascending
+    top = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top_s = np.take_along_axis(vals, order, axis=1)
+    cut = top_s[:, kk - 1]
+    # NaN never reaches a bar: a row holding one, or whose kk-th value is not finite, goes the threshold's way too
+    odd = ((s >= cut[:, None]).sum(axis=1) != kk) | ~np.isfinite(cut) | np.isnan(s).any(axis=1)
+    if odd.any():
+        top[odd], top_s[odd] = _top_threshold(s[odd], kk)
+    return top, top_s
+
+
+def _top_threshold(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """:func:`top_k` by a threshold on the maxima of column groups (its docstring says why)."""
     r, c = s.shape
     groups = min(c, max(kk, 64))
     width = -(-c // groups)

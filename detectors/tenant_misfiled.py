@@ -4,8 +4,10 @@ model of typicality (out-of-fold tenant classifier) together with the shared nei
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 from typing import Any, ClassVar
 
@@ -77,11 +79,26 @@ def _out_of_fold_proba(
     is_outside[sample] = False
     outside = np.flatnonzero(is_outside)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    models = []
-    for train, test in splitter.split(np.zeros(len(sample)), labels[sample]):
+    splits = list(splitter.split(np.zeros(len(sample)), labels[sample]))
+    # a TableRows reads (and normalises) the memmap on every index: the sample once, not once per fold and test
+    sampled = x[sample] if isinstance(x, TableRows) else None
+
+    def fit(fold: int) -> tuple[Any, npt.NDArray[np.float64]]:
+        train, test = splits[fold]
         model = LogisticRegression(C=c_total / len(train), max_iter=1000)
-        model.fit(x[sample[train]], labels[sample[train]])
-        proba[np.ix_(sample[test], model.classes_)] = model.predict_proba(x[sample[test]])
+        if sampled is None:
+            model.fit(x[sample[train]], labels[sample[train]])
+            return model, model.predict_proba(x[sample[test]])
+        model.fit(sampled[train], labels[sample[train]])
+        return model, model.predict_proba(sampled[test])
+
+    # the folds are independent fits, each on single-threaded BLAS: one per core (numpy and scikit-learn's loss
+    # release the GIL), written back in fold order, so the probabilities are those of the folds one after another
+    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(splits)))) as pool:
+        fitted = list(pool.map(fit, range(len(splits))))
+    models = []
+    for (_, test), (model, test_proba) in zip(splits, fitted, strict=True):
+        proba[np.ix_(sample[test], model.classes_)] = test_proba
         models.append(model)
     # points outside the sample: read once per block, scored by every fold model (in fold order, as one sum)
     for start in range(0, len(outside), _PREDICT_ROWS):
