@@ -32,7 +32,7 @@ from auditor.engine import Scanner, ScanOptions, ScanResult
 from auditor.errors import ConfigError, ExitCode
 from auditor.ledger import Ledger
 from auditor.ledger import repository as repo
-from auditor.ledger.models import FindingRow, ScanRow
+from auditor.ledger.models import ScanRow
 from auditor.masking import redact_text
 from auditor.registry import connector_for, detector_classes
 from auditor.types import FieldMap, Severity
@@ -279,10 +279,14 @@ def scan_document(ledger: Ledger, result: ScanResult) -> dict[str, Any]:
         scan = s.get(ScanRow, result.scan_id)
         assert scan is not None
         findings = []
+        # two SELECTs per 500 findings, not two per finding (11,700 findings at 1M points)
+        ids = [rec.row_id for rec in result.findings]
+        rows = repo.findings_by_id(s, ids)
+        occurrences = repo.latest_occurrences(s, ids, result.scan_id)
         for rec in result.findings:
-            row = s.get(FindingRow, rec.row_id)
+            row = rows.get(rec.row_id)
             assert row is not None
-            occ = repo.latest_occurrence(s, rec.row_id, result.scan_id)
+            occ = occurrences.get(rec.row_id)
             findings.append(
                 {
                     **finding_json(row, occ, collection=scan.collection_name),
