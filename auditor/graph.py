@@ -83,7 +83,7 @@ def prepare(vectors: npt.NDArray[np.float32], distance: Distance) -> npt.NDArray
     return x
 
 
-def _valid_rows(n: int, valid: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.int64]:
+def valid_row_numbers(n: int, valid: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.int64]:
     return np.arange(n, dtype=np.int64) if valid is None else np.flatnonzero(valid).astype(np.int64)
 
 
@@ -132,7 +132,7 @@ def exact_graph(
 ) -> NeighbourGraph:
     """Exact kNN by blocked matrix products; rows not ``valid`` are neither queried nor returned."""
     n = len(vectors)
-    valid_rows = _valid_rows(n, valid)
+    valid_rows = valid_row_numbers(n, valid)
     indices = np.full((n, k), -1, dtype=np.int64)
     sims = np.full((n, k), -np.inf, dtype=np.float32)
     m = len(valid_rows)
@@ -294,12 +294,12 @@ IVF_CELL_POINTS = 1_024
 IVF_SPREADS = (1, 2, 4, 8)
 IVF_GROUP_SPREADS = (4, 8, 16)
 #: Nearest centroids kept per point: the widest spread any search may use.
-_IVF_NEAREST = 16
+IVF_NEAREST = 16
 #: An IVF graph is used only where its recall@10 against exact search, measured on a sample of points, is at least
 #: this with a margin of two standard errors; elsewhere the graph is NN-descent's (collection) or exact (group).
 IVF_MIN_RECALL = 0.98
 #: Points whose exact lists the recall is measured on.
-_RECALL_SAMPLE = 256
+RECALL_SAMPLE = 256
 #: Point-to-centroid similarities from which the nearest cells are selected by torch (~1 ns an entry on 2 threads,
 #: worth its ~1.5 s import from about a million points) rather than numpy (~3-5 ns).
 _TORCH_NEAREST_ELEMENTS = 1 << 28
@@ -351,7 +351,14 @@ def _nearest_centroids(
     return out
 
 
-def _ivf_search(
+def coarse_nearest(data: npt.NDArray[np.float32], cells: int, seed: int) -> npt.NDArray[np.int32]:
+    """The coarse cells of ``data`` (``prepare``-d rows): k-means with ``cells`` centroids (:func:`_centroids`) and
+    every row's ``min(IVF_NEAREST, cells)`` nearest of them, closest first, int32 ``(len(data), ...)``. The first
+    step of :func:`ivf_graph`, and of the distributed graph (``auditor.ray_graph``), which must cut the same cells."""
+    return _nearest_centroids(data, _centroids(data, cells, seed), min(IVF_NEAREST, cells))
+
+
+def ivf_search(
     data: npt.NDArray[np.float32], nearest: npt.NDArray[np.int32], queries: npt.NDArray[np.int64], kk: int,
     distance: Distance, spread: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -417,7 +424,7 @@ def _each_cell(work: Callable[[int], None], cells: int) -> None:
                 pass
 
 
-def _repair(
+def repair_far_lists(
     data: npt.NDArray[np.float32], nearest: npt.NDArray[np.int32], queries: npt.NDArray[np.int64],
     idx: npt.NDArray[np.int64], sims: npt.NDArray[np.float32], distance: Distance,
 ) -> int:
@@ -451,7 +458,7 @@ def _repair(
     return len(pick)
 
 
-#: At most this share of the points is searched again by :func:`_repair` ...
+#: At most this share of the points is searched again by :func:`repair_far_lists` ...
 _REPAIR_SHARE = 0.05
 #: ... those whose mean top-10 similarity lies this many robust deviations (MAD) under the median, or farther.
 #: The outlier rules flag at robust z 3 on the same mean with a scale never under the MAD, so every point they
@@ -542,22 +549,22 @@ def _sample_top(
     return best
 
 
-def _ivf_spread(
+def choose_spread(
     data: npt.NDArray[np.float32], nearest: npt.NDArray[np.int32], pool: npt.NDArray[np.int64], kk: int,
     distance: Distance, spreads: tuple[int, ...], seed: int,
 ) -> tuple[int | None, float]:
     """The smallest of ``spreads`` whose IVF lists reach ``IVF_MIN_RECALL`` (recall@10, less two standard errors)
     against exact search on a sample of the query rows ``pool``, and its measured recall; ``(None, best recall)``
     when none does. A found neighbour counts when it is at least as similar as the exact 10th (ties are not
-    misses). Cost: the sample's exact search, ``_RECALL_SAMPLE x len(data)`` products."""
+    misses). Cost: the sample's exact search, ``RECALL_SAMPLE x len(data)`` products."""
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(pool, size=min(len(pool), _RECALL_SAMPLE), replace=False))
+    sample = np.sort(rng.choice(pool, size=min(len(pool), RECALL_SAMPLE), replace=False))
     k10 = min(10, kk)
     exact_s = _sample_top(data, sample, k10, distance)
     bar = exact_s[:, k10 - 1 : k10] - 1e-5 * np.maximum(1.0, np.abs(exact_s[:, k10 - 1 : k10]))  # rounding
     best = 0.0
     for spread in sorted({min(s, nearest.shape[1]) for s in spreads}):  # all cells: exact
-        _, found_s = _ivf_search(data, nearest, sample, k10, distance, spread)
+        _, found_s = ivf_search(data, nearest, sample, k10, distance, spread)
         per_query = (found_s >= bar).sum(axis=1) / k10
         recall = float(per_query.mean())
         best = max(best, recall)
@@ -594,24 +601,24 @@ def ivf_graph(
     the one case where a whole cell can be multiplied at once. Dot product: cells of the raw vectors, raw dot
     products inside them, recall measured in dot-product order. Manhattan is not a matrix product: never IVF."""
     n = len(vectors)
-    valid_rows = _valid_rows(n, valid)
+    valid_rows = valid_row_numbers(n, valid)
     m = len(valid_rows)
     kk = min(k, m - 1)
     if kk <= 0 or distance is Distance.MANHATTAN:
         return None
     data = gather(vectors, valid_rows, distance)
     cells = max(1, round(m / IVF_CELL_POINTS))
-    near = _nearest_centroids(data, _centroids(data, cells, seed), min(_IVF_NEAREST, cells))
+    near = coarse_nearest(data, cells, seed)
     local = np.arange(m, dtype=np.int64)
-    spread, recall = _ivf_spread(data, near, local, kk, distance, IVF_SPREADS, seed)
+    spread, recall = choose_spread(data, near, local, kk, distance, IVF_SPREADS, seed)
     if spread is None:
         log.info("IVF graph: recall@10 %.3f on a sample is under %.2f at spread %d; NN-descent instead", recall,
                  IVF_MIN_RECALL, max(IVF_SPREADS))
         return None
     log.info("IVF graph: %d cells, spread %d, recall@10 %.4f on a sample of %d", cells, spread, recall,
-             min(m, _RECALL_SAMPLE))
-    top, top_s = _ivf_search(data, near, local, kk, distance, spread)
-    again = _repair(data, near, local, top, top_s, distance)
+             min(m, RECALL_SAMPLE))
+    top, top_s = ivf_search(data, near, local, kk, distance, spread)
+    again = repair_far_lists(data, near, local, top, top_s, distance)
     log.info("IVF graph: %d points with far lists searched again through %d cells", again, near.shape[1])
     del data
     indices = np.full((n, k), -1, dtype=np.int64)
@@ -641,12 +648,12 @@ def group_search(
         return None
     data = gather(vectors, members, distance)
     local_q = np.searchsorted(members, queries)
-    spread, recall = _ivf_spread(data, near, local_q, kk, distance, IVF_GROUP_SPREADS, seed)
+    spread, recall = choose_spread(data, near, local_q, kk, distance, IVF_GROUP_SPREADS, seed)
     if spread is None:
         log.info("IVF group search: recall@10 %.3f on a sample is under %.2f", recall, IVF_MIN_RECALL)
         return None
-    top, top_s = _ivf_search(data, near, local_q, kk, distance, spread)
-    _repair(data, near, local_q, top, top_s, distance)
+    top, top_s = ivf_search(data, near, local_q, kk, distance, spread)
+    repair_far_lists(data, near, local_q, top, top_s, distance)
     del data
     out = np.full((len(queries), k), -1, dtype=np.int64)
     out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -686,7 +693,7 @@ def approximate_graph(
         cached_nn_descent = contextlib.nullcontext  # type: ignore[assignment]
 
     n = len(vectors)
-    valid_rows = _valid_rows(n, valid)
+    valid_rows = valid_row_numbers(n, valid)
     m = len(valid_rows)
     indices = np.full((n, k), -1, dtype=np.int64)
     sims = np.full((n, k), -np.inf, dtype=np.float32)
@@ -846,7 +853,7 @@ def patch_graph(
     no worse than it when it was approximate. Cost: O((changed + their reverse neighbours) x n x d).
     """
     n = len(vectors)
-    valid_rows = _valid_rows(n, valid)
+    valid_rows = valid_row_numbers(n, valid)
     m = len(valid_rows)
     kk = min(k, m - 1)
     if previous.distance is not distance or previous.indices.shape[1] < kk or kk <= 0:

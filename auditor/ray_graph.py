@@ -18,21 +18,19 @@ import numpy as np
 import numpy.typing as npt
 
 from auditor.graph import (
-    _IVF_NEAREST,
-    _RECALL_SAMPLE,
     IVF_CELL_POINTS,
     IVF_SPREADS,
+    RECALL_SAMPLE,
     CoarseCells,
     NeighbourGraph,
-    _centroids,
-    _ivf_search,
-    _ivf_spread,
-    _nearest_centroids,
-    _repair,
-    _valid_rows,
     approximate_graph,
     build_graph,
+    choose_spread,
+    coarse_nearest,
     gather,
+    ivf_search,
+    repair_far_lists,
+    valid_row_numbers,
 )
 from auditor.types import Distance
 
@@ -70,9 +68,9 @@ def cells_neighbours(
     data: npt.NDArray[np.float32], nearest: npt.NDArray[np.int32], queries: npt.NDArray[np.int64], kk: int,
     distance: Distance, spread: int,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Ray task: :func:`auditor.graph._ivf_search` over one task's rows (``data``: every candidate of its cells,
+    """Ray task: :func:`auditor.graph.ivf_search` over one task's rows (``data``: every candidate of its cells,
     ascending table order; ``queries``: positions of the rows searched in them). Local positions, closest first."""
-    return _ivf_search(data, nearest, queries, kk, distance, spread)
+    return ivf_search(data, nearest, queries, kk, distance, spread)
 
 
 def task_cells(nearest: npt.NDArray[np.int32], cells: int, task_points: int) -> list[npt.NDArray[np.int64]]:
@@ -135,18 +133,18 @@ def distributed_graph(
 
     report = report if report is not None else GraphReport()
     n = len(vectors)
-    rows = _valid_rows(n, valid)
+    rows = valid_row_numbers(n, valid)
     m = report.points = len(rows)
     kk = min(k, m - 1)
-    if kk <= 0 or m <= _RECALL_SAMPLE:
+    if kk <= 0 or m <= RECALL_SAMPLE:
         return build_graph(vectors, k, distance, valid, seed=seed)
     if distance is Distance.MANHATTAN:  # not a matrix product: NN-descent, as in process
         return approximate_graph(vectors, k, distance, valid, seed=seed)
     data = gather(vectors, rows, distance)
     cells = report.cells = max(1, round(m / cell_points))
-    near = _nearest_centroids(data, _centroids(data, cells, seed), min(_IVF_NEAREST, cells))
+    near = coarse_nearest(data, cells, seed)
     local = np.arange(m, dtype=np.int64)
-    spread, report.recall = _ivf_spread(data, near, local, kk, distance, spreads, seed)
+    spread, report.recall = choose_spread(data, near, local, kk, distance, spreads, seed)
     if spread is None:
         del data
         return approximate_graph(vectors, k, distance, valid, seed=seed)
@@ -181,7 +179,7 @@ def distributed_graph(
             ray.cancel(ref, force=True)
         raise
     report.tasks = len(groups)
-    report.repaired = _repair(data, near, local, top, top_s, distance)
+    report.repaired = repair_far_lists(data, near, local, top, top_s, distance)
     del data
     log.info("distributed %d-NN graph over %d points: %s", k, m, report.describe())
     cells_of = CoarseCells(np.full((n, near.shape[1]), -1, dtype=np.int32), cells, spread, report.recall)
