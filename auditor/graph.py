@@ -239,16 +239,25 @@ def _top_few(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64]
 
 
 def _top_threshold(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """:func:`top_k` by a threshold on the maxima of column groups (its docstring says why)."""
+    """:func:`top_k` by a threshold on the maxima of column groups (its docstring says why).
+
+    A group is every ``groups``-th column (any split into groups gives a bar at or under the ``kk``-th largest
+    entry, and so the same selection): their maxima are an element-wise maximum over contiguous rows, where a
+    maximum over short runs of adjacent columns took ~4x as long. The entries at or above the bar are ordered by row,
+    then value (largest first), then column, through one stable argsort of a 64-bit key (row, then the value's bits
+    in descending order), ~7x quicker than ``numpy.lexsort`` of the two keys (which a row holding NaN still uses)."""
     r, c = s.shape
     groups = min(c, max(kk, 64))
     width = -(-c // groups)
     padded = s if groups * width == c else np.pad(s, ((0, 0), (0, groups * width - c)), constant_values=-np.inf)
-    maxima = padded.reshape(r, groups, width).max(axis=2)
+    maxima = padded.reshape(r, width, groups).max(axis=1)
     bar = np.partition(maxima, groups - kk, axis=1)[:, groups - kk]
     rows, cols = np.nonzero(s >= bar[:, None])
     vals = s[rows, cols]
-    order = np.lexsort((-vals, rows))
+    if np.isnan(vals).any():
+        order = np.lexsort((-vals, rows))
+    else:
+        order = np.argsort((rows.astype(np.uint64) << np.uint64(32)) | _descending_bits(vals), kind="stable")
     rows, cols, vals = rows[order], cols[order], vals[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     keep = rank < kk
@@ -257,6 +266,14 @@ def _top_threshold(s: npt.NDArray[np.float32], kk: int) -> tuple[npt.NDArray[np.
     top[rows[keep], rank[keep]] = cols[keep]
     top_s[rows[keep], rank[keep]] = vals[keep]
     return top, top_s
+
+
+def _descending_bits(vals: npt.NDArray[np.float32]) -> npt.NDArray[np.uint64]:
+    """uint64 keys whose ascending order is the descending order of ``vals`` (float32, no NaN), equal exactly where
+    the values compare equal (-0.0 and 0.0 included): the IEEE bits made monotonic, then inverted."""
+    bits = (vals + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
+    ascending = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+    return (~ascending).astype(np.uint64)
 
 
 def _torch() -> Any:

@@ -13,6 +13,30 @@ from detectors import tenant_misfiled
 from detectors.tenant_misfiled import TableRows, out_of_fold_proba
 
 
+def _reference_top(s: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``kk`` largest entries by a plain sort: value descending, then column ascending (the order the
+    threshold top-k documents); ``-inf`` entries count like any value (a row of fewer finite ones lists them)."""
+    top = np.array([sorted(range(s.shape[1]), key=lambda j, row=row: (-row[j], j))[:kk] for row in s.tolist()],
+                   dtype=np.int64).reshape(len(s), kk)
+    return top, np.take_along_axis(s, top, axis=1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_threshold_top_k_orders_by_value_then_column(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(30):
+        rows, cols = int(rng.integers(1, 40)), int(rng.integers(2, 700))
+        kk = int(rng.integers(1, min(cols, 70) + 1))
+        s = rng.integers(-4, 4, size=(rows, cols)).astype(np.float32) / 4  # ties everywhere
+        s[rng.random(s.shape) < 0.2] = -np.inf
+        s[rng.random(s.shape) < 0.1] = -0.0  # equal to 0.0: a tie, ordered by column
+        s[rng.random(s.shape) < 0.02] = np.inf
+        got, got_s = graph._top_threshold(s, kk)
+        want, want_s = _reference_top(s, kk)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_s, want_s)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_top_few_equals_the_threshold_top_k_with_ties(seed: int) -> None:
     rng = np.random.default_rng(seed)
