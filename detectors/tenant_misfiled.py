@@ -94,18 +94,26 @@ def _out_of_fold_proba(
 
     # the folds are independent fits, each on single-threaded BLAS: one per core (numpy and scikit-learn's loss
     # release the GIL), written back in fold order, so the probabilities are those of the folds one after another
-    with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, len(splits)))) as pool:
+    workers = max(1, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=min(workers, len(splits))) as pool:
         fitted = list(pool.map(fit, range(len(splits))))
     models = []
     for (_, test), (model, test_proba) in zip(splits, fitted, strict=True):
         proba[np.ix_(sample[test], model.classes_)] = test_proba
         models.append(model)
-    # points outside the sample: read once per block, scored by every fold model (in fold order, as one sum)
-    for start in range(0, len(outside), _PREDICT_ROWS):
+
+    def score(start: int) -> None:
+        # points outside the sample: read once per block, scored by every fold model (in fold order, as one sum);
+        # blocks hold disjoint rows, so blocks on several cores add up exactly as one after another
         part = outside[start : start + _PREDICT_ROWS]
         block = x[part]
         for model in models:
             proba[np.ix_(part, model.classes_)] += model.predict_proba(block) / folds
+
+    blocks = range(0, len(outside), _PREDICT_ROWS)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(blocks)))) as pool:
+        for _ in pool.map(score, blocks):
+            pass
     return proba
 
 

@@ -1,6 +1,7 @@
 """The speed paths of issue 18 item 0 give the answers of the paths they replace: the argpartition top-k of few
 columns against the threshold top-k (ties at the cut, -inf, NaN), and the misfiled tenant models fitted one fold per
-core from one read of the sample against the folds one after another."""
+core from one read of the sample (and the points outside it scored a block per core) against the folds and blocks
+one after another."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def test_misfiled_folds_in_parallel_give_the_sequential_probabilities(monkeypatc
     x, labels = _tenant_vectors()
     rows = np.arange(len(x), dtype=np.int64)
     kw = {"folds": 5, "max_train": 2_000, "c_total": 2000.0, "seed": 0}  # 1,000 points scored outside the sample
+    monkeypatch.setattr(tenant_misfiled, "_PREDICT_ROWS", 96)  # ... in eleven blocks, shared between the cores
     parallel = out_of_fold_proba(TableRows(x, rows, Distance.COSINE), labels, **kw)
     monkeypatch.setattr(tenant_misfiled.os, "cpu_count", lambda: 1)  # one worker: the folds one after another
     sequential = out_of_fold_proba(TableRows(x, rows, Distance.COSINE), labels, **kw)
