@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,7 @@ class Scanner:
         stages: dict[int, str] = {}
         cursor: Any = None
         status, error, error_exit = "completed", None, None
+        summary_job: futures.Future[dict[str | None, summaries.TenantSummary]] | None = None
         try:
             for det in active:
                 ctx.request_neighbours(det.neighbours_needed())
@@ -193,8 +195,12 @@ class Scanner:
             stages.update((id(f), "observe") for f in findings)
             ctx.table.seal()
             started = time.perf_counter()
-            ctx.shared["tenant_summaries"] = summaries.summarise(ctx, seed=opts.settings.seed)
+            summary_job = _summaries_beside_pass_two(ctx, opts.settings.seed, bool(previous_summaries))
+            if summary_job is None:
+                ctx.shared["tenant_summaries"] = summaries.summarise(ctx, seed=opts.settings.seed)
             self._pass_two(ctx, active, findings)
+            if summary_job is not None:
+                ctx.shared["tenant_summaries"] = summary_job.result()
             ctx.add_seconds("pass2", time.perf_counter() - started)
             self._calibrate(ctx, calibrations, [*findings, *(f for f, _ in carried)])
             self._keep_budgets(ctx, active, [*findings, *(f for f, _ in carried)])
@@ -208,6 +214,11 @@ class Scanner:
             status = "partial" if len(ctx.table) else "failed"
             error, error_exit = f"{type(e).__name__}: {e}", ExitCode.INCOMPLETE
             log.debug("scan failed:\n%s", traceback.format_exc())
+        if summary_job is not None and "tenant_summaries" not in ctx.shared:
+            # pass 2 stopped early: the thread still reads the point table, which closes with the scan
+            futures.wait([summary_job])
+            if not summary_job.cancelled() and summary_job.exception() is None:
+                ctx.shared["tenant_summaries"] = summary_job.result()
         if status == "completed" and ctx.shared.get("failed_detectors"):
             status = "partial"  # the store was read completely; the other detectors' findings are recorded
 
@@ -566,6 +577,28 @@ class Scanner:
             scan = s.get(ScanRow, result.scan_id)
             if scan is not None:
                 scan.notes = [*(scan.notes or []), note]
+
+
+def _summaries_beside_pass_two(
+    ctx: ScanContext, seed: int, drift_reads_them: bool
+) -> futures.Future[dict[str | None, summaries.TenantSummary]] | None:
+    """The tenant summaries of this scan (``auditor.summaries``) computed on a thread while pass 2 runs, or None
+    where a pass-2 detector reads them (drift, when an earlier scan left summaries to compare with): they are then
+    computed before pass 2, as ``ctx.shared["tenant_summaries"]``.
+
+    Why: on a collection's first scan only the ledger needs them, and their work (normalising every vector, a keyed
+    hash per point id) took one core for 0.5 s at 100k points and several seconds at 1M while pass 2 left the other
+    core idle in its single-threaded stretches (benchmarks/results/in-process-speed.md). The valid-row mask, which
+    pass 2 shares, is computed first on this thread, so both threads read the same one. The thread only reads the
+    sealed point table."""
+    if drift_reads_them:
+        return None
+    ctx.valid_mask()
+    pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecaudit-summaries")
+    try:
+        return pool.submit(summaries.summarise, ctx, seed=seed)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one job
 
 
 def _sub_batch(batch: RecordBatch, rows: list[int]) -> RecordBatch:
