@@ -21,6 +21,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,6 +41,43 @@ def machine() -> dict[str, Any]:
 
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+class LoadSampler:
+    """The 1-minute load average every ``every`` seconds while a child runs (min / mean / max for the row): on a
+    shared box the load before and after a run does not say what the run itself shared the cores with."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        return {"min": round(min(self.samples), 2), "mean": round(sum(self.samples) / len(self.samples), 2),
+                "max": round(max(self.samples), 2)}
+
+
+def commit() -> str:
+    proc = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "auditor",
+                            "detectors", "connectors"], capture_output=True, text=True, check=False).stdout.strip()
+    return proc.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
 def export_for(n: int, out: Path) -> Path:
@@ -119,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     export = export_for(args.points, out)
-    row: dict[str, Any] = {"points": args.points, "tenants": 10, **machine(), "load_before": load()}
-    scan = run_scan(export, out / f"ledger-{args.points}.db", args.vecaudit)
+    row: dict[str, Any] = {"points": args.points, "tenants": 10, **machine(), "commit": commit(),
+                           "load_before": load()}
+    with LoadSampler() as during:
+        scan = run_scan(export, out / f"ledger-{args.points}.db", args.vecaudit)
+    row["load_during_scan"] = during.summary()
     doc = scan.pop("doc")
     (out / f"scan-{args.points}.json").write_text(json.dumps(doc))
     seconds = doc["scan"]["counts"]["seconds"]
@@ -131,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         row["findings_vs_reference"] = compare(doc, json.loads(Path(args.reference).read_text()))
     if args.cleanlab_python:
         started = time.perf_counter()
-        proc = subprocess.run([args.cleanlab_python, __file__, "--cleanlab-one", str(export)], capture_output=True,
-                              text=True, check=False)
+        with LoadSampler() as during:
+            proc = subprocess.run([args.cleanlab_python, __file__, "--cleanlab-one", str(export)],
+                                  capture_output=True, text=True, check=False)
+        row["load_during_cleanlab"] = during.summary()
         if proc.returncode != 0:
             raise SystemExit(f"cleanlab failed: {proc.stderr[-2000:]}")
         row.update(json.loads(proc.stdout.strip().splitlines()[-1]), load_after_cleanlab=load(),
