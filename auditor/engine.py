@@ -579,6 +579,10 @@ class Scanner:
                 scan.notes = [*(scan.notes or []), note]
 
 
+#: Point tables up to this size (float32 vectors) are summarised beside pass 2 (:func:`_summaries_beside_pass_two`).
+_SUMMARIES_BESIDE_BYTES = 512 * 1024 * 1024
+
+
 def _summaries_beside_pass_two(
     ctx: ScanContext, seed: int, drift_reads_them: bool
 ) -> futures.Future[dict[str | None, summaries.TenantSummary]] | None:
@@ -590,8 +594,11 @@ def _summaries_beside_pass_two(
     hash per point id) took one core for 0.5 s at 100k points and several seconds at 1M while pass 2 left the other
     core idle in its single-threaded stretches (benchmarks/results/in-process-speed.md). The valid-row mask, which
     pass 2 shares, is computed first on this thread, so both threads read the same one. The thread only reads the
-    sealed point table."""
-    if drift_reads_them:
+    sealed point table. Only up to ``_SUMMARIES_BESIDE_BYTES`` of vectors: the pages of the memory-mapped table it
+    reads stay resident while the graph holds its own copy (1M x 384: peak RSS 3.1 -> 4.5 GiB), so a larger
+    table is summarised before pass 2, whose first copy then unmaps them."""
+    table = ctx.table
+    if drift_reads_them or len(table) * table.dim * 4 > _SUMMARIES_BESIDE_BYTES:
         return None
     ctx.valid_mask()
     pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecaudit-summaries")

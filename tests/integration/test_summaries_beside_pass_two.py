@@ -105,3 +105,15 @@ def test_a_scan_interrupted_in_pass_two_waits_for_the_summaries(
             assert repo.last_completed_scan(s, 1) is None
     finally:
         ledger.dispose()
+
+
+def test_a_large_point_table_is_summarised_before_pass_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, summarise_threads: list[str]
+) -> None:
+    monkeypatch.setattr(engine, "_SUMMARIES_BESIDE_BYTES", 900 * 16 * 4 - 1)  # one byte under this table's vectors
+    uri = _export(tmp_path / "export.jsonl")
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    result = run_scan(uri, url, collection="export", detectors=DETECTORS, field_map=FieldMap(tenant="tenant"))
+    assert result.status == "completed"
+    assert summarise_threads == [threading.current_thread().name]
+    assert sorted(_stored(url, result.scan_id), key=str) == ["t0", "t1", "t2"]
