@@ -10,7 +10,10 @@ detectors ran, per detector and collection of ``n`` points:
   a real attack wave (5% of the store poisoned) is never calibrated away;
 * of the others, the strongest ``floor(alert_budget * n)`` keep their severity (the *alert line*);
 * the next ``floor(review_budget * n)`` are kept as LOW — ranked, reviewable, not alerting;
-* the rest are kept as INFO.
+* the rest are kept as INFO — except a finding **vouched for** by a finding of the same rule at or above its
+  floor: one whose group (``evidence["members"]``, the point first) names this point. A group that reached the
+  floor is one incident (one poisoning wave around one question); its weaker members stay LOW, reviewable with
+  it, however many LOW slots the budget has left (they do not use them).
 
 Nothing is dropped: a finding moved down keeps its score and says why in ``evidence["alert_budget"]`` (with the
 severity it had, so an incremental scan that carries it over ranks it again from the same start). Findings of
@@ -24,7 +27,7 @@ rank) form one tie group,
 and a line falls only between groups: a group that would cross the alert line goes entirely below it (to the review
 stream), a group that would cross the review line goes entirely to INFO, and every weaker group follows it there,
 so severity never rises as strength falls and the budget is still kept (never more than ``alert_slots`` alerting
-nor ``review_slots`` LOW). Which of several equal findings a budget keeps therefore never depends on point ids or on
+nor ``review_slots`` LOW), members of a group at the floor aside. Which of several equal findings a budget keeps therefore never depends on point ids or on
 the order a graph listed them in — integer scores such as the hub detector's k-occurrence tie by the hundred, and
 an approximate graph reorders such ties freely.
 """
@@ -80,6 +83,8 @@ class BudgetOutcome:
     #: findings of a tie group that straddled the alert (review) line, moved below it whole
     tied_at_alert_line: int = 0
     tied_at_review_line: int = 0
+    #: of ``low``, findings kept LOW because a group at or above the floor names them (not in ``review_slots``)
+    vouched: int = 0
     floors: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -92,11 +97,12 @@ class BudgetOutcome:
         line = f", alert line at strength {self.alert_line:.3g}" if self.alert_line is not None else ""
         ties = [f"{count} tied at the {name} line kept below it" for count, name in
                 ((self.tied_at_alert_line, "alert"), (self.tied_at_review_line, "review")) if count]
+        vouched = f", {self.vouched} of them named by a group at the floor" if self.vouched else ""
         return (
             f"alert budget: {self.detector}: {self.candidates} finding(s); {self.over_floor} at or above the floor "
             f"({floors}); {self.within_budget} more within the budget ({alert_budget:.2%} = {self.alert_slots} of "
-            f"{n_points:,} points{line}); {self.low} LOW ({self.to_low} moved down); {self.to_info} moved to INFO"
-            + (f" ({'; '.join(ties)})" if ties else "")
+            f"{n_points:,} points{line}); {self.low} LOW ({self.to_low} moved down{vouched}); {self.to_info} moved "
+            "to INFO" + (f" ({'; '.join(ties)})" if ties else "")
         )
 
 
@@ -147,6 +153,7 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
 
     strong = [f for f in mine if over_floor(f)]
     outcome.over_floor = len(strong)
+    vouchers = vouched_for(strong)
     rest = [f for f in mine if not over_floor(f)]
     strengths = {id(f): strength(f, budget.floors.get(f.rule.id)) for f in rest}
     rest.sort(key=lambda f: (-strengths[id(f)], str(f.point_id)))  # ids order ties for display, never for severity
@@ -167,6 +174,18 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
     reviewing = True
     for group in groups:
         members = [f for f in (rest[i] for i in group) if id(f) not in kept_ids]
+        for f in [f for f in members if (f.rule.id, str(f.point_id)) in vouchers]:
+            members.remove(f)  # a member of a group at the floor: LOW, outside the review slots
+            outcome.low += 1
+            outcome.vouched += 1
+            if f.effective_severity.rank > Severity.LOW.rank:
+                f.evidence = {**(f.evidence or {}), EVIDENCE_KEY: {
+                    "severity_before": f.effective_severity.name, "kept_as": Severity.LOW.name,
+                    "strength": round(strengths[id(f)], 6), "vouched_by": vouchers[(f.rule.id, str(f.point_id))],
+                    "alert_slots": outcome.alert_slots, "review_slots": outcome.review_slots,
+                }}
+                f.severity = Severity.LOW
+                outcome.to_low += 1
         if reviewing and len(members) > review_left:
             reviewing = False  # this group and every weaker one: INFO
             outcome.tied_at_review_line = len(members) if review_left else 0
@@ -190,6 +209,16 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
             else:
                 outcome.to_info += 1
     return outcome
+
+
+def vouched_for(strong: Sequence[Finding]) -> dict[tuple[str, str], str]:
+    """``(rule id, point id)`` of every point that a finding at or above its floor names as a member of its group
+    (``evidence["members"]`` after the point itself), mapped to the id of the first such finding's point."""
+    out: dict[tuple[str, str], str] = {}
+    for f in sorted(strong, key=lambda f: (-float(f.score), str(f.point_id))):
+        for member in ((f.evidence or {}).get("members") or [])[1:]:
+            out.setdefault((f.rule.id, str(member)), str(f.point_id))
+    return out
 
 
 def tie_groups(ranked: Sequence[tuple[float, float]]) -> list[list[int]]:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generalization import ALL_CORPORA, STORES, attack_table, clean_tables, store_measures, tenancy_table  # noqa: E402
 
-from auditor.budget import DetectorBudget, apply_budget  # noqa: E402
+from auditor.budget import DEFAULT_ALERT_BUDGET, DEFAULT_REVIEW_BUDGET, DetectorBudget, apply_budget  # noqa: E402
 from auditor.findings import Finding, Rule  # noqa: E402
 from auditor.registry import detector_classes  # noqa: E402
 from auditor.types import Severity  # noqa: E402
@@ -48,6 +48,12 @@ TENANCY_RULES = frozenset({"VA412", "VA421"})
 #: is fitted on every dev corpus (benchmarks/injection_corpora.py), which also chose its alert line out of corpus;
 #: here its findings get the line the weights carry, and its held-out figures are injection_corpora.py's.
 TRAINED_ON = {"VA518": frozenset(ALL_CORPORA)}
+#: Floors that are not a score tail but a bonus a finding earns by arriving new (a twin new beside an older one, a
+#: language group that arrived together): a first scan's findings never reach them by construction. They keep
+#: the floor the detector ships, as the VA518 line does.
+STRUCTURAL = frozenset({"VA313", "VA341"})
+#: The share of a poisoning wave a raised floor keeps (the issue lets a detector lose at most 0.02 of recall).
+KEEP_ATTACK = 0.98
 #: Rules whose attack the attack store plants and whose score grades it: their floor may rise above the clean tail
 #: as far as a wave allows — to the score that ``--keep-attack`` of the other corpora's planted points reach.
 #: (VA321's score is a count of bait sharers — 2 for a three-passage group — so a higher floor there would budget
@@ -81,6 +87,19 @@ def clean_scores(doc: dict[str, Any], rule_id: str) -> list[float]:
         if f["rule_id"] == rule_id and f["point_id"] is not None and pid in clean and reported_before_budget(f):
             best[pid] = max(best.get(pid, -math.inf), float(f["score"]))
     return sorted(best.values(), reverse=True)
+
+
+def shipped_settings(per_detector: dict[str, frozenset[str]],
+                     ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """The floors no corpus chooses (``TRAINED_ON``, ``STRUCTURAL``: as the detectors ship them) and each budgeted
+    detector's own ``(alert_budget, review_budget)`` defaults."""
+    classes = detector_classes()
+    fixed = {r: v for name in per_detector for r, v in classes[name]().floors().items()
+             if r in TRAINED_ON or r in STRUCTURAL}
+    shares = {name: (float(classes[name].defaults.get("alert_budget", DEFAULT_ALERT_BUDGET)),
+                     float(classes[name].defaults.get("review_budget", DEFAULT_REVIEW_BUDGET)))
+              for name in per_detector}
+    return fixed, shares
 
 
 def planted_scores(doc: dict[str, Any], rule_id: str) -> list[float]:
@@ -129,6 +148,8 @@ def floors_from(docs: dict[tuple[str, str], dict[str, Any]], corpora: list[str],
     out: dict[str, float] = {}
     for rule_id in rules:
         store = "tenancy" if rule_id in TENANCY_RULES else "clean"
+        if rule_id in STRUCTURAL:
+            continue  # the floor the detector ships (see STRUCTURAL)
         usable = [c for c in corpora if c not in TRAINED_ON.get(rule_id, ()) and (c, store) in docs]
         if not usable:
             continue  # every corpus trained the rule's model: its floor is the one its weights carry
@@ -152,8 +173,9 @@ def round_up(value: float, digits: int = 4) -> float:
 
 
 def rebudget(doc: dict[str, Any], rules: dict[str, Rule], per_detector: dict[str, frozenset[str]],
-             floors: dict[str, float]) -> dict[str, Any]:
-    """A copy of a scan document whose findings went through the alert budget with ``floors``."""
+             floors: dict[str, float], shares: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """A copy of a scan document whose findings went through the alert budget with ``floors`` (and each
+    detector's own ``(alert_budget, review_budget)`` from ``shares``, default the budget's defaults)."""
     findings = []
     for f in doc["findings"]:
         rule = rules.get(f["rule_id"])
@@ -166,8 +188,9 @@ def rebudget(doc: dict[str, Any], rules: dict[str, Rule], per_detector: dict[str
     objs = [o for o, _ in findings if o is not None]
     n_points = int(doc["bench"]["points"])
     for det, det_rules in per_detector.items():
-        apply_budget(objs, DetectorBudget(det, det_rules, {r: v for r, v in floors.items() if r in det_rules}),
-                     n_points)
+        alert, review = (shares or {}).get(det, (DEFAULT_ALERT_BUDGET, DEFAULT_REVIEW_BUDGET))
+        apply_budget(objs, DetectorBudget(det, det_rules, {r: v for r, v in floors.items() if r in det_rules},
+                                          alert_budget=alert, review_budget=review), n_points)
     out = []
     for obj, f in findings:
         g = dict(f)
@@ -184,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-share", type=float, default=0.0005,
                     help="share of the training corpora's clean documents (pooled) allowed at or above a floor "
                          "[0.0005]")
-    ap.add_argument("--keep-attack", type=float, default=0.98,
+    ap.add_argument("--keep-attack", type=float, default=KEEP_ATTACK,
                     help="raise the poisoning rules' floors to the score this share of the training corpora's "
                          "planted points reach [0.98]")
     args = ap.parse_args(argv)
@@ -193,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in corpora for s in STORES if (args.out / c / f"{s}.scan.json").exists()}
     rules, per_detector = budgeted()
     rule_ids = sorted(r for rs in per_detector.values() for r in rs)
-    classes = detector_classes()
-    fixed = {r: v for name in per_detector for r, v in classes[name]().floors().items() if r in TRAINED_ON}
+    fixed, shares = shipped_settings(per_detector)
 
     held_out: dict[tuple[str, str], dict[str, Any]] = {}
     chosen: dict[str, dict[str, float]] = {}
@@ -204,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen[c] = floors
         for s in STORES:
             if (c, s) in docs:
-                held_out[(c, s)] = rebudget(docs[(c, s)], rules, per_detector, floors)
+                held_out[(c, s)] = rebudget(docs[(c, s)], rules, per_detector, floors, shares)
     shipped = floors_from(docs, corpora, rule_ids, args.max_share, args.keep_attack)
 
     lines = ["## Floors chosen leave-one-corpus-out", "",

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from alert_floors import budgeted, floors_from, rebudget  # noqa: E402
+from alert_floors import KEEP_ATTACK, budgeted, floors_from, rebudget, shipped_settings  # noqa: E402
 from content_data import DEFAULT_DATA, load  # noqa: E402
 from embedding_quality import EmbeddingCache, poison_sets  # noqa: E402
 from generalization import (  # noqa: E402
@@ -75,7 +75,8 @@ from generalization import (  # noqa: E402
     write_jsonl,
 )
 
-DEV_FAMILIES = ("poisonedrag", "poisonedrag_bait", "piarena", "injection")
+POISONEDRAG = ("poisonedrag", "poisonedrag_bait", "piarena")
+DEV_FAMILIES = (*POISONEDRAG, "injection")
 GENERATED = ("whitebox-poison", "gaslite", "corpus-poisoning", "typo", "counterfactual", "foreign")
 FAMILIES = (*DEV_FAMILIES, *GENERATED)
 HOSTS = ("wiki", "pubmed", "reuters")
@@ -281,10 +282,14 @@ def held_out(docs: dict[str, dict[str, Any]], max_share: float) -> dict[tuple[st
     *F* (leave-one-corpus-out and leave-one-family-out at once)."""
     rules, per_detector = budgeted()
     rule_ids = sorted(r for rs in per_detector.values() for r in rs)
+    fixed, shares = shipped_settings(per_detector)
     out = {}
     for c, doc in docs.items():
         others = [t for t in docs if t != c]
-        base = floors_from({(t, "clean"): docs[t] for t in others}, others, rule_ids, max_share)
+        # the poisoning floors rise as far as the other corpora's PoisonedRAG waves allow (alert_floors.py)
+        stores = {**{(t, "clean"): docs[t] for t in others},
+                  **{(t, "attack"): family_view(docs[t], set(POISONEDRAG)) for t in others}}
+        base = {**fixed, **floors_from(stores, others, rule_ids, max_share, KEEP_ATTACK)}
         for family in FAMILIES:
             train = [family_view(docs[t], set(FAMILIES) - {family}) for t in others]
             floors = dict(base)
@@ -292,7 +297,7 @@ def held_out(docs: dict[str, dict[str, Any]], max_share: float) -> dict[tuple[st
                 chosen = tune(train, max_share)
                 if chosen is not None:
                     floors[rule_id] = chosen
-            out[(c, family)] = rebudget(family_view(doc, {family}), rules, per_detector, floors)
+            out[(c, family)] = rebudget(family_view(doc, {family}), rules, per_detector, floors, shares)
     return out
 
 

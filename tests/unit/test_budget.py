@@ -76,3 +76,20 @@ def test_detectors_declare_their_budget_and_floors_are_validated() -> None:
         PoisonClusterDetector(alert_floors={"VA321x": 1.0})
     with pytest.raises(DetectorError, match="alert_floors"):
         PoisonClusterDetector(alert_floors={"VA321": "high"})
+
+
+def test_members_of_a_group_at_the_floor_stay_reviewable() -> None:
+    # a wave around one question: its strongest view reached the floor and names the weaker members of its group
+    wave = _findings([9.0, 1.05, 1.02], start=0)
+    wave[0].evidence = {"members": [0, 1, 2, 77]}
+    noise = _findings([1.9, 1.8, 1.7, 1.6], start=10)
+    other_rule = _findings([1.01], rule=OTHER, start=1)  # the same point under another rule: not vouched for
+    budget = DetectorBudget("d", frozenset({"VA900", "VA901"}), {"VA900": 5.0, "VA901": 50.0}, 0.0005, 0.0005)
+    outcome = apply_budget([*wave, *noise, *other_rule], budget, 2000)
+    # 1 alert slot and 1 review slot go to the strongest noise; the wave's weaker members stay LOW outside them
+    assert _severities(wave) == ["MEDIUM", "LOW", "LOW"]
+    assert _severities(noise) == ["MEDIUM", "LOW", "INFO", "INFO"]
+    assert _severities(other_rule) == ["INFO"]
+    assert wave[1].evidence["alert_budget"]["vouched_by"] == "0"
+    assert (outcome.vouched, outcome.low) == (2, 3)
+    assert "2 of them named by a group at the floor" in outcome.describe(2000, 0.0005)
