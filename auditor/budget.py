@@ -27,9 +27,9 @@ rank) form one tie group,
 and a line falls only between groups: a group that would cross the alert line goes entirely below it (to the review
 stream), a group that would cross the review line goes entirely to INFO, and every weaker group follows it there,
 so severity never rises as strength falls and the budget is still kept (never more than ``alert_slots`` alerting
-nor ``review_slots`` LOW), members of a group at the floor aside. Which of several equal findings a budget keeps therefore never depends on point ids or on
-the order a graph listed them in — integer scores such as the hub detector's k-occurrence tie by the hundred, and
-an approximate graph reorders such ties freely.
+nor ``review_slots`` LOW), members of a group at the floor aside. Which of several equal findings a budget keeps
+therefore never depends on point ids or on the order a graph listed them in — integer scores such as the hub
+detector's k-occurrence tie by the hundred, and an approximate graph reorders such ties freely.
 """
 
 from __future__ import annotations
