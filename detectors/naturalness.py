@@ -5,7 +5,6 @@ anything else the collection says."""
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from auditor.findings import ATLAS_RAG_POISONING, OWASP_DATA_POISONING, OWASP_VE
 from auditor.masking import redact_text
 from auditor.types import Confidence, Severity
 from detectors.textsignals import token_soup
+from detectors.typos import NearMiss, TypoScores, score_typos
 
 UNNATURAL_SPAN = Rule(
     "VA351", "Unnatural text span (token soup or typo burst)", Severity.LOW, Confidence.LOW,
@@ -28,7 +28,6 @@ UNNATURAL_SPAN = Rule(
 #: The strength at which a finding turns MEDIUM and keeps its severity whatever the budget: each component's own
 #: line (``soup_line``, ``typo_line``, ``whole_line``) maps to it.
 ALERT_STRENGTH = 1.0
-_LETTERS = re.compile(r"[A-Za-z]+")
 _LATIN = re.compile(r"[a-z]")
 _WORD = re.compile(r"[^\W\d_]+|\d+(?:[.,]\d+)*|[^\w\s]")
 _DIGIT = re.compile(r"\d")
@@ -100,94 +99,6 @@ def worst_window(nll: npt.NDArray[np.float64], window: int) -> tuple[float, int]
     return float(means[i]), i
 
 
-# -- typo bursts ------------------------------------------------------------------------------------------------
-def _deletes(word: str) -> set[str]:
-    return {word[:i] + word[i + 1 :] for i in range(len(word))}
-
-
-def _interior_edit(a: str, b: str) -> bool:
-    """Whether ``a`` and ``b`` first differ before their last two letters: a typo, not an inflection (-s, -ed)."""
-    p = 0
-    while p < min(len(a), len(b)) and a[p] == b[p]:
-        p += 1
-    return p < min(len(a), len(b)) - 2
-
-
-class NearMissIndex:
-    """Words of the collection and their one-deletion variants (symmetric deletes, as SymSpell): a word seen in no
-    other document that is one edit (insertion, deletion, substitution, transposition) from a word the other
-    documents use at least ``min_count`` times is a *near miss* — a typo, or a word mangled by a tokenizer."""
-
-    def __init__(self, docs: Sequence[Sequence[str]], min_count: int, min_length: int) -> None:
-        self.min_count, self.min_length = min_count, min_length
-        self.counts: Counter[str] = Counter(w for ws in docs for w in ws)
-        self._index: dict[str, list[str]] = {}
-        for w, c in self.counts.items():
-            if c >= min_count and len(w) >= min_length - 1:
-                for d in (w, *_deletes(w)):
-                    self._index.setdefault(d, []).append(w)
-        self._spelling = SpellingModel(w for w, c in self.counts.items() if c >= 2)
-
-    def near_misses(self, own: Sequence[str], min_gap: float) -> list[tuple[str, str]]:
-        """Distinct words of one document (lower case, as it was counted) that no other document uses, each with
-        the common word it is one interior edit from (the most used such word), when the word is spelled at least
-        ``min_gap`` nats less like the collection's words than that common word (:class:`SpellingModel`): "imdustry"
-        for "industry", not "bought" for "brought"."""
-        mine = Counter(own)
-        out = []
-        for w in sorted(mine):
-            if len(w) < self.min_length or self.counts[w] > mine[w]:
-                continue
-            cands = {v for d in (w, *_deletes(w)) for v in self._index.get(d, ())}
-            cands = {v for v in cands if v != w and self.counts[v] - mine[v] >= self.min_count
-                     and _edit_distance_one(w, v) and _interior_edit(w, v)}
-            if cands:
-                like = max(sorted(cands), key=lambda v: self.counts[v] - mine[v])
-                if self._spelling.nll(w) - self._spelling.nll(like) >= min_gap:
-                    out.append((w, like))
-        return out
-
-
-class SpellingModel:
-    """A character trigram model of how the collection's words are spelled (each distinct word once, with start
-    and end marks; add-k smoothed): a typo ("japanwse", "souurce") is spelled unlike any word, a rare real word
-    ("bought", "guilt") like many."""
-
-    _K = 0.1
-
-    def __init__(self, vocabulary: Iterable[str]) -> None:
-        self._tri: Counter[str] = Counter()
-        self._bi: Counter[str] = Counter()
-        letters: set[str] = set()
-        for w in vocabulary:
-            marked = f"^^{w}$"
-            letters.update(w)
-            for i in range(2, len(marked)):
-                self._tri[marked[i - 2 : i + 1]] += 1
-                self._bi[marked[i - 2 : i]] += 1
-        self._alphabet = len(letters) + 1
-
-    def nll(self, word: str) -> float:
-        """Negative log-likelihood of the spelling (nats), higher = less like the collection's words."""
-        marked = f"^^{word}$"
-        k = self._K
-        return float(sum(-np.log((self._tri[marked[i - 2 : i + 1]] + k) / (self._bi[marked[i - 2 : i]]
-                                                                           + k * self._alphabet))
-                         for i in range(2, len(marked))))
-
-
-def _edit_distance_one(a: str, b: str) -> bool:
-    """Damerau distance exactly one (the delete index also pairs words two substitutions apart)."""
-    if abs(len(a) - len(b)) > 1 or a == b:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
-
-
 def _capped(tokens: Sequence[str]) -> npt.NDArray[np.bool_]:
     """Per word: whether it starts with a capital letter or has no letter of the Latin alphabet (a name, a number,
     a punctuation mark, a word of another script)."""
@@ -199,22 +110,26 @@ def _capped(tokens: Sequence[str]) -> npt.NDArray[np.bool_]:
 class DocumentScores:
     """Per document (float64 / int arrays of the collection's length): ``soup`` the robust z of its least natural
     window (mean word negative log-likelihood under the collection's leave-self-out n-gram model, against every
-    document's worst window), ``raw`` that window's mean cost, ``spans`` its word span, ``near`` the near-miss words
-    with the common word each seems to misspell, ``whole`` the token-soup scale of the whole text
-    (:func:`detectors.textsignals.token_soup`, in [0, 1])."""
+    document's worst window), ``raw`` that window's mean cost, ``spans`` its word span, ``near`` the near misses
+    counted as typo-like (:class:`detectors.typos.NearMiss`, weight >= ``typo_word_line``), ``typo`` the surprise
+    of their number (-log10 p, :func:`detectors.typos.burst_surprise`), ``whole`` the token-soup scale of the whole
+    text (:func:`detectors.textsignals.token_soup`, in [0, 1])."""
 
     soup: npt.NDArray[np.float64]
     raw: npt.NDArray[np.float64]
     spans: list[tuple[int, int]]
-    near: list[list[tuple[str, str]]]
+    near: list[list[NearMiss]]
+    typo: npt.NDArray[np.float64]
     whole: npt.NDArray[np.float64]
     tokens: list[list[str]] = field(repr=False)
 
 
-def score_documents(texts: Sequence[str], params: Mapping[str, Any]) -> DocumentScores:
+def score_documents(texts: Sequence[str], params: Mapping[str, Any], typos: TypoScores | None = None,
+                    ) -> DocumentScores:
     """Fit the collection's models on ``texts`` and score each of them (leave-self-out); see :class:`DocumentScores`.
-    ``params``: the detector's (:attr:`NaturalnessDetector.defaults`). Documents of fewer than ``min_words`` words get
-    soup z 0 (too short to have a least natural span)."""
+    ``params``: the detector's (:attr:`NaturalnessDetector.defaults`); ``typos``: the texts' typo scores when already
+    computed (:func:`detectors.typos.score_typos`). Documents of fewer than ``min_words`` words get soup z 0 (too
+    short to have a least natural span)."""
     p = params
     order, beta, window, cased = int(p["order"]), float(p["beta"]), int(p["window"]), bool(p["cased"])
     name_cap, scale_quantile = float(p["name_cap"]), float(p["scale_quantile"])
@@ -238,11 +153,13 @@ def score_documents(texts: Sequence[str], params: Mapping[str, Any]) -> Document
                   else 1.4826 * float(np.median(np.abs(ref - median))))
         soup = np.where(long_enough, (raw - median) / max(spread, 1e-9), 0.0)
     spans = [(i, min(i + window, len(ws))) for (_, i), ws in zip(worst, tokens, strict=True)]
-    letters = [[w.lower() for w in _LETTERS.findall(t)] for t in texts]
-    index = NearMissIndex(letters, int(p["typo_min_count"]), int(p["typo_min_length"]))
-    near = [index.near_misses(ws, float(p["typo_min_gap"])) for ws in letters]
+    if typos is None:
+        typos = score_typos(texts, word_line=float(p["typo_word_line"]), min_misses=int(p["typo_min_misses"]),
+                            min_coverage=float(p["typo_min_coverage"]))
+    word_line = float(p["typo_word_line"])
+    near = [[m for m in ms if m.weight >= word_line] for ms in typos.near]
     whole = np.array([token_soup(t) for t in texts], np.float64)
-    return DocumentScores(soup, raw, spans, near, whole, tokens)
+    return DocumentScores(soup, raw, spans, near, typos.surprise, whole, tokens)
 
 
 #: The components of a document's strength: (name, parameter holding its line).
@@ -250,42 +167,48 @@ COMPONENTS = (("soup window", "soup_line"), ("typo burst", "typo_line"), ("whole
 
 
 def strengths(scores: DocumentScores, params: Mapping[str, Any]) -> tuple[npt.NDArray[np.float64], list[str]]:
-    """Per document: its strength, the largest of soup z / ``soup_line``, near misses / ``typo_line`` and the
+    """Per document: its strength, the largest of soup z / ``soup_line``, typo surprise / ``typo_line`` and the
     whole text's token-soup scale / ``whole_line`` (1.0 = :data:`ALERT_STRENGTH`, where a finding turns MEDIUM),
     and the name of the component that gave it."""
-    near = np.array([len(n) for n in scores.near], np.float64)
-    parts = np.stack([scores.soup / float(params["soup_line"]), near / float(params["typo_line"]),
+    parts = np.stack([scores.soup / float(params["soup_line"]), scores.typo / float(params["typo_line"]),
                       scores.whole / float(params["whole_line"])])
     best = np.argmax(parts, axis=0)
     return parts.max(axis=0), [COMPONENTS[int(b)][0] for b in best]
 
 
 class NaturalnessDetector(Detector):
-    """Documents with an unnatural span, judged by the collection's own text — no language list, no model
-    download, so wire news, tables, code or Spanish each set their own norm:
+    """Documents with an unnatural span, judged by the collection's own text (and, for typos, by the bundled
+    model's vocabulary) — nothing downloaded, so wire news, tables, code or Spanish each set their own norm:
 
     * **token soup** — a word n-gram model (``order``; unigram by default, Dirichlet-smoothed with ``beta``) is
       fitted on every *other* document (leave-self-out: a document never vouches for itself); each document's
       least natural window of ``window`` words (highest mean negative log-likelihood) is compared with every
       document's worst window as a robust z (median, MAD). Optimised trigger text (corpus poisoning, GASLITE,
       HotFlip prefixes) is a run of words that rarely occur and never follow each other;
-    * **typo burst** — distinct words found in no other document that are one interior edit (insertion,
-      deletion, substitution or transposition, not at the word's end: not an inflection) from a word the other
-      documents use at least ``typo_min_count`` times: GARAG-style character edits.
+    * **typo burst** — GARAG-style character edits (:mod:`detectors.typos`): words the language (the bundled
+      model's WordPiece vocabulary) does not know and no other document uses, one interior edit (first and last
+      letter kept) from a common word of the language or the collection, each weighed by how much it looks like a
+      planted edit (the kind of edit, how common the word it misspells is, whether that word is also in the
+      document, capitals, spelling); the near misses weighing at least ``typo_word_line`` are counted, and a
+      count of at least ``typo_min_misses`` is scored by its Poisson surprise (-log10 p) against the collection's
+      own rate for a document of its length. One typo is normal, several in one short text are not. A document
+      whose words the language and the collection cover less than ``typo_min_coverage`` (a page in another
+      language, placeholder text) is not judged.
 
     * **whole-text soup** — the token-soup scale of the whole text (:func:`detectors.textsignals.token_soup`: few
       function words, fragments, no punctuation; layout such as tables and lists set aside), the hub detector's
       VA333 signal without the hub: a corpus-poisoning sequence is soup from its first word to its last.
 
-    Strength: the largest of soup z / ``soup_line``, near misses / ``typo_line`` and the whole text's scale /
+    Strength: the largest of soup z / ``soup_line``, typo surprise / ``typo_line`` and the whole text's scale /
     ``whole_line`` (:func:`strengths`); reported (LOW) from
     ``report_strength``, MEDIUM from 1.0, the rule's alert floor (findings under it share the detector's review
     budget: the strongest 0.1% stay LOW, the rest INFO). The three lines were chosen leave-one-corpus-out on the
     development corpora (benchmarks/results/naturalness.md). Evidence: the component, the worst window (masked), its
-    z, the whole text's scale, the near misses and the words they seem to misspell (masked)."""
+    z, the whole text's scale, the typo surprise, the counted near misses, the words they seem to misspell (masked)
+    and their weights."""
 
     name = "naturalness"
-    version = "1"
+    version = "2"
     description = "a document with an unnatural span: token soup of optimised triggers or a burst of typos"
     rules = (UNNATURAL_SPAN,)
     requires = frozenset({"text"})
@@ -295,13 +218,14 @@ class NaturalnessDetector(Detector):
     enabled_by_default = False
     defaults: ClassVar[dict[str, Any]] = {
         "order": 1, "beta": 5.0, "window": 12, "cased": True, "name_cap": 0.9, "scale_quantile": 0.9, "min_words": 8,
-        "soup_line": 3.731, "typo_line": 3.0, "whole_line": 0.706,
-        "typo_min_count": 5, "typo_min_length": 5, "typo_min_gap": 3.0, "report_strength": 0.7, "min_documents": 50,
+        "soup_line": 3.731, "typo_line": 3.51, "whole_line": 0.706,
+        "typo_word_line": -2.0, "typo_min_misses": 2, "typo_min_coverage": 0.6,
+        "report_strength": 0.7, "min_documents": 50,
     }
 
     def begin(self, ctx: ScanContext) -> None:
         p = self.params
-        for key in ("order", "window", "min_words", "typo_min_count", "typo_min_length", "min_documents"):
+        for key in ("order", "window", "min_words", "typo_min_misses", "min_documents"):
             if int(p[key]) < 1:
                 raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be at least 1, got {p[key]}",
                                     hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
@@ -309,6 +233,11 @@ class NaturalnessDetector(Detector):
             if float(p[key]) <= 0:
                 raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be positive, got {p[key]}",
                                     hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
+        if not 0.0 <= float(p["typo_min_coverage"]) <= 1.0:
+            raise DetectorError(f"parameter 'typo_min_coverage' of detector {self.name!r} must be a share in [0, 1], "
+                                f"got {p['typo_min_coverage']}",
+                                hint=f"write it like `typo_min_coverage = {self.defaults['typo_min_coverage']}` under "
+                                     f"[detectors.{self.name}]")
 
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
         table = ctx.table
@@ -330,7 +259,9 @@ class NaturalnessDetector(Detector):
             evidence: dict[str, Any] = {
                 "component": kind, "soup_z": round(z, 3), "worst_window": redact_text(span, limit=200),
                 "window_nll": round(float(scores.raw[j]), 4), "whole_text_soup": round(float(scores.whole[j]), 3),
-                "near_misses": [{"word": redact_text(w), "like": redact_text(v)} for w, v in near[:20]],
+                "near_misses": [{"word": redact_text(m.word), "like": redact_text(m.like), "weight": round(m.weight, 2)}
+                                for m in near[:20]],
+                "typo_surprise": round(float(scores.typo[j]), 3),
                 "lines": {name: float(p[key]) for name, key in COMPONENTS},
             }
             if kind == "soup window":
@@ -340,9 +271,9 @@ class NaturalnessDetector(Detector):
                 message = (f"token soup: the whole text reads as a bag of tokens (scale {scores.whole[j]:.2f}, "
                            f"line {p['whole_line']:g}), least natural words {redact_text(span, limit=80)!r}")
             else:
-                said = ", ".join(f"{w!r} ~ {v!r}" for w, v in near[:4])
+                said = ", ".join(f"{m.word!r} ~ {m.like!r}" for m in near[:4])
                 message = (f"typo burst: {len(near)} words no other document uses, each one edit from a common "
-                           f"word ({redact_text(said)}; line {p['typo_line']:g})")
+                           f"word ({redact_text(said)}; surprise {scores.typo[j]:.2f}, line {p['typo_line']:g})")
             s = float(strength[j])
             yield Finding(UNNATURAL_SPAN, self.name, table.ids[row], s, message, report, evidence,
                           table.tenants[row], severity=Severity.MEDIUM if s >= floor else Severity.LOW)
