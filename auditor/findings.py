@@ -87,6 +87,8 @@ def _point_key(point_id: PointId | None) -> str:
 
 def point_key(point_id: PointId) -> str:
     """Canonical string for a point id that keeps int 7 and str "7" apart (JSON encoding)."""
+    if type(point_id) is int:  # json.dumps of an int is its decimal digits; str() is ~10x quicker (millions a scan)
+        return str(point_id)
     return json.dumps(point_id)
 
 

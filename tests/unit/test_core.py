@@ -55,3 +55,11 @@ def test_finding_identity_ignores_score_and_follows_content() -> None:
 def test_unknown_detector_parameter_is_named() -> None:
     with pytest.raises(DetectorError, match="'norm_zz'"):
         detector_classes()["integrity"](norm_zz=3)
+
+
+def test_point_keys_are_the_json_encoding_of_the_id() -> None:
+    import json
+
+    # ledgers written before the int shortcut hold json.dumps keys: every kind of id must keep its key
+    for pid in (0, 7, -3, 10**20, True, False, "7", "abc", "ünï", None):
+        assert point_key(pid) == json.dumps(pid), pid
