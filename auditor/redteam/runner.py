@@ -43,12 +43,12 @@ EXPECTED: dict[str, frozenset[str]] = {
     "copied-vector": frozenset({"integrity"}),
     # issue 16: optimised token soup is meant for the hub detector's VA333 (and white-box passages still carry a
     # poison's claim); counterfactual twins for conflicting-twins (opt-in) or as near-duplicates of their original;
-    # a foreign cluster for language-group (opt-in) or as outliers. No detector is meant for typos yet: their
-    # catches are listed, never counted.
+    # a foreign cluster for language-group or as outliers; typo bursts for the opt-in naturalness detector's typo
+    # component (VA351: a redteam run without it lists every typo plant as missed).
     "whitebox-poison": frozenset({"poison-cluster", "hub"}),
     "gaslite": frozenset({"hub"}),
     "corpus-poisoning": frozenset({"hub"}),
-    "typo": frozenset(),
+    "typo": frozenset({"naturalness"}),
     "counterfactual": frozenset({"conflicting-twins", "near-duplicate"}),
     "foreign": frozenset({"language-group", "outlier"}),
 }

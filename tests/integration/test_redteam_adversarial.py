@@ -173,7 +173,7 @@ def test_cli_redteam_plants_the_adversarial_classes(tmp_path: Path, embed: Any) 
     new_texts = [p["text"] for pid, (_, p) in scratch.items() if pid >= 80]
     assert sum(t.startswith(GASLITE_INFO) for t in new_texts) == 1
     typo_ids = [m["point_id"] for m in doc["classes"]["typo"]["missed_points"]]
-    assert len(typo_ids) == 3  # no detector is meant for typos yet: every plant is listed as missed
+    assert len(typo_ids) == 3  # naturalness (opt-in, VA351) is meant for typos: without it every plant is missed
     for pid in typo_ids:
         assert scratch[pid][1]["text"] != texts[pid]
         assert len(word_diff(texts[pid], scratch[pid][1]["text"])) <= 8
