@@ -30,7 +30,7 @@ MISFILED = Rule(
 
 def out_of_fold_proba(
     x: Any, labels: npt.NDArray[np.int64], *, folds: int, max_train: int, c_total: float,
-    seed: int,
+    seed: int, groups: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Tenant probabilities ``(n, n_tenants)`` where no point's own label trained the model that scores it;
     ``x`` is a dense array, a scipy sparse matrix or a :class:`TableRows` (its rows are taken by ascending index
@@ -51,15 +51,15 @@ def out_of_fold_proba(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _out_of_fold_proba(x, labels, folds=folds, max_train=max_train, c_total=c_total, seed=seed)
+        return _out_of_fold_proba(x, labels, folds=folds, max_train=max_train, c_total=c_total, seed=seed,
+                                  groups=groups)
 
 
 def _out_of_fold_proba(
     x: Any, labels: npt.NDArray[np.int64], *, folds: int, max_train: int, c_total: float,
-    seed: int,
+    seed: int, groups: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.float64]:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
 
     n = len(labels)
     n_classes = int(labels.max()) + 1
@@ -78,8 +78,7 @@ def _out_of_fold_proba(
     is_outside = np.ones(n, dtype=bool)
     is_outside[sample] = False
     outside = np.flatnonzero(is_outside)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(np.zeros(len(sample)), labels[sample]))
+    splits = fold_splits(labels[sample], None if groups is None else groups[sample], folds, seed)
     # a TableRows reads (and normalises) the memmap on every index: the sample once, not once per fold and test
     sampled = x[sample] if isinstance(x, TableRows) else None
 
@@ -115,6 +114,23 @@ def _out_of_fold_proba(
         for _ in pool.map(score, blocks):
             pass
     return proba
+
+
+def fold_splits(labels: npt.NDArray[np.int64], groups: npt.NDArray[np.int64] | None, folds: int, seed: int,
+                ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Stratified (train, test) index pairs; with ``groups`` (one label per row: the row's document), every group
+    falls in one fold, so no chunk of a document trains the model that scores another chunk of it — a model that
+    recognises documents would otherwise pass for one that tells tenants apart. Falls back to ungrouped folds when
+    there are fewer groups than folds or a training side would hold a single tenant."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    zeros = np.zeros(len(labels))
+    if groups is not None and len(np.unique(groups)) >= folds:
+        grouped = list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+            zeros, labels, groups))
+        if all(len(np.unique(labels[train])) > 1 and len(test) for train, test in grouped):
+            return grouped
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(zeros, labels))
 
 
 #: Points scored per block outside the training sample: 65,536 x 384 float32 = 96 MiB read at once.
@@ -170,6 +186,10 @@ class MisfiledDetector(Detector):
     (about one clean document in twenty has most neighbours elsewhere); each model alone misses moved
     documents it is unsure of; the views must agree.
 
+    When the field map names a document id, the folds keep every chunk of one document together
+    (:func:`fold_splits`): a model that saw some sections of a page recognises the others, and would pass for one
+    that tells tenants apart where tenants only differ by which documents they hold.
+
     Separability first: a tenant model that cannot tell tenants apart has nothing to say about a point's
     tenant (many SaaS tenants store the same kind of documents; a kNN vote between them is noise). The
     out-of-fold tenant predictions of the models (argmax of the summed log-probabilities) are compared with
@@ -209,7 +229,7 @@ class MisfiledDetector(Detector):
     """
 
     name = "misfiled"
-    version = "4"
+    version = "5"
     description = "Documents whose content belongs to another tenant (per-tenant typicality + neighbour graph)"
     rules = (MISFILED,)
     requires = frozenset({"vectors", "tenant", "graph"})
@@ -238,11 +258,12 @@ class MisfiledDetector(Detector):
         rows = np.array([i for i, t in enumerate(table.tenants) if t in code and valid[i]], dtype=np.int64)
         labels = np.array([code[table.tenants[i]] for i in rows], dtype=np.int64)
         x = TableRows(table.vectors, rows, ctx.info.distance)
+        groups = document_groups(table.doc_ids, rows) if ctx.field_map.doc_id else None
         proba = out_of_fold_proba(
             x, labels, folds=folds, max_train=int(self.params["max_train"]), c_total=float(self.params["c_total"]),
-            seed=ctx.settings.seed,
+            seed=ctx.settings.seed, groups=groups,
         )
-        lexical = self._lexical_proba(ctx, rows, labels, proba)
+        lexical = self._lexical_proba(ctx, rows, labels, proba, groups)
         separation = tenant_separability([proba] if lexical is None else [proba, lexical], labels)
         if (separation["z"] < float(self.params["min_separation_z"])
                 or separation["lift"] < float(self.params["min_lift"])):
@@ -308,7 +329,7 @@ class MisfiledDetector(Detector):
 
     def _lexical_proba(
         self, ctx: ScanContext, rows: npt.NDArray[np.int64], labels: npt.NDArray[np.int64],
-        embedding_proba: npt.NDArray[np.float64],
+        embedding_proba: npt.NDArray[np.float64], groups: npt.NDArray[np.int64] | None = None,
     ) -> npt.NDArray[np.float64] | None:
         """Out-of-fold tenant probabilities from the texts' words; rows without text take the embedding
         model's. None when the lexical view is off, there is no text field, or too few texts to model."""
@@ -330,6 +351,7 @@ class MisfiledDetector(Detector):
         out[with_text] = out_of_fold_proba(
             features, labels[with_text], folds=folds, max_train=int(self.params["lexical_max_train"]),
             c_total=float(self.params["lexical_c_total"]), seed=ctx.settings.seed,
+            groups=None if groups is None else groups[with_text],
         )
         return out
 
@@ -341,6 +363,17 @@ def _log_odds(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``log((1 - p) / p)``: log-odds against ``p``, clipped away from 0 and 1."""
     q = np.clip(p, _EPS, 1.0 - _EPS)
     return np.asarray(np.log1p(-q) - np.log(q), dtype=np.float64)
+
+
+def document_groups(doc_ids: Sequence[Any], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """One integer per row: the same for rows of one document id, a row of its own where the id is missing."""
+    codes: dict[str, int] = {}
+    out = np.empty(len(rows), dtype=np.int64)
+    for k, i in enumerate(rows):
+        doc = doc_ids[int(i)]
+        key = f"d:{doc!r}" if doc is not None else f"r:{int(i)}"
+        out[k] = codes.setdefault(key, len(codes))
+    return out
 
 
 def held_by_other_tenants(table: Any, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

@@ -93,3 +93,24 @@ def test_tenants_of_one_distribution_flag_nothing(tmp_path: Path, embed: Any, sq
     found = _scan(tmp_path, texts, tenants, embed(texts), sqlite_ledger_url, with_text=with_text, notes=notes)
     assert found == {}
     assert any("not told apart" in n for n in notes), notes
+
+
+def test_chunks_of_one_document_never_vouch_for_its_tenant(tmp_path: Path, embed: Any) -> None:
+    # GOV.UK sections, each page filed whole under one of four tenants dealt by the page: no tenant differs from
+    # another, but a model trained on some sections of a page recognises the others. With the document id mapped
+    # the folds keep a page's sections together, and the gate sees that the tenants are not told apart.
+    rows = load_jsonl("govuk_sections.jsonl")
+    pages = sorted({r["group"] for r in rows})
+    texts = [r["text"] for r in rows]
+    tenants = [f"tenant-{pages.index(r['group']) % 4}" for r in rows]
+    payloads = [{"text": t, "tenant": g, "page": r["group"]} for t, g, r in zip(texts, tenants, rows)]
+    uri = build_qdrant_store(tmp_path / "store", embed(texts), payloads)
+    notes = {}
+    for name, doc_id in (("chunks", None), ("documents", "page")):
+        result = run_scan(uri, f"sqlite:///{tmp_path / name}.db", detectors=["misfiled"],
+                          field_map=FieldMap(text="text", tenant="tenant", doc_id=doc_id))
+        notes[name] = " ".join(n for n in result.notes if n.startswith("misfiled"))
+        if doc_id:
+            assert not result.findings
+    assert "not told apart" not in notes["chunks"]  # sections of one page pass for a tenant's style
+    assert "not told apart" in notes["documents"], notes["documents"]
