@@ -96,7 +96,8 @@ def list_command(
     )
     with ledger.session() as s:
         rows = repo.query_findings(s, flt)
-        items = [(r, repo.latest_occurrence(s, r.id, scan_id)) for r in rows]
+        occurrences = repo.latest_occurrences(s, [r.id for r in rows], scan_id)
+        items = [(r, occurrences.get(r.id)) for r in rows]
         if fmt == "json":
             emit_json({"version": 1, "findings": [finding_json(r, o) for r, o in items]})
         elif items:

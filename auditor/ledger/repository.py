@@ -34,6 +34,8 @@ SILENCED_STATUSES = ("false_positive", "accepted", "resolved")
 #: Rows per bulk statement: SQLAlchemy batches them into multi-row INSERTs (``insertmanyvalues``) or executemany
 #: on SQLite and PostgreSQL alike; a chunk bounds the parameter list held at once.
 _BULK_ROWS = 5000
+#: Ids per ``IN (...)`` list: well under SQLite's 999 bound parameters of old builds.
+_IN_CHUNK = 500
 
 
 def get_or_create_collection(
@@ -171,8 +173,8 @@ def record_findings(
     now = utcnow()
     fps = list(dict.fromkeys(fp for _, fp in items))
     existing: dict[str, tuple[int, str, str, int]] = {}
-    for start in range(0, len(fps), 500):
-        chunk = fps[start : start + 500]
+    for start in range(0, len(fps), _IN_CHUNK):
+        chunk = fps[start : start + _IN_CHUNK]
         stmt = select(FindingRow.fingerprint, FindingRow.id, FindingRow.severity, FindingRow.status,
                       FindingRow.last_scan_id).where(FindingRow.fingerprint.in_(chunk))
         for fp, row_id, severity, status, last_scan in session.execute(stmt):
@@ -348,9 +350,6 @@ def latest_occurrences(
             out[occ.finding_id] = occ  # ascending ids: the last one kept is the latest
     return out
 
-
-#: Ids per ``IN (...)`` list: well under SQLite's 999 bound parameters of old builds.
-_IN_CHUNK = 500
 
 
 def point_history(session: Session, point_keys: Sequence[str]) -> dict[str, list[Any]]:

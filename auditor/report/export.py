@@ -35,7 +35,8 @@ def collect(session: Session, flt: repo.FindingFilter) -> ExportSet:
         if scan is None:
             raise ConfigError(f"no scan with id {flt.scan_id}", hint="see `vecaudit scans list`")
     rows = repo.query_findings(session, flt)
-    items = [(row, repo.latest_occurrence(session, row.id, flt.scan_id)) for row in rows]
+    occurrences = repo.latest_occurrences(session, [row.id for row in rows], flt.scan_id)
+    items = [(row, occurrences.get(row.id)) for row in rows]
     scans = {s.id: s for s in {session.get(ScanRow, occ.scan_id) for _, occ in items if occ is not None} if s}
     if scan is not None:
         scans[scan.id] = scan

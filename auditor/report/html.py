@@ -79,9 +79,9 @@ def collect(ledger: Ledger, scan_id: int) -> ReportData:
         assert coll is not None
         rows = repo.query_findings(s, repo.FindingFilter(scan_id=scan_id))
         findings = []
+        occurrences = repo.latest_occurrences(s, [row.id for row in rows], scan_id)
         for row in rows:
-            occ = repo.latest_occurrence(s, row.id, scan_id)
-            doc = finding_json(row, occ, collection=scan.collection_name)
+            doc = finding_json(row, occurrences.get(row.id), collection=scan.collection_name)
             doc["reviews"] = [review_json(r) for r in row.reviews]
             doc["is_new"] = row.first_scan_id == scan_id
             findings.append(doc)
