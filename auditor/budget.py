@@ -9,11 +9,15 @@ detectors ran, per detector and collection of ``n`` points:
   the development corpora, see benchmarks/results/generalization.md) keeps its severity however many there are:
   a real attack wave (5% of the store poisoned) is never calibrated away;
 * of the others, the strongest ``floor(alert_budget * n)`` keep their severity (the *alert line*);
-* the next ``floor(review_budget * n)`` are kept as LOW — ranked, reviewable, not alerting;
+* the next ``ceil(review_budget * n)`` are kept as LOW — ranked, reviewable, not alerting;
 * the rest are kept as INFO — except a finding **vouched for** by a finding of the same rule at or above its
   floor: one whose group (``evidence["members"]``, the point first) names this point. A group that reached the
   floor is one incident (one poisoning wave around one question); its weaker members stay LOW, reviewable with
   it, however many LOW slots the budget has left (they do not use them).
+
+The budget counts points: a finding on a point the same detector already raises at least as high by a finding the
+budget does not move (a pattern rule, a finding at its floor) takes no slot — it keeps its severity, or, raised
+higher than the point already is, competes for the alert slots and otherwise stays LOW outside the review slots.
 
 Nothing is dropped: a finding moved down keeps its score and says why in ``evidence["alert_budget"]`` (with the
 severity it had, so an incremental scan that carries it over ranks it again from the same start). Findings of
@@ -85,6 +89,9 @@ class BudgetOutcome:
     tied_at_review_line: int = 0
     #: of ``low``, findings kept LOW because a group at or above the floor names them (not in ``review_slots``)
     vouched: int = 0
+    #: findings on points the detector already raises as high (or at LOW) by a finding the budget does not move:
+    #: they use no slot (the budget counts points, and the point is counted)
+    already_raised: int = 0
     floors: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -98,11 +105,13 @@ class BudgetOutcome:
         ties = [f"{count} tied at the {name} line kept below it" for count, name in
                 ((self.tied_at_alert_line, "alert"), (self.tied_at_review_line, "review")) if count]
         vouched = f", {self.vouched} of them named by a group at the floor" if self.vouched else ""
+        raised = (f"; {self.already_raised} on points it already raises by another finding (no slot)"
+                  if self.already_raised else "")
         return (
             f"alert budget: {self.detector}: {self.candidates} finding(s); {self.over_floor} at or above the floor "
             f"({floors}); {self.within_budget} more within the budget ({alert_budget:.2%} = {self.alert_slots} of "
             f"{n_points:,} points{line}); {self.low} LOW ({self.to_low} moved down{vouched}); {self.to_info} moved "
-            "to INFO" + (f" ({'; '.join(ties)})" if ties else "")
+            "to INFO" + (f" ({'; '.join(ties)})" if ties else "") + raised
         )
 
 
@@ -131,6 +140,7 @@ def tie_tolerance(f: Finding, floor: float | None) -> float:
 
 def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: int) -> BudgetOutcome:
     """Move the findings of ``budget``'s rules that exceed the budget down to LOW or INFO, in place."""
+    findings = list(findings)
     mine = [
         f for f in findings
         if f.detector == budget.detector and f.rule.id in budget.rules and f.point_id is not None
@@ -154,7 +164,16 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
     strong = [f for f in mine if over_floor(f)]
     outcome.over_floor = len(strong)
     vouchers = vouched_for(strong)
+    raised = raised_points(findings, budget, strong)
+
+    def raised_by(f: Finding) -> tuple[int, str] | None:
+        return raised.get(str(f.point_id))
+
     rest = [f for f in mine if not over_floor(f)]
+    # a point this detector already raises as high by a finding the budget does not move adds no point
+    exempt = [f for f in rest if (r := raised_by(f)) is not None and r[0] >= f.effective_severity.rank]
+    outcome.already_raised = len(exempt)
+    rest = [f for f in rest if not ((r := raised_by(f)) is not None and r[0] >= f.effective_severity.rank)]
     strengths = {id(f): strength(f, budget.floors.get(f.rule.id)) for f in rest}
     rest.sort(key=lambda f: (-strengths[id(f)], str(f.point_id)))  # ids order ties for display, never for severity
     groups = tie_groups([(strengths[id(f)], tie_tolerance(f, budget.floors.get(f.rule.id))) for f in rest])
@@ -174,14 +193,25 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
     reviewing = True
     for group in groups:
         members = [f for f in (rest[i] for i in group) if id(f) not in kept_ids]
-        for f in [f for f in members if (f.rule.id, str(f.point_id)) in vouchers]:
-            members.remove(f)  # a member of a group at the floor: LOW, outside the review slots
+        for f in members[:]:
+            # a member of a group at the floor, or a point the detector already raises at LOW or above:
+            # LOW, outside the review slots
+            voucher = vouchers.get((f.rule.id, str(f.point_id)))
+            prior = raised_by(f)
+            if voucher is not None:
+                reason = {"vouched_by": voucher}
+                outcome.vouched += 1
+            elif prior is not None and prior[0] >= Severity.LOW.rank:
+                reason = {"point_raised_by": prior[1]}
+                outcome.already_raised += 1
+            else:
+                continue
+            members.remove(f)
             outcome.low += 1
-            outcome.vouched += 1
             if f.effective_severity.rank > Severity.LOW.rank:
                 f.evidence = {**(f.evidence or {}), EVIDENCE_KEY: {
                     "severity_before": f.effective_severity.name, "kept_as": Severity.LOW.name,
-                    "strength": round(strengths[id(f)], 6), "vouched_by": vouchers[(f.rule.id, str(f.point_id))],
+                    "strength": round(strengths[id(f)], 6), **reason,
                     "alert_slots": outcome.alert_slots, "review_slots": outcome.review_slots,
                 }}
                 f.severity = Severity.LOW
@@ -209,6 +239,22 @@ def apply_budget(findings: Iterable[Finding], budget: DetectorBudget, n_points: 
             else:
                 outcome.to_info += 1
     return outcome
+
+
+def raised_points(
+    findings: Sequence[Finding], budget: DetectorBudget, strong: Sequence[Finding],
+) -> dict[str, tuple[int, str]]:
+    """Point id -> (severity rank, rule id) of the highest finding of ``budget``'s detector on that point that the
+    budget does not move: one of a rule it does not cover (a pattern, a fact), or one at or above its floor."""
+    out: dict[str, tuple[int, str]] = {}
+    held = [(f, f.effective_severity) for f in findings
+            if f.detector == budget.detector and f.rule.id not in budget.rules and f.point_id is not None]
+    held += [(f, original_severity(f)) for f in strong]
+    for f, severity in held:
+        key = str(f.point_id)
+        if severity.rank >= Severity.LOW.rank and severity.rank > out.get(key, (-1, ""))[0]:
+            out[key] = (severity.rank, f.rule.id)
+    return out
 
 
 def vouched_for(strong: Sequence[Finding]) -> dict[tuple[str, str], str]:

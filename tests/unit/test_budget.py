@@ -93,3 +93,28 @@ def test_members_of_a_group_at_the_floor_stay_reviewable() -> None:
     assert wave[1].evidence["alert_budget"]["vouched_by"] == "0"
     assert (outcome.vouched, outcome.low) == (2, 3)
     assert "2 of them named by a group at the floor" in outcome.describe(2000, 0.0005)
+
+
+def test_a_point_the_detector_already_raises_uses_no_slot() -> None:
+    # points 0 and 1 are already raised by a pattern rule the budget does not cover (HIGH and LOW); the
+    # statistical findings on them must not take the slots from points nobody flagged yet
+    facts = [Finding(FACT, "d", 0, 1.0, "m", None), Finding(FACT, "d", 1, 1.0, "m", None, severity=Severity.LOW)]
+    stat = _findings([1.9, 1.5, 1.8, 1.7, 1.6])  # points 0..4
+    budget = DetectorBudget("d", frozenset({"VA900"}), {"VA900": 5.0}, 0.001, 0.001)
+    outcome = apply_budget([*facts, *stat], budget, 1000)  # one alert slot, one review slot
+    # point 0 (already HIGH) keeps MEDIUM without a slot; point 1 (already LOW) drops to LOW without a slot;
+    # the two slots go to points 2 and 3; point 4 falls to INFO
+    assert _severities(stat) == ["MEDIUM", "LOW", "MEDIUM", "LOW", "INFO"]
+    assert stat[1].evidence["alert_budget"]["point_raised_by"] == "VA902"
+    assert outcome.already_raised == 2 and outcome.within_budget == 1
+    assert "2 on points it already raises by another finding (no slot)" in outcome.describe(1000, 0.001)
+    # another detector's finding on a point does not count: budgets are per detector
+    other = [Finding(FACT, "e", 2, 1.0, "m", None)]
+    again = _findings([1.9, 1.8], start=2)
+    apply_budget([*other, *again], budget, 1000)
+    assert _severities(again) == ["MEDIUM", "LOW"]
+    # a raised point's statistical finding that is stronger than the others still competes for the alert slot:
+    # alerting on a point that was only LOW is a new alert
+    stat = _findings([1.9, 1.8, 1.7, 1.6, 1.5])
+    apply_budget([*facts, *stat], budget, 1000)
+    assert _severities(stat) == ["MEDIUM", "MEDIUM", "LOW", "INFO", "INFO"]
