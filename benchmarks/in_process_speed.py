@@ -112,12 +112,20 @@ def answers(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {(f["rule_id"], json.dumps(f["point_id"]), f["severity"]) for f in doc["findings"]}
 
 
-def compare(doc: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+def compare(doc: dict[str, Any], reference: dict[str, Any], tolerance: float = 1e-6) -> dict[str, Any]:
+    """Findings (rule, point, severity) of ``doc`` against ``reference``, and the scores of the common ones: the
+    largest relative difference and how many differ by more than ``tolerance`` (relative)."""
     a, b = answers(reference), answers(doc)
+    scores_a = {(f["rule_id"], json.dumps(f["point_id"]), f["severity"]): f["score"] for f in reference["findings"]}
+    scores_b = {(f["rule_id"], json.dumps(f["point_id"]), f["severity"]): f["score"] for f in doc["findings"]}
+    diffs = [abs(scores_a[k] - scores_b[k]) / max(abs(scores_a[k]), 1e-12) for k in a & b
+             if scores_a[k] is not None and scores_b[k] is not None]
     return {"reference": len(a), "now": len(b), "same": len(a & b),
             "agreement": round(len(a & b) / max(1, len(a | b)), 5),
             "only_reference": dict(Counter(f"{r}/{s}" for r, _, s in a - b)),
-            "only_now": dict(Counter(f"{r}/{s}" for r, _, s in b - a))}
+            "only_now": dict(Counter(f"{r}/{s}" for r, _, s in b - a)),
+            "score_max_rel_diff": max(diffs, default=0.0),
+            "scores_beyond_tolerance": sum(d > tolerance for d in diffs)}
 
 
 def cleanlab_child(export: Path) -> dict[str, Any]:
