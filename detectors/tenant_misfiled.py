@@ -260,7 +260,7 @@ class MisfiledDetector(Detector):
     """
 
     name = "misfiled"
-    version = "5"
+    version = "6"
     description = "Documents whose content belongs to another tenant (per-tenant typicality + neighbour graph)"
     rules = (MISFILED,)
     requires = frozenset({"vectors", "tenant", "graph"})
