@@ -62,9 +62,10 @@ class PointTable:
         self._path = Path(self._tmp.name) / "vectors.f32"
         self._fh: Any = open(self._path, "wb")  # noqa: SIM115 - kept open across batches
         self._writer: futures.ThreadPoolExecutor | None = None
-        self._writes: deque[futures.Future[Any]] = deque()
-        self._chunk: list[bytes] = []
-        self._chunk_bytes = 0
+        self._writes: deque[tuple[futures.Future[Any], int | None]] = deque()  # each write and the buffer it reads
+        self._buffers: list[npt.NDArray[np.uint8]] = []
+        self._current = 0  # the buffer being filled, and how many bytes it holds
+        self._fill = 0
         self._vectors: np.memmap[Any, np.dtype[np.float32]] | None = None
         self.ids: list[PointId] = []
         self.dim_ok_parts: list[npt.NDArray[np.bool_]] = []
@@ -99,40 +100,55 @@ class PointTable:
         self.text_hashes.extend(batch.text_hashes)
 
     def _spill(self, vectors: npt.NDArray[np.float32]) -> None:
-        """Append ``vectors`` to the spill file: pages are gathered to ``_SPILL_CHUNK`` bytes, and each chunk is
-        written on the writer thread, at most ``_SPILL_PENDING`` chunks behind.
+        """Append ``vectors`` to the spill file: pages are copied into a chunk buffer of ``_SPILL_CHUNK`` bytes, and
+        each full chunk is written on the writer thread while pass 1 fills the next one.
 
         Why a thread: writing the file is the kernel's work (page-cache pages, 0.1-1.2 s of system time for
         100k x 384 on this project's box) that held pass 1's one thread; ``write`` releases the GIL, so it now runs
         beside the next pages' parsing and hashing. Why chunks: one hand-over of the GIL per page (196 at 100k)
-        stalled pass 1 by up to milliseconds each on a loaded box. Chunks are written in order (one worker); a
-        failed write (disk full) is raised here or by :meth:`seal`. Pages are copied (``tobytes``): a detector's
-        ``observe`` may still change the batch's array."""
-        self._chunk.append(vectors.tobytes())
-        self._chunk_bytes += vectors.nbytes
-        if self._chunk_bytes >= _SPILL_CHUNK:
+        stalled pass 1 by up to milliseconds each on a loaded box. The ``_SPILL_PENDING + 1`` buffers are allocated
+        once and reused in turn (a buffer is filled again only after its write), so the spill holds a fixed ~24 MiB
+        however large the collection, and no page is kept by reference (a detector's ``observe`` may still change
+        the batch's array). Chunks are written in order (one worker); a failed write (disk full) is raised here or
+        by :meth:`seal`."""
+        data = vectors.reshape(-1).view(np.uint8)
+        if len(data) > _SPILL_CHUNK:  # a page larger than a chunk (huge pages of wide vectors): on its own
             self._submit_chunk()
+            self._submit(data.tobytes(), None)
+            return
+        if self._fill + len(data) > _SPILL_CHUNK:
+            self._submit_chunk()
+        if not self._buffers:
+            self._buffers = [np.empty(_SPILL_CHUNK, dtype=np.uint8) for _ in range(_SPILL_PENDING + 1)]
+        self._buffers[self._current][self._fill : self._fill + len(data)] = data
+        self._fill += len(data)
 
     def _submit_chunk(self) -> None:
-        if not self._chunk:
+        """Write the buffer being filled (if it holds anything) and make the next one, once written, current."""
+        if not self._fill:
             return
-        data = self._chunk[0] if len(self._chunk) == 1 else b"".join(self._chunk)
-        self._chunk, self._chunk_bytes = [], 0
+        self._submit(self._buffers[self._current][: self._fill], self._current)
+        self._current = (self._current + 1) % len(self._buffers)
+        self._fill = 0
+        while any(used == self._current for _, used in self._writes):
+            self._writes.popleft()[0].result()
+
+    def _submit(self, data: Any, buffer: int | None) -> None:
         if self._writer is None:
             self._writer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecaudit-spill")
-        self._writes.append(self._writer.submit(self._fh.write, data))
-        while self._writes and (len(self._writes) > _SPILL_PENDING or self._writes[0].done()):
-            self._writes.popleft().result()
+        self._writes.append((self._writer.submit(self._fh.write, data), buffer))
+        while self._writes and self._writes[0][0].done():
+            self._writes.popleft()[0].result()
 
     def _finish_writes(self) -> None:
         """Write the last chunk, wait for every pending write (raising the first failure), stop the writer."""
         try:
             self._submit_chunk()
             while self._writes:
-                self._writes.popleft().result()
+                self._writes.popleft()[0].result()
         finally:
             self._writes.clear()
-            self._chunk, self._chunk_bytes = [], 0
+            self._buffers, self._current, self._fill = [], 0, 0
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
@@ -179,8 +195,8 @@ class PointTable:
         self._tmp.cleanup()
 
 
-#: Bytes of vectors gathered before a write, and how many written chunks may be pending: together they bound the
-#: memory the spill holds beside pass 1 (~3 x 8 MiB).
+#: Bytes of vectors gathered before a write, and how many chunks may wait for their write while the next fills:
+#: the spill holds ``(_SPILL_PENDING + 1) * _SPILL_CHUNK`` bytes of buffers during pass 1 (24 MiB).
 _SPILL_CHUNK = 8 * 1024 * 1024
 _SPILL_PENDING = 2
 

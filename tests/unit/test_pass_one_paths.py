@@ -102,6 +102,24 @@ def test_spill_file_in_chunks_on_a_thread_holds_every_page_in_order(
     table.close()
 
 
+def test_pages_larger_than_a_chunk_are_written_between_chunks_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(context, "_SPILL_CHUNK", 2 * 50 * 8 * 4)  # two 50-row pages a chunk; a 120-row page alone
+    monkeypatch.setattr(context, "_SPILL_PENDING", 1)
+    rng = np.random.default_rng(5)
+    pages = [rng.standard_normal((rows, 8)).astype(np.float32) for rows in (50, 120, 50, 50, 50, 120, 120, 50, 7)]
+    table = PointTable(8, spill_dir=tmp_path)
+    start = 0
+    for vectors in pages:
+        ids = list(range(start, start + len(vectors)))
+        start += len(vectors)
+        table.append(resolve_batch(PointBatch(ids, list(vectors), [{}] * len(vectors)), FieldMap(), dim=8))
+    table.seal()
+    assert np.array_equal(np.asarray(table.vectors), np.concatenate(pages))
+    table.close()
+
+
 def test_a_page_changed_after_append_is_spilled_as_it_was_appended(tmp_path: Any) -> None:
     pages = _table_pages()
     table = PointTable(8, spill_dir=tmp_path)
