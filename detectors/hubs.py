@@ -26,29 +26,30 @@ from auditor.types import Confidence, Distance, Severity
 from detectors.outliers import robust_z, tail_quantile
 from detectors.textsignals import token_soup
 
-_TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY)
+#: the tags of every retrieval-dominance rule (hubs here, pseudo-query dominance in detectors/dominance.py)
+RETRIEVAL_TAGS = (OWASP_VECTOR_WEAKNESS, OWASP_DATA_POISONING, ATLAS_RAG_POISONING, ATLAS_FALSE_RAG_ENTRY)
 K_OCCURRENCE_HUB = Rule("VA331", "Retrieval hub: in the neighbour lists of abnormally many points", Severity.LOW,
-                        Confidence.LOW, _TAGS)
+                        Confidence.LOW, RETRIEVAL_TAGS)
 QUERY_DOMINANT = Rule("VA332", "Retrieved for an abnormal share of real queries", Severity.MEDIUM, Confidence.MEDIUM,
-                      _TAGS)
+                      RETRIEVAL_TAGS)
 ADVERSARIAL_HUB = Rule("VA333", "Hub whose text is a token soup (optimised adversarial passage)", Severity.MEDIUM,
-                       Confidence.MEDIUM, _TAGS)
+                       Confidence.MEDIUM, RETRIEVAL_TAGS)
 
 
-def query_hits(
+def query_top(
     vectors: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], queries: npt.NDArray[np.float32],
-    distance: Distance, k: int,
+    distance: Distance, k: int, exclude: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """For every row, how many of ``queries`` (float32 ``(q, d)``) retrieve it in their top ``k``; exact, read
-    in blocks of the (memmapped) collection, int64 ``(n,)``."""
-    n = len(vectors)
+    """The rows each of ``queries`` (float32 ``(q, d)``) retrieves in its top ``k``, exact, read in blocks of the
+    (memmapped) collection: int64 ``(q, min(k, valid rows))``, in no particular order within a query. With
+    ``exclude`` (int64 ``(q,)``, -1 for none) query ``i`` never retrieves row ``exclude[i]`` (its own document)."""
     q = prepare(queries, Distance.COSINE if distance is Distance.COSINE else Distance.DOT)
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
     q_sq = (q * q).sum(axis=1)
     step = 32_768
-    for start in range(0, n, step):
-        rows = np.arange(start, min(n, start + step))
+    for start in range(0, len(vectors), step):
+        rows = np.arange(start, min(len(vectors), start + step))
         rows = rows[valid[rows]]
         if not len(rows):
             continue
@@ -56,13 +57,29 @@ def query_hits(
         s = q @ block.T
         if distance in (Distance.EUCLID, Distance.MANHATTAN):
             s = -np.sqrt(np.maximum(q_sq[:, None] + (block * block).sum(axis=1)[None, :] - 2.0 * s, 0.0))
+        if exclude is not None:
+            where = np.searchsorted(rows, exclude)
+            hit = np.flatnonzero((where < len(rows)) & (rows[np.minimum(where, len(rows) - 1)] == exclude))
+            s[hit, where[hit]] = -np.inf
         all_s = np.concatenate([best_s, s], axis=1)
         all_i = np.concatenate([best_i, np.broadcast_to(rows, s.shape)], axis=1)
         kk = min(k, all_s.shape[1])
         top = np.argpartition(-all_s, kk - 1, axis=1)[:, :kk]
         best_s = np.take_along_axis(all_s, top, axis=1)
         best_i = np.take_along_axis(all_i, top, axis=1)
-    return np.bincount(best_i.reshape(-1), minlength=n).astype(np.int64)
+    if exclude is not None:  # a query whose only candidate was its own row retrieves nothing there
+        best_i = np.where(np.isfinite(best_s), best_i, -1)
+    return best_i
+
+
+def query_hits(
+    vectors: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], queries: npt.NDArray[np.float32],
+    distance: Distance, k: int, exclude: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]:
+    """For every row, how many of ``queries`` (float32 ``(q, d)``) retrieve it in their top ``k``
+    (:func:`query_top`), int64 ``(n,)``."""
+    top = query_top(vectors, valid, queries, distance, k, exclude)
+    return np.bincount(top[top >= 0].reshape(-1), minlength=len(vectors)).astype(np.int64)
 
 
 def _first_listers(
