@@ -149,3 +149,40 @@ def test_sketches_of_a_truncated_text_share_a_hash() -> None:
     assert set(shingle_sketch(text, 3, 16)) & set(shingle_sketch(cut, 3, 16))
     assert shingle_sketch(text, 3, 16) == shingle_sketch(text, 3, 16)  # deterministic (no salted hash)
     assert not set(shingle_sketch(text, 3, 16)) & set(shingle_sketch("An unrelated note about the weather.", 3, 16))
+
+
+def test_partial_overlaps_of_a_baseline_beyond_the_review_budget_are_listed_not_flagged(
+        tmp_path: Path, corpus: tuple[list[str], list[str], Any], embed: Any, sqlite_ledger_url: str) -> None:
+    """Two tenants' pages that share a long quote (three quarters of one text, the rest its own words) are near
+    copies by containment, but in a baseline nobody can say one was copied from the other: past the alert and
+    review budgets they are INFO with their score; exact copies and near-complete ones stay LOW."""
+    texts, tenants, vecs = corpus
+    quoted = [i for i in range(60) if len(texts[i].split()) >= 80][:5]
+    others = [r["text"] for r in load_jsonl("wikipedia_en.jsonl")[200:205]]
+    extra = []
+    for i, other in zip(quoted, others, strict=True):
+        words = texts[i].split()
+        keep = round(len(words) * 0.75)
+        extra.append(" ".join(words[:keep] + other.split()[: len(words) - keep]))  # the quote, then its own words
+    long = next(i for i in range(60, 120) if len(texts[i].split(". ")) >= 3)
+    extra += [texts[70], _drop_a_sentence(texts[long])]  # acme holds two of globex's texts: verbatim, minus a sentence
+    extra_vecs = embed(extra)
+    uri = build_qdrant_store(tmp_path / "store", [*vecs, *extra_vecs],
+                             [{"text": t, "tenant": g} for t, g in
+                              zip(texts + extra, tenants + ["globex"] * 5 + ["acme"] * 2)])
+    result = run_scan(uri, sqlite_ledger_url, detectors=["cross-tenant-copy"])
+    found = [r.finding for r in result.findings]
+    n = len(texts)
+    by_point = {f.point_id: f for f in found}
+    partial = [by_point[n + k] for k in range(5) if n + k in by_point]
+    assert len(partial) >= 3 and all(f.rule_id == "VA412" and 0.6 <= f.score < 0.9 for f in partial)
+    # 167 points: one alert slot (the exact copy), one review slot; the near-complete copy (a sentence dropped)
+    # stays LOW at containment 1.0; of the partial overlaps one takes the review slot and the rest are INFO
+    assert by_point[n + 5].effective_severity is Severity.HIGH
+    assert by_point[n + 6].effective_severity is Severity.LOW and by_point[n + 6].score >= 0.9
+    assert [f.effective_severity for f in sorted(partial, key=lambda f: -f.score)] == (
+        [Severity.LOW] + [Severity.INFO] * (len(partial) - 1))
+    moved = sorted(partial, key=lambda f: -f.score)[-1].evidence["alert_budget"]
+    assert moved["severity_before"] in ("MEDIUM", "HIGH") and moved["kept_as"] == "INFO"
+    assert any("partial overlaps (containment under 0.9) beyond the review budget (1) kept as INFO" in note
+               for note in result.notes), result.notes
