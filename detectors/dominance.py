@@ -5,6 +5,7 @@ corpus-poisoning token sequences, which are optimised to enter the top-k of many
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -29,6 +30,22 @@ OPTIMISED_DOMINANT = Rule(
     "VA335", "Dominates the collection's own pseudo-queries and its text is a token soup (GASLITE / corpus "
     "poisoning)", Severity.MEDIUM, Confidence.MEDIUM, RETRIEVAL_TAGS,
 )
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentence_soup(text: str | None, min_words: int) -> float:
+    """The token-soup score of the whole text or of its most soup-like sentence of >= ``min_words`` words on one
+    line, whichever is higher. A GASLITE passage is the attacker's fluent sentence and then the optimised trigger:
+    its fluent part dilutes the whole text's score (0.24-0.39), its trigger alone reads like a corpus-poisoning
+    sequence (0.5-0.9). Lines of tables, lists and wire briefs are judged only as the whole text, whose layout
+    :func:`detectors.textsignals.token_soup` understands."""
+    best = token_soup(text)
+    for part in _SENTENCE_END.split(text or ""):
+        if "\n" not in part.strip() and len(part.split()) >= min_words:
+            best = max(best, token_soup(part))
+    return best
 
 
 def pseudo_queries(
@@ -69,23 +86,25 @@ class DominanceDetector(Detector):
        towards the centre of many queries is retrieved far more than the documents around it.
 
     A point with z >= ``z`` (5), ratio >= ``neighbour_ratio`` (3.5) and >= ``min_hits`` (5) hits is reported:
-    VA335 (MEDIUM) when its text scores >= ``soup`` (0.3) on the token-soup scale of
-    :func:`detectors.textsignals.token_soup` — what gradient optimisation over a vocabulary leaves behind, in
-    GASLITE's trigger and in a corpus-poisoning sequence — else VA334 (LOW): dominance alone, in fluent text, is
-    also what an honest prototypical page does (Spanish encyclopaedia entries under an English model reach z 34).
-    ``soup`` 0.3 sits just above the most soup-like clean candidate of the eleven development corpora (a Spanish
-    list of professions, 0.26); GASLITE passages score 0.24-0.39 (their fluent opening dilutes the trigger),
-    corpus-poisoning sequences 0.5-0.75, so a GASLITE passage below the gate is LOW, not MEDIUM.
+    VA335 (MEDIUM) when its text scores >= ``soup`` (0.4) on the token-soup scale of
+    :func:`detectors.textsignals.token_soup`, as a whole or in its most soup-like sentence (:func:`sentence_soup`)
+    — what gradient optimisation over a vocabulary leaves behind, in GASLITE's trigger after the attacker's
+    sentence and in a corpus-poisoning sequence — else VA334 (LOW): dominance alone, in fluent text, is also what
+    an honest prototypical page does (Spanish encyclopaedia entries under an English model reach z 34). On the
+    eleven development corpora the clean candidates score <= 0.29 (a PubMed methods sentence, a Spanish list of
+    professions), the generated GASLITE and corpus-poisoning passages 0.52-0.9; 0.4 leaves a margin to both; gates
+    chosen on the clean corpora alone (0.3) or on one family alone (0.5-0.6) were scored held out
+    (benchmarks/results/attack-recall.md).
     Both rules are budgeted (``alert_floors``: VA335 at its threshold, since no clean development corpus has a
-    VA335 candidate; VA334 above every clean one). Opt-in (``--detector dominance``): the re-embedding costs seconds
-    to minutes, and the thresholds were chosen on three host corpora with four attacks per family
-    (benchmarks/results/attack-recall.md). Needs a text field (skipped with a note without one) and at least
-    ``min_documents`` (50) spans. At millions of points the sample stays ``max_queries``: a passage that
-    dominates one narrow concept of a few dozen documents is then rarely sampled, one that dominates a share of
-    all queries (what these optimised passages do here) still is."""
+    VA335 candidate; VA334 at 40, above every clean one, so that fluent dominance stays within the review
+    budget). Opt-in (``--detector dominance``): the re-embedding costs seconds to minutes, and the gates were
+    chosen on three host corpora with four attacks per family (benchmarks/results/attack-recall.md). Needs a text
+    field (skipped with a note without one) and at least ``min_documents`` (50) spans. At millions of points the
+    sample stays ``max_queries``: a passage that dominates one narrow concept of a few dozen documents is then
+    rarely sampled, one that dominates a share of all queries (what these optimised passages do here) still is."""
 
     name = "dominance"
-    version = "1"
+    version = "2"
     description = "passages retrieved by many of the collection's own pseudo-queries, far beyond their neighbours"
     rules = (PSEUDO_QUERY_DOMINANT, OPTIMISED_DOMINANT)
     requires = frozenset({"vectors", "text", "embedder", "graph"})
@@ -94,7 +113,8 @@ class DominanceDetector(Detector):
     alert_floors: ClassVar[dict[str, float]] = {"VA334": 40.0, "VA335": 5.0}
     defaults: ClassVar[dict[str, Any]] = {
         "k": 10, "max_queries": 2000, "min_words": 6, "max_words": 14, "z": 5.0, "tail_quantile": 0.9,
-        "min_scale": 1.0, "neighbour_ratio": 3.5, "min_hits": 5, "soup": 0.3, "min_documents": 50,
+        "min_scale": 1.0, "neighbour_ratio": 3.5, "min_hits": 5, "soup": 0.4, "soup_sentence_words": 12,
+        "min_documents": 50,
         "max_evidence": 10,
     }
 
@@ -154,7 +174,7 @@ class DominanceDetector(Detector):
         show = int(p["max_evidence"])
         for row in candidates[np.argsort(-z[candidates], kind="stable")]:
             retrieving = np.flatnonzero((top == row).any(axis=1))
-            soup = token_soup(table.texts[row])
+            soup = sentence_soup(table.texts[row], int(p["soup_sentence_words"]))
             optimised = soup >= float(p["soup"])
             evidence = {
                 "pseudo_queries": len(spans), "query_k": k, "retrieved_by": int(hits[row]),
