@@ -166,9 +166,11 @@ class DominanceDetector(Detector):
                                     & (hits >= int(p["min_hits"])))
         n_valid = int(valid.sum())
         expected = len(spans) * min(k, n_valid) / max(n_valid, 1)
-        ctx.note(f"dominance: {len(spans):,} pseudo-queries (spans of {p['min_words']}-{p['max_words']} words from a "
-                 f"seeded sample of {len(spans):,} of {len(with_text):,} documents with text, seed "
-                 f"{ctx.settings.seed}) embedded and searched (top {k}) in {time.perf_counter() - started:.1f} s; "
+        sampled = min(int(p["max_queries"]), len(with_text))
+        ctx.note(f"dominance: {len(spans):,} pseudo-queries (a span of {p['min_words']}-{p['max_words']} words from "
+                 f"each of a seeded sample of {sampled:,} of {len(with_text):,} documents with text, seed "
+                 f"{ctx.settings.seed}; shorter texts give none) embedded and searched (top {k}) in "
+                 f"{time.perf_counter() - started:.1f} s; "
                  f"hits median {median:g}, scale {scale:.3g}; {len(candidates)} point(s) at z >= {p['z']:g} and "
                  f">= {p['neighbour_ratio']:g}x their neighbours")
         show = int(p["max_evidence"])

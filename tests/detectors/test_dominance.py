@@ -102,7 +102,9 @@ def test_optimised_passages_dominate_the_collections_own_queries(  # type: ignor
         assert ev["pseudo_queries"] == first + len(PLANTS) and pid not in ev["queries_from"]
         assert ev["queries_from"] and all(q != pid for q in ev["queries_from"])
     assert not {pid for pid in found if pid < first}  # the 680 real passages: nothing
-    assert any("pseudo-queries" in n and "embedded and searched" in n for n in result.notes)
+    n = first + len(PLANTS)
+    assert any(f"{n} pseudo-queries" in note and f"seeded sample of {n} of {n} documents" in note
+               and "embedded and searched" in note for note in result.notes)
     # dominance alone is LOW and budgeted: with the token-soup gate out of reach the same passages are VA334, the
     # strongest within the review budget (0.1% of 683 points: one) LOW, the others INFO (listed, not flagged)
     fluent = _by_point(run_scan(uri, sqlite_ledger_url, detectors=["dominance"], field_map=FieldMap(text="text"),
