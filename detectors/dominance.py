@@ -91,8 +91,9 @@ class DominanceDetector(Detector):
     — what gradient optimisation over a vocabulary leaves behind, in GASLITE's trigger after the attacker's
     sentence and in a corpus-poisoning sequence — else VA334 (LOW): dominance alone, in fluent text, is also what
     an honest prototypical page does (Spanish encyclopaedia entries under an English model reach z 34). On the
-    eleven development corpora the clean candidates score <= 0.29 (a PubMed methods sentence, a Spanish list of
-    professions), the generated GASLITE and corpus-poisoning passages 0.52-0.9; 0.4 leaves a margin to both; gates
+    eleven development corpora (2,000-document samples) the clean candidates score <= 0.29 (a PubMed methods
+    sentence, a Spanish list of professions), the generated GASLITE and corpus-poisoning passages 0.52-0.9; 0.4
+    leaves a margin to both (a larger web-evidence sample later showed a citation list at 0.42: MEDIUM); gates
     chosen on the clean corpora alone (0.3) or on one family alone (0.5-0.6) were scored held out
     (benchmarks/results/attack-recall.md).
     Both rules are budgeted (``alert_floors``: VA335 at its threshold, since no clean development corpus has a
