@@ -44,10 +44,11 @@ EXPECTED: dict[str, frozenset[str]] = {
     # issue 16: optimised token soup is meant for the hub detector's VA333 (and white-box passages still carry a
     # poison's claim); counterfactual twins for conflicting-twins (opt-in) or as near-duplicates of their original;
     # a foreign cluster for language-group or as outliers; typo bursts for the opt-in naturalness detector's typo
-    # component (VA351: a redteam run without it lists every typo plant as missed).
+    # component (VA351: a redteam run without it lists every typo plant as missed); passages that dominate
+    # retrieval (GASLITE, corpus poisoning) also for the opt-in dominance detector (VA334/VA335).
     "whitebox-poison": frozenset({"poison-cluster", "hub"}),
-    "gaslite": frozenset({"hub"}),
-    "corpus-poisoning": frozenset({"hub"}),
+    "gaslite": frozenset({"hub", "dominance"}),
+    "corpus-poisoning": frozenset({"hub", "dominance"}),
     "typo": frozenset({"naturalness"}),
     "counterfactual": frozenset({"conflicting-twins", "near-duplicate"}),
     "foreign": frozenset({"language-group", "outlier"}),
