@@ -220,7 +220,8 @@ def _unsynced(conn: Any, on: bool) -> Iterator[None]:
     Why: pysqlite runs DDL outside a transaction, so migrating a new SQLite file committed (and fsynced) each of its
     ~25 statements: 76 fdatasyncs, ~0.3-0.4 s of a first scan on this project's box. Only a file that held nothing
     before is migrated this way; an interruption of the machine (not of the process) in those milliseconds can
-    leave the new file unreadable, and then `vecaudit` says so and it is deleted. The scan's first commit, synced
+    leave the new file unreadable: `vecaudit` then reports it as no ledger, and deleting it (it held nothing) starts
+    afresh. The scan's first commit, synced
     again, makes the schema durable with it. Enter it before the block's transaction begins."""
     if not on:
         yield
