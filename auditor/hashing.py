@@ -22,15 +22,19 @@ def vector_hash(vector: np.ndarray | None) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+#: The encoder ``json.dumps`` would build for these settings on every call, built once (a scan encodes one payload
+#: per point: 0.15-0.3 s of a 100k-point scan went to building encoders). It holds settings only: thread-safe.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def canonical_json(payload: Any) -> str:
     """The canonical JSON text of a payload that :func:`payload_hash` hashes: sorted keys, no whitespace,
     non-ASCII kept, anything JSON cannot hold written as its ``str()``. Never raises on a payload a store can
     hold: keys that cannot be sorted together (``1`` and ``"a"``) are written as strings first."""
     try:
-        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return _CANONICAL.encode(payload)
     except TypeError:
-        return json.dumps(_string_keys(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          default=str)
+        return _CANONICAL.encode(_string_keys(payload))
 
 
 def _string_keys(value: Any) -> Any:

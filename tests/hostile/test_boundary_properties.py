@@ -168,3 +168,14 @@ def test_a_scan_of_an_export_with_arbitrary_payloads_completes(
     unsafe = {i for i, p in enumerate(stored) if any(UNSAFE.search(s) for s in strings_and_keys(p))}
     flagged = {f["point_id"] for f in doc["findings"] if f["rule_id"] == "VA110"}
     assert flagged == unsafe | ({999} if raw_line else set())
+
+
+@given(payload_values)
+@settings(max_examples=300)
+def test_canonical_json_is_what_json_dumps_writes_with_its_settings(payload: Any) -> None:
+    # the shared encoder must give the text the payload hashes were always taken of, byte for byte
+    expected = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    assert canonical_json(payload) == expected
+    mixed = {1: payload, "a": [payload], "b": {2.5: object}}  # keys that cannot be sorted together, a non-JSON value
+    assert canonical_json(mixed) == json.dumps({"1": payload, "a": [payload], "b": {"2.5": object}},
+                                               sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
