@@ -177,7 +177,7 @@ class CrossTenantCopyDetector(Detector):
                          key=lambda f: (f.rule is NEAR_COPY, -f.score, str(f.point_id)))
         n_points = len(ctx.table.ids)
         budget = max(1, int(float(self.params["alert_budget"]) * n_points))
-        review_slots = math.ceil(float(self.params["review_budget"]) * n_points)
+        review_slots = math.ceil(max(0.0, float(self.params["review_budget"])) * n_points)
         floor = float(self.params["copy_floor"])
         over = unknown[budget:]
         partial = [f for f in over if f.rule is NEAR_COPY and f.score < floor]
