@@ -11,8 +11,9 @@ import pytest
 from conftest import load_jsonl
 from support import build_qdrant_store, run_scan
 
+from auditor.context import ScanSettings
 from auditor.types import FieldMap, Severity
-from detectors.tenant_misfiled import MisfiledDetector
+from detectors.tenant_misfiled import MisfiledDetector, beyond_lift_z, cell_partitions
 
 
 def _scan(tmp_path: Path, texts: list[str], tenants: list[str], vecs: Any, ledger: str,
@@ -136,3 +137,40 @@ def test_tenants_that_hold_different_templates_of_one_kind_flag_nothing(tmp_path
     assert not any("not told apart" in n for n in notes["chunk folds"]), notes  # templates pass for tenants
     assert found["cell folds"] == {}
     assert any("only by which neighbourhoods" in n for n in notes["cell folds"]), notes
+
+
+def test_one_partition_into_cells_is_not_evidence_that_tenants_differ(tmp_path: Path, embed: Any,
+                                                                      sqlite_ledger_url: str) -> None:
+    # GOV.UK sections, each page filed whole under one of four tenants, no document id mapped: only the cell
+    # test stands between a page's sections and a tenant model. One partition into cells of this small store
+    # gave lift -0.33..0.54 by seed (4 of 10 seeds over 0.2); pooled over five partitions, and required to beat
+    # lift 0.2 by three standard errors, no seed lets it through.
+    rows = load_jsonl("govuk_sections.jsonl")
+    pages = sorted({r["group"] for r in rows})
+    texts = [r["text"] for r in rows]
+    tenants = [f"tenant-{pages.index(r['group']) % 4}" for r in rows]
+    payloads = [{"text": t, "tenant": g} for t, g in zip(texts, tenants)]
+    uri = build_qdrant_store(tmp_path / "store", embed(texts), payloads)
+
+    def scan(name: str, seed: int, **params: Any) -> tuple[list[Any], str]:
+        result = run_scan(uri, f"sqlite:///{tmp_path / name}.db", detectors=["misfiled"],
+                          params={"misfiled": params}, settings=ScanSettings(seed=seed))
+        assert result.status == "completed", result.notes
+        return result.findings, " ".join(n for n in result.notes if n.startswith("misfiled"))
+
+    _, one = scan("one-partition", 5, cell_repeats=1)
+    assert "only by which neighbourhoods" not in one, one  # this partition's lift passes for tenants that differ
+    for seed in (0, 5):
+        findings, notes = scan(f"pooled-{seed}", seed)
+        assert findings == [] and "only by which neighbourhoods" in notes and "over 5 partition(s)" in notes, notes
+
+
+def test_cell_partitions_and_the_lift_line() -> None:
+    assert [cell_partitions(n, 5_000, 5) for n in (0, 200, 1_243, 2_500, 4_517, 5_000, 20_000)] == [5, 5, 5, 2, 2,
+                                                                                                    1, 1]
+    # accuracy exactly on the line of lift 0.2 (majority 0.5: 0.6) is no evidence; the same margin counts for
+    # more standard errors on more points; one tenant is never told apart
+    assert beyond_lift_z(0.6, 0.5, 1_000, 0.2) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < beyond_lift_z(0.62, 0.5, 100, 0.2) < beyond_lift_z(0.62, 0.5, 10_000, 0.2)
+    assert beyond_lift_z(0.62, 0.5, 1_000, 0.2) == pytest.approx(0.02 / np.sqrt(0.6 * 0.4 / 1_000))
+    assert beyond_lift_z(1.0, 1.0, 50, 0.2) == float("-inf")
