@@ -19,7 +19,15 @@ from auditor.findings import ATLAS_RAG_POISONING, OWASP_DATA_POISONING, OWASP_VE
 from auditor.masking import redact_text
 from auditor.types import Confidence, Severity
 from detectors.textsignals import token_soup
-from detectors.typos import NearMiss, TypoScores, score_typos
+from detectors.typos import (
+    TYPO_DEFAULTS,
+    NearMiss,
+    TypoScores,
+    burst_evidence,
+    burst_message,
+    check_typo_params,
+    score_typos,
+)
 
 UNNATURAL_SPAN = Rule(
     "VA351", "Unnatural text span (token soup or typo burst)", Severity.LOW, Confidence.LOW,
@@ -218,26 +226,21 @@ class NaturalnessDetector(Detector):
     enabled_by_default = False
     defaults: ClassVar[dict[str, Any]] = {
         "order": 1, "beta": 5.0, "window": 12, "cased": True, "name_cap": 0.9, "scale_quantile": 0.9, "min_words": 8,
-        "soup_line": 3.731, "typo_line": 3.51, "whole_line": 0.706,
-        "typo_word_line": -2.0, "typo_min_misses": 2, "typo_min_coverage": 0.6,
+        "soup_line": 3.731, "whole_line": 0.706, **TYPO_DEFAULTS,
         "report_strength": 0.7, "min_documents": 50,
     }
 
     def begin(self, ctx: ScanContext) -> None:
         p = self.params
-        for key in ("order", "window", "min_words", "typo_min_misses", "min_documents"):
+        for key in ("order", "window", "min_words", "min_documents"):
             if int(p[key]) < 1:
                 raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be at least 1, got {p[key]}",
                                     hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
-        for key in ("beta", "soup_line", "typo_line", "whole_line"):
+        for key in ("beta", "soup_line", "whole_line"):
             if float(p[key]) <= 0:
                 raise DetectorError(f"parameter {key!r} of detector {self.name!r} must be positive, got {p[key]}",
                                     hint=f"write it like `{key} = {self.defaults[key]}` under [detectors.{self.name}]")
-        if not 0.0 <= float(p["typo_min_coverage"]) <= 1.0:
-            raise DetectorError(f"parameter 'typo_min_coverage' of detector {self.name!r} must be a share in [0, 1], "
-                                f"got {p['typo_min_coverage']}",
-                                hint=f"write it like `typo_min_coverage = {self.defaults['typo_min_coverage']}` under "
-                                     f"[detectors.{self.name}]")
+        check_typo_params(self.name, p)
 
     def finish(self, ctx: ScanContext) -> Iterable[Finding]:
         table = ctx.table
@@ -259,9 +262,7 @@ class NaturalnessDetector(Detector):
             evidence: dict[str, Any] = {
                 "component": kind, "soup_z": round(z, 3), "worst_window": redact_text(span, limit=200),
                 "window_nll": round(float(scores.raw[j]), 4), "whole_text_soup": round(float(scores.whole[j]), 3),
-                "near_misses": [{"word": redact_text(m.word), "like": redact_text(m.like), "weight": round(m.weight, 2)}
-                                for m in near[:20]],
-                "typo_surprise": round(float(scores.typo[j]), 3),
+                **burst_evidence(near, float(scores.typo[j])),
                 "lines": {name: float(p[key]) for name, key in COMPONENTS},
             }
             if kind == "soup window":
@@ -271,9 +272,7 @@ class NaturalnessDetector(Detector):
                 message = (f"token soup: the whole text reads as a bag of tokens (scale {scores.whole[j]:.2f}, "
                            f"line {p['whole_line']:g}), least natural words {redact_text(span, limit=80)!r}")
             else:
-                said = ", ".join(f"{m.word!r} ~ {m.like!r}" for m in near[:4])
-                message = (f"typo burst: {len(near)} words no other document uses, each one edit from a common "
-                           f"word ({redact_text(said)}; surprise {scores.typo[j]:.2f}, line {p['typo_line']:g})")
+                message = burst_message(near, float(scores.typo[j]), float(p["typo_line"]))
             s = float(strength[j])
             yield Finding(UNNATURAL_SPAN, self.name, table.ids[row], s, message, report, evidence,
                           table.tenants[row], severity=Severity.MEDIUM if s >= floor else Severity.LOW)

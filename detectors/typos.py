@@ -11,9 +11,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from auditor.errors import DetectorError
+from auditor.masking import redact_text
+
+#: The typo-burst parameters and their shipped values, shared by the detectors that read typo bursts (``typo-burst``,
+#: VA352; ``naturalness``' typo component, VA351): a document's near misses weighing at least ``typo_word_line``
+#: are counted, a count of at least ``typo_min_misses`` is scored by its Poisson surprise, a text the language and
+#: the collection cover less than ``typo_min_coverage`` is not judged, and ``typo_line`` is the surprise where a
+#: burst alerts (strength 1.0). Chosen as benchmarks/results/naturalness.md says (the line on the clean documents
+#: of every dev corpus, at most 0.01% of them reaching it).
+TYPO_DEFAULTS: dict[str, float | int] = {
+    "typo_line": 3.51, "typo_word_line": -2.0, "typo_min_misses": 2, "typo_min_coverage": 0.6,
+}
 
 #: A word other documents use this often is a word of the collection (:meth:`TypoIndex.coverage`).
 COVERED_BY = 3
@@ -162,11 +176,15 @@ class TypoIndex:
     one-deletion variants of every common one (symmetric deletes, as SymSpell) so that each document's unknown
     words find the common words one interior edit away. ``docs``: per document, its words as written."""
 
-    def __init__(self, docs: Sequence[Sequence[str]], *, min_length: int = 3, min_count: int = 3) -> None:
+    def __init__(self, docs: Iterable[Sequence[str]], *, min_length: int = 3, min_count: int = 3) -> None:
         self.min_length = min_length
         self.ranks = language_ranks()
-        self.counts: Counter[str] = Counter(w.lower() for ws in docs for w in ws)
-        self.documents: Counter[str] = Counter(w for ws in docs for w in {x.lower() for x in ws})
+        self.counts: Counter[str] = Counter()
+        self.documents: Counter[str] = Counter()
+        for ws in docs:  # one pass: a generator of word lists is read once, never held whole
+            lower = [w.lower() for w in ws]
+            self.counts.update(lower)
+            self.documents.update(set(lower))
         self.total = max(sum(self.counts.values()), 1)
         common = {w for w, c in self.counts.items() if c >= min_count and len(w) >= min_length - 1}
         common |= {w for w in self.ranks if len(w) >= min_length - 1}
@@ -271,11 +289,14 @@ def score_typos(texts: Sequence[str], *, word_line: float, min_misses: int, min_
     """Fit the collection's word index on ``texts`` and score each text (see :class:`TypoScores`). A document with
     fewer than ``min_misses`` counted near misses gets surprise 0: one typo is normal; so does a document whose
     words the language and the collection cover less than ``min_coverage`` (:meth:`TypoIndex.coverage`)."""
-    docs = [document_words(t) for t in texts]
-    index = TypoIndex(docs, min_length=min_length)
-    near = [index.near_misses(ws, weights) for ws in docs]
-    lengths = np.array([len(ws) for ws in docs], np.float64)
-    coverage = np.array([index.coverage(ws) for ws in docs], np.float64)
+    index = TypoIndex((document_words(t) for t in texts), min_length=min_length)
+    near: list[list[NearMiss]] = []
+    lengths = np.zeros(len(texts), np.float64)
+    coverage = np.ones(len(texts), np.float64)
+    for i, text in enumerate(texts):  # each text's words again, so the collection's word lists are never all held
+        ws = document_words(text)
+        near.append(index.near_misses(ws, weights))
+        lengths[i], coverage[i] = len(ws), index.coverage(ws)
     return rescore(near, lengths, word_line=word_line, min_misses=min_misses, coverage=coverage,
                    min_coverage=min_coverage)
 
@@ -300,3 +321,34 @@ def rescore(near: Sequence[Sequence[NearMiss]], lengths: npt.NDArray[np.float64]
     surprise = np.where(judged & (counted >= min_misses), burst_surprise(counted, lengths, rate), 0.0)
     cov = np.ones(counted.size, np.float64) if coverage is None else coverage
     return TypoScores([list(ms) for ms in near], counted, lengths, surprise, rate, cov)
+
+
+def check_typo_params(detector: str, params: Mapping[str, Any]) -> None:
+    """Refuse typo-burst parameters (:data:`TYPO_DEFAULTS`) out of range, naming the detector and the fix."""
+    def refuse(key: str, what: str) -> DetectorError:
+        return DetectorError(f"parameter {key!r} of detector {detector!r} must be {what}, got {params[key]}",
+                             hint=f"write it like `{key} = {TYPO_DEFAULTS[key]}` under [detectors.{detector}]")
+
+    if int(params["typo_min_misses"]) < 1:
+        raise refuse("typo_min_misses", "at least 1")
+    if float(params["typo_line"]) <= 0:
+        raise refuse("typo_line", "positive")
+    if not 0.0 <= float(params["typo_min_coverage"]) <= 1.0:
+        raise refuse("typo_min_coverage", "a share in [0, 1]")
+
+
+def burst_evidence(near: Sequence[NearMiss], surprise: float) -> dict[str, Any]:
+    """The evidence of one document's typo burst: its counted near misses (at most 20; the words and the common
+    words they seem to misspell masked) with their weights, and the count's surprise."""
+    return {
+        "near_misses": [{"word": redact_text(m.word), "like": redact_text(m.like), "weight": round(m.weight, 2)}
+                        for m in near[:20]],
+        "typo_surprise": round(float(surprise), 3),
+    }
+
+
+def burst_message(near: Sequence[NearMiss], surprise: float, line: float) -> str:
+    """One line saying what makes a document a typo burst (the first four near misses, masked)."""
+    said = ", ".join(f"{m.word!r} ~ {m.like!r}" for m in near[:4])
+    return (f"typo burst: {len(near)} words no other document uses, each one edit from a common word "
+            f"({redact_text(said)}; surprise {surprise:.2f}, line {line:g})")
