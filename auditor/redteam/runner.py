@@ -43,13 +43,13 @@ EXPECTED: dict[str, frozenset[str]] = {
     "copied-vector": frozenset({"integrity"}),
     # issue 16: optimised token soup is meant for the hub detector's VA333 (and white-box passages still carry a
     # poison's claim); counterfactual twins for conflicting-twins (opt-in) or as near-duplicates of their original;
-    # a foreign cluster for language-group or as outliers; typo bursts for the opt-in naturalness detector's typo
-    # component (VA351: a redteam run without it lists every typo plant as missed); passages that dominate
-    # retrieval (GASLITE, corpus poisoning) also for the opt-in dominance detector (VA334/VA335).
+    # a foreign cluster for language-group or as outliers; typo bursts for typo-burst (VA352, default set, LOW) or
+    # the opt-in naturalness detector's typo component (VA351); passages that dominate retrieval (GASLITE, corpus
+    # poisoning) also for the opt-in dominance detector (VA334/VA335).
     "whitebox-poison": frozenset({"poison-cluster", "hub"}),
     "gaslite": frozenset({"hub", "dominance"}),
     "corpus-poisoning": frozenset({"hub", "dominance"}),
-    "typo": frozenset({"naturalness"}),
+    "typo": frozenset({"typo-burst", "naturalness"}),
     "counterfactual": frozenset({"conflicting-twins", "near-duplicate"}),
     "foreign": frozenset({"language-group", "outlier"}),
 }

@@ -172,8 +172,11 @@ def test_cli_redteam_plants_the_adversarial_classes(tmp_path: Path, embed: Any) 
     assert len(scratch) == 80 + 5 + 1 + 1 + 3 + 6
     new_texts = [p["text"] for pid, (_, p) in scratch.items() if pid >= 80]
     assert sum(t.startswith(GASLITE_INFO) for t in new_texts) == 1
-    typo_ids = [m["point_id"] for m in doc["classes"]["typo"]["missed_points"]]
-    assert len(typo_ids) == 3  # naturalness (opt-in, VA351) is meant for typos: without it every plant is missed
+    # typo plants replace the documents they edit (the other classes are new points): whether typo-burst caught them
+    # or not, the three edited documents are the typo class
+    typo_ids = [pid for pid in range(80) if scratch[pid][1]["text"] != texts[pid]]
+    assert len(typo_ids) == 3 and doc["classes"]["typo"]["expected_detectors"] == ["naturalness", "typo-burst"]
+    assert {m["point_id"] for m in doc["classes"]["typo"]["missed_points"]} <= set(typo_ids)
     for pid in typo_ids:
         assert scratch[pid][1]["text"] != texts[pid]
         assert len(word_diff(texts[pid], scratch[pid][1]["text"])) <= 8
