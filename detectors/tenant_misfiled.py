@@ -300,7 +300,7 @@ class MisfiledDetector(Detector):
             x, labels, folds=folds, max_train=int(self.params["max_train"]), c_total=float(self.params["c_total"]),
             seed=ctx.settings.seed, groups=groups,
         )
-        lexical = self._lexical_proba(ctx, rows, labels, proba, groups)
+        lexical = self._lexical_proba(self._lexical_view(ctx, rows, labels), labels, proba, ctx.settings.seed, groups)
         separation = tenant_separability([proba] if lexical is None else [proba, lexical], labels)
         if (separation["z"] < float(self.params["min_separation_z"])
                 or separation["lift"] < float(self.params["min_lift"])):
@@ -386,13 +386,14 @@ class MisfiledDetector(Detector):
         sample = stratified_sample(labels, int(self.params["cell_gate_max"]), folds, ctx.settings.seed)
         vectors, sampled = x[sample], labels[sample]
         partitions = cell_partitions(len(sample), int(self.params["cell_pool"]), int(self.params["cell_repeats"]))
+        view = self._lexical_view(ctx, rows[sample], sampled)
         accuracy = 0.0
         for repeat in range(partitions):
             seed = ctx.settings.seed + repeat
             cells = neighbourhood_cells(vectors, int(self.params["cell_size"]), seed, least=2 * folds)
             proba = out_of_fold_proba(vectors, sampled, folds=folds, max_train=len(sample),
                                       c_total=float(self.params["c_total"]), seed=seed, groups=cells)
-            lexical = self._lexical_proba(ctx, rows[sample], sampled, proba, cells, seed=seed)
+            lexical = self._lexical_proba(view, sampled, proba, seed, cells)
             accuracy += tenant_separability([proba] if lexical is None else [proba, lexical], sampled)["accuracy"]
         pooled = separability_of(accuracy / partitions, sampled)
         pooled["partitions"] = float(partitions)
@@ -400,32 +401,39 @@ class MisfiledDetector(Detector):
                                            float(self.params["min_lift"]))
         return pooled
 
-    def _lexical_proba(
+    def _lexical_view(
         self, ctx: ScanContext, rows: npt.NDArray[np.int64], labels: npt.NDArray[np.int64],
-        embedding_proba: npt.NDArray[np.float64], groups: npt.NDArray[np.int64] | None = None,
-        seed: int | None = None,
-    ) -> npt.NDArray[np.float64] | None:
-        """Out-of-fold tenant probabilities from the texts' words; rows without text take the embedding
-        model's. None when the lexical view is off, there is no text field, or too few texts to model."""
+    ) -> tuple[npt.NDArray[np.int64], Any] | None:
+        """The positions of ``rows`` that hold text and their word features, computed once for every fold
+        assignment that models them. None (and a note) when the lexical view is off, there is no text field, or
+        too few texts to model."""
         if not self.params["lexical"] or not ctx.field_map.text:
             return None
         texts = ctx.table.texts
-        has_text = np.array([bool((texts[i] or "").strip()) for i in rows])
-        with_text = np.flatnonzero(has_text)
-        folds = int(self.params["folds"])
-        if np.bincount(labels[with_text], minlength=int(labels.max()) + 1).min() < folds:
+        with_text = np.flatnonzero([bool((texts[i] or "").strip()) for i in rows])
+        if np.bincount(labels[with_text], minlength=int(labels.max()) + 1).min() < int(self.params["folds"]):
             ctx.note("misfiled: lexical view off (a tenant has fewer texts than folds)")
             return None
         try:
-            features = lexical_features([texts[int(rows[i])] or "" for i in with_text])
+            return with_text, lexical_features([texts[int(rows[i])] or "" for i in with_text])
         except ValueError:  # no word occurs in two texts: nothing to learn from
             ctx.note("misfiled: lexical view off (no shared vocabulary)")
             return None
+
+    def _lexical_proba(
+        self, view: tuple[npt.NDArray[np.int64], Any] | None, labels: npt.NDArray[np.int64],
+        embedding_proba: npt.NDArray[np.float64], seed: int, groups: npt.NDArray[np.int64] | None = None,
+    ) -> npt.NDArray[np.float64] | None:
+        """Out-of-fold tenant probabilities from the texts' words (:meth:`_lexical_view`); rows without text take
+        the embedding model's. None when there is no lexical view."""
+        if view is None:
+            return None
+        with_text, features = view
         out = embedding_proba.copy()
         out[with_text] = out_of_fold_proba(
-            features, labels[with_text], folds=folds, max_train=int(self.params["lexical_max_train"]),
-            c_total=float(self.params["lexical_c_total"]), seed=ctx.settings.seed if seed is None else seed,
-            groups=None if groups is None else groups[with_text],
+            features, labels[with_text], folds=int(self.params["folds"]),
+            max_train=int(self.params["lexical_max_train"]), c_total=float(self.params["lexical_c_total"]),
+            seed=seed, groups=None if groups is None else groups[with_text],
         )
         return out
 
